@@ -1,0 +1,74 @@
+# chatdesk — `make run` starts everything on this machine; `make test` runs the whole suite.
+# Both set themselves up from a fresh clone: .venv, Python packages, noVNC, the desktop's Debian packages.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+DEB_PACKAGES := tigervnc-standalone-server tigervnc-tools openbox xdotool xterm x11-utils chromium
+DESKTOP_BINARIES := Xvnc openbox xdotool xterm chromium
+TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/chatdesk
+TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
+
+.PHONY: run test lint bench setup python-deps system-deps assets services migrate clean
+
+setup: system-deps python-deps assets
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+python-deps: $(STAMP)
+
+# Debian packages for the desktop (Xvnc, openbox, xdotool) and the browser tests (chromium).
+system-deps:
+	@missing=""; for b in $(DESKTOP_BINARIES); do command -v $$b >/dev/null || missing="$$missing $$b"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "Installing Debian packages for:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(DEB_PACKAGES) >/dev/null; \
+	  else \
+	    echo "Missing:$$missing. Install as root: apt-get install $(DEB_PACKAGES)"; exit 1; \
+	  fi; \
+	fi
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --silent
+	@touch $@
+
+assets: node_modules/.installed
+
+# PostgreSQL and Redis for the tests: start them when installed and stopped; say so when absent.
+services:
+	@if ! command -v pg_ctlcluster >/dev/null; then echo "PostgreSQL is not installed (needed by make test)."; exit 1; fi
+	@if ! pg_isready -q -h 127.0.0.1 -p 5432; then \
+	  pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main start; fi
+	@for i in $$(seq 50); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 0.2; done; \
+	 pg_isready -q -h 127.0.0.1 -p 5432 || { echo "PostgreSQL did not start on 127.0.0.1:5432."; exit 1; }
+	@if ! command -v redis-server >/dev/null; then echo "Redis is not installed (needed by make test)."; exit 1; fi
+	@if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then \
+	  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no >/dev/null; fi
+	@for i in $$(seq 50); do redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && break; sleep 0.2; done; \
+	 redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null || { echo "Redis did not start on 127.0.0.1:6379."; exit 1; }
+
+migrate: python-deps
+	$(PY) manage.py migrate --noinput
+
+run: setup migrate
+	$(PY) manage.py runstack
+
+test: setup services
+	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(PY) -m pytest $(PYTEST_ARGS)
+
+lint: python-deps
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy .
+
+bench: setup services
+	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(PY) bench/run.py
+
+clean:
+	rm -rf $(VENV) node_modules staticfiles .pytest_cache .mypy_cache .ruff_cache

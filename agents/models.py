@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+from chatdesk.crypto import hash_token, new_token
+
+
+class WorkspaceAgentQuerySet(models.QuerySet["WorkspaceAgent"]):
+    def connected(self) -> WorkspaceAgentQuerySet:
+        cutoff = timezone.now() - timedelta(seconds=settings.CHATDESK_AGENT_TIMEOUT_SECONDS)
+        return self.filter(last_seen__gte=cutoff)
+
+    def for_raw_token(self, raw: str) -> WorkspaceAgent | None:
+        return self.filter(token_hash=hash_token(raw)).first()
+
+
+class WorkspaceAgent(models.Model):
+    """A `chatdesk-agent` running in a workspace, next to a desktop.
+
+    Its status is derived from ``last_seen``: `connected` while heartbeats arrive, else `disconnected`.
+    """
+
+    PREFIX = "cda"
+
+    class Status(models.TextChoices):
+        CONNECTED = "connected"
+        DISCONNECTED = "disconnected"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="workspace_agents")
+    name = models.CharField(max_length=100)
+    token_hash = models.CharField(max_length=64, unique=True, editable=False)
+    token_prefix = models.CharField(max_length=12, editable=False)
+    url = models.CharField(max_length=500, blank=True, help_text="Where the server reaches the agent (ws://…).")
+    display_width = models.PositiveIntegerField(null=True, blank=True)
+    display_height = models.PositiveIntegerField(null=True, blank=True)
+    last_seen = models.DateTimeField(null=True, blank=True)
+    # Take-over: while set, a person holds the desktop and computer-use chats on it stay paused.
+    desktop_held_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    desktop_held_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = WorkspaceAgentQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-last_seen", "name"]
+        constraints = [models.UniqueConstraint(fields=["owner", "name"], name="workspace_agent_unique_name")]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def status(self) -> str:
+        if self.last_seen is None:
+            return self.Status.DISCONNECTED
+        age = timezone.now() - self.last_seen
+        if age <= timedelta(seconds=settings.CHATDESK_AGENT_TIMEOUT_SECONDS):
+            return self.Status.CONNECTED
+        return self.Status.DISCONNECTED
+
+    @property
+    def is_connected(self) -> bool:
+        return self.status == self.Status.CONNECTED
+
+    def assign_new_token(self) -> str:
+        """Set a fresh token's hash on this row and return the token itself (to show once)."""
+        raw = new_token(self.PREFIX)
+        self.token_hash = hash_token(raw)
+        self.token_prefix = raw[:10]
+        return raw

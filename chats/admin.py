@@ -1,0 +1,146 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import admin
+from django.http import HttpRequest
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
+
+from chats.models import Chat, ChatMessage, ChatModelConfig, ChatProvider
+
+
+class ChatProviderForm(forms.ModelForm):
+    """The key is write-only: a password input that never renders the stored value."""
+
+    api_key = forms.CharField(
+        label="API key",
+        required=False,
+        strip=True,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text="Write-only. Leave empty to keep the current key.",
+    )
+    clear_api_key = forms.BooleanField(label="Remove the stored key", required=False)
+    base_url = forms.URLField(required=False, assume_scheme="https", help_text="Empty: the provider's public API.")
+
+    class Meta:
+        model = ChatProvider
+        fields = ["provider", "display_name", "api_key", "clear_api_key", "base_url", "enabled"]
+
+    def save(self, commit: bool = True) -> ChatProvider:
+        provider = super().save(commit=False)
+        if self.cleaned_data.get("clear_api_key"):
+            provider.set_api_key("")
+        elif self.cleaned_data.get("api_key"):
+            provider.set_api_key(self.cleaned_data["api_key"])
+        if commit:
+            provider.save()
+        return provider
+
+
+@admin.register(ChatProvider)
+class ChatProviderAdmin(admin.ModelAdmin):
+    form = ChatProviderForm
+    list_display = ["__str__", "provider", "key", "base_url", "enabled", "updated_at"]
+    list_filter = ["enabled"]
+
+    @admin.display(description="API key")
+    def key(self, obj: ChatProvider) -> str:
+        return f"set (…{obj.api_key_last4})" if obj.has_api_key else "not set"
+
+    def save_model(self, request: HttpRequest, obj: ChatProvider, form: Any, change: bool) -> None:
+        if not change and obj.created_by_id is None:
+            obj.created_by = request.user  # type: ignore[assignment]
+        super().save_model(request, obj, form, change)
+
+
+@admin.register(ChatModelConfig)
+class ChatModelConfigAdmin(admin.ModelAdmin):
+    list_display = ["model", "display_name", "provider", "enabled", "is_default", "context_limit"]
+    list_filter = ["enabled", "is_default", "provider"]
+    search_fields = ["model", "display_name"]
+
+
+class ChatMessageInline(admin.TabularInline):
+    model = ChatMessage
+    fields = ["id", "role", "summary", "screenshots", "usage", "created_at"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    show_change_link = False
+    ordering = ["id"]
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.display(description="Content")
+    def summary(self, message: ChatMessage) -> str:
+        parts = []
+        for part in message.content:
+            kind = part.get("type")
+            if kind == "text":
+                parts.append(part.get("text", "")[:500])
+            elif kind == "tool_use":
+                parts.append(f"[tool {part.get('name')}: {str(part.get('input'))[:200]}]")
+            elif kind == "tool_result":
+                texts = [p.get("text", "") for p in part.get("content") or [] if p.get("type") == "text"]
+                parts.append(f"[result{' (error)' if part.get('is_error') else ''}: {' '.join(texts)[:200]}]")
+        return "\n".join(parts)
+
+    @admin.display(description="Screenshots")
+    def screenshots(self, message: ChatMessage) -> SafeString:
+        file_ids = []
+        for part in message.content:
+            inner = part.get("content") if part.get("type") == "tool_result" else [part]
+            for p in inner or []:
+                if isinstance(p, dict) and p.get("type") == "image" and p.get("file_id"):
+                    file_ids.append(p["file_id"])
+        return format_html_join(
+            " ",
+            '<a href="{0}" target="_blank"><img src="{0}" alt="screenshot" style="max-width:160px"></a>',
+            ((reverse("chat-file", kwargs={"pk": message.chat_id, "file_id": f}),) for f in file_ids),
+        )
+
+
+@admin.register(Chat)
+class ChatAdmin(admin.ModelAdmin):
+    list_display = ["title", "owner", "status", "mode", "model", "parent_link", "archived", "updated_at"]
+    list_filter = ["status", "mode", "archived"]
+    search_fields = ["title", "id", "owner__username"]
+    readonly_fields = [
+        "id",
+        "owner",
+        "status",
+        "mode",
+        "parent",
+        "root",
+        "workspace_agent",
+        "model_config",
+        "model",
+        "system_prompt",
+        "last_error",
+        "usage",
+        "worker_id",
+        "started_at",
+        "heartbeat_at",
+        "created_at",
+        "updated_at",
+    ]
+    fields = ["title", "archived", *readonly_fields]
+    inlines = [ChatMessageInline]
+    list_select_related = ["owner", "parent"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    @admin.display(description="Parent")
+    def parent_link(self, chat: Chat) -> str:
+        if chat.parent_id is None:
+            return "—"
+        url = reverse("admin:chats_chat_change", args=[chat.parent_id])
+        return format_html('<a href="{}">{}</a>', url, chat.parent)

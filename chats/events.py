@@ -1,0 +1,86 @@
+"""Live chat events: the one way they leave a worker (or a web process) for stream consumers.
+
+With Redis (REDIS_URL), events go through the channel layer (channels_redis) to the group of the chat.
+In the embedded default there is no cross-process channel layer, so events are rows of ChatEvent that
+the stream consumer tails. Either way an event is sent only once the transaction that produced it has
+committed, so a consumer never sees a message it cannot read back from the database.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, TypedDict
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.db import transaction
+
+from chats.models import Chat, ChatEvent, ChatMessage
+
+
+class MessageEvent(TypedDict):
+    type: Literal["message"]
+    message: dict[str, Any]
+
+
+class MessagePartEvent(TypedDict):
+    type: Literal["message_part"]
+    part: dict[str, Any]  # {"index": int, "type": "text"|"tool_input", "delta": str, "name"?: str}
+
+
+class StatusEvent(TypedDict):
+    type: Literal["status"]
+    status: str
+    last_error: str
+
+
+class ChildEvent(TypedDict):
+    type: Literal["child"]
+    chat: dict[str, Any]
+
+
+Event = MessageEvent | MessagePartEvent | StatusEvent | ChildEvent
+
+LAYER_MESSAGE_TYPE = "chat.event"
+
+
+def group_name(chat_id: object) -> str:
+    return f"chat.{chat_id}"
+
+
+def uses_channel_layer() -> bool:
+    return bool(settings.REDIS_URL)
+
+
+def publish(chat_id: object, event: Event) -> None:
+    """Send ``event`` to everyone streaming chat ``chat_id``, once the current transaction commits."""
+
+    def send() -> None:
+        if uses_channel_layer():
+            layer = get_channel_layer()
+            if layer is not None:
+                async_to_sync(layer.group_send)(group_name(chat_id), {"type": LAYER_MESSAGE_TYPE, "event": event})
+        else:
+            ChatEvent.objects.create(chat_id=chat_id, payload=dict(event))
+
+    transaction.on_commit(send)
+
+
+def publish_message(message: ChatMessage) -> None:
+    from chats.serializers import message_to_json
+
+    publish(message.chat_id, MessageEvent(type="message", message=message_to_json(message)))
+
+
+def publish_status(chat: Chat) -> None:
+    publish(chat.pk, StatusEvent(type="status", status=chat.status, last_error=chat.last_error))
+    if chat.parent_id is not None:
+        publish_child(chat)
+
+
+def publish_child(chat: Chat) -> None:
+    """Tell the parent's viewers that a child chat was created or changed."""
+    from chats.serializers import ChatSerializer
+
+    if chat.parent_id is not None:
+        publish(chat.parent_id, ChildEvent(type="child", chat=dict(ChatSerializer(chat).data)))

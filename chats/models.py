@@ -1,0 +1,234 @@
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import F, Q
+
+from chatdesk.crypto import decrypt_secret, encrypt_secret
+
+
+class ChatProvider(models.Model):
+    """Credentials for a model provider. The API key is encrypted at rest and write-only."""
+
+    class Provider(models.TextChoices):
+        ANTHROPIC = "anthropic", "Anthropic"
+
+    provider = models.CharField(max_length=32, choices=Provider.choices, unique=True)
+    display_name = models.CharField(max_length=100, blank=True)
+    api_key_encrypted = models.TextField(blank=True, editable=False)
+    api_key_last4 = models.CharField(max_length=4, blank=True, editable=False)
+    base_url = models.URLField(blank=True, help_text="Leave empty for the provider's public API.")
+    enabled = models.BooleanField(default=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["provider"]
+
+    def __str__(self) -> str:
+        return self.display_name or self.get_provider_display()
+
+    @property
+    def has_api_key(self) -> bool:
+        return bool(self.api_key_encrypted)
+
+    def set_api_key(self, raw: str) -> None:
+        raw = raw.strip()
+        self.api_key_encrypted = encrypt_secret(raw) if raw else ""
+        self.api_key_last4 = raw[-4:] if raw else ""
+
+    def get_api_key(self) -> str:
+        return decrypt_secret(self.api_key_encrypted) if self.api_key_encrypted else ""
+
+
+class ChatModelConfig(models.Model):
+    provider = models.CharField(
+        max_length=32, choices=ChatProvider.Provider.choices, default=ChatProvider.Provider.ANTHROPIC
+    )
+    model = models.CharField(max_length=200, help_text="The provider's model name, e.g. claude-sonnet-5-5.")
+    display_name = models.CharField(max_length=200, blank=True)
+    enabled = models.BooleanField(default=True)
+    is_default = models.BooleanField(default=False)
+    context_limit = models.PositiveIntegerField(default=200_000)
+    options = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text='e.g. {"max_output_tokens": 16000, "computer_tool_version": "computer_20251124"}',
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-is_default", "model"]
+        verbose_name = "model config"
+        constraints = [
+            models.UniqueConstraint(fields=["provider", "model"], name="model_config_unique_model"),
+            models.UniqueConstraint(
+                fields=["is_default"], condition=Q(is_default=True), name="model_config_one_default"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.display_name or self.model
+
+
+class Chat(models.Model):
+    class Status(models.TextChoices):
+        WAITING = "waiting"  # idle, awaiting the user
+        PENDING = "pending"  # a turn is queued
+        RUNNING = "running"  # a worker is executing it
+        PAUSED = "paused"  # interrupted or desktop taken over; resumable
+        COMPLETED = "completed"  # a child chat finished its task
+        ERROR = "error"  # see last_error
+
+    class Mode(models.TextChoices):
+        COMPUTER_USE = "computer_use"
+
+    DEFAULT_TITLE = "New Chat"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="chats")
+    title = models.CharField(max_length=200, default=DEFAULT_TITLE)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.WAITING)
+    mode = models.CharField(max_length=16, choices=Mode.choices, null=True, blank=True)
+    # A root chat's root is itself; a child's root is its parent's root (enforced in save()).
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.CASCADE, related_name="children")
+    root = models.ForeignKey("self", on_delete=models.CASCADE, related_name="descendants")
+    workspace_agent = models.ForeignKey(
+        "agents.WorkspaceAgent", null=True, blank=True, on_delete=models.SET_NULL, related_name="chats"
+    )
+    model_config = models.ForeignKey(
+        ChatModelConfig, null=True, blank=True, on_delete=models.SET_NULL, related_name="chats"
+    )
+    model = models.CharField(max_length=200, blank=True, help_text="The model name in use.")
+    system_prompt = models.TextField(blank=True)
+    last_error = models.TextField(blank=True)
+    # Token usage summed over the chat's messages (input, output, cache read/creation).
+    usage = models.JSONField(default=dict, blank=True)
+    archived = models.BooleanField(default=False)
+    # Turn engine lease: who runs the current turn and when it last proved it is alive.
+    worker_id = models.CharField(max_length=200, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-updated_at"]
+        indexes = [
+            models.Index(fields=["owner", "archived", "-updated_at"], name="chat_owner_list"),
+            models.Index(fields=["status", "heartbeat_at"], name="chat_lease"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=(Q(parent__isnull=True) & Q(root=F("id"))) | (Q(parent__isnull=False) & ~Q(root=F("id"))),
+                name="chat_root_is_self_iff_no_parent",
+            ),
+            models.CheckConstraint(
+                condition=Q(mode__isnull=True) | Q(mode="computer_use"), name="chat_mode_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=["waiting", "pending", "running", "paused", "completed", "error"]),
+                name="chat_status_valid",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.title
+
+    def save(self, *args: object, **kwargs: object) -> None:
+        if self.parent_id is None:
+            self.root_id = self.id
+        else:
+            parent_root = Chat.objects.filter(pk=self.parent_id).values_list("root_id", flat=True).first()
+            self.root_id = parent_root
+        super().save(*args, **kwargs)  # type: ignore[arg-type]
+
+    @property
+    def is_root(self) -> bool:
+        return self.parent_id is None
+
+    @property
+    def is_computer_use(self) -> bool:
+        return self.mode == self.Mode.COMPUTER_USE
+
+
+def chat_file_path(instance: ChatFile, filename: str) -> str:
+    return f"chats/{instance.chat_id}/{instance.id}{'.png' if instance.content_type == 'image/png' else ''}"
+
+
+class ChatFile(models.Model):
+    """A file attached to a chat: screenshots and images. Bytes live in Django storage, not in JSON."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    chat = models.ForeignKey(Chat, on_delete=models.CASCADE, related_name="files")
+    file = models.FileField(upload_to=chat_file_path)
+    content_type = models.CharField(max_length=100, default="image/png")
+    size = models.PositiveIntegerField(default=0)
+    width = models.PositiveIntegerField(null=True, blank=True)
+    height = models.PositiveIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.content_type} {self.id}"
+
+
+class ChatMessage(models.Model):
+    """One message. ``id`` is monotonic and serves as the stream cursor.
+
+    ``content`` is a list of parts: {"type": "text", "text"}, {"type": "tool_use", "id", "name", "input"},
+    {"type": "tool_result", "tool_use_id", "content": [parts], "is_error"}, {"type": "image", "file_id"}.
+    Images reference ChatFile rows; no base64 is stored in messages.
+    """
+
+    class Role(models.TextChoices):
+        USER = "user"
+        ASSISTANT = "assistant"
+        TOOL = "tool"
+        SYSTEM = "system"
+
+    id = models.BigAutoField(primary_key=True)
+    chat = models.ForeignKey(Chat, on_delete=models.CASCADE, related_name="messages")
+    role = models.CharField(max_length=16, choices=Role.choices)
+    content = models.JSONField(default=list)
+    usage = models.JSONField(default=dict, blank=True)
+    model = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["chat", "id"], name="message_chat_cursor")]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(role__in=["user", "assistant", "tool", "system"]), name="message_role_valid"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.role} #{self.id}"
+
+    @property
+    def text(self) -> str:
+        return "".join(p.get("text", "") for p in self.content if isinstance(p, dict) and p.get("type") == "text")
+
+
+class ChatEvent(models.Model):
+    """A live event kept in the database, for the embedded default (no Redis): the stream consumer tails
+    this table. With Redis, events go through the channel layer and this table stays empty."""
+
+    id = models.BigAutoField(primary_key=True)
+    chat = models.ForeignKey(Chat, on_delete=models.CASCADE, related_name="+")
+    payload = models.JSONField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["chat", "id"], name="event_chat_cursor")]

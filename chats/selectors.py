@@ -1,0 +1,20 @@
+from __future__ import annotations
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db.models import QuerySet
+from django.shortcuts import get_object_or_404
+
+from chats.models import Chat, ChatFile
+
+
+def chat_for_user(*, user: AbstractBaseUser, chat_id: object) -> Chat:
+    """Return the user's chat. Raise Http404 for a chat that is not theirs, as for one that does not exist."""
+    return get_object_or_404(Chat.objects.select_related("workspace_agent"), pk=chat_id, owner=user)
+
+
+def chats_for_user(*, user: AbstractBaseUser) -> QuerySet[Chat]:
+    return Chat.objects.filter(owner=user).order_by("-updated_at", "-created_at")
+
+
+def chat_file_for_user(*, user: AbstractBaseUser, chat_id: object, file_id: object) -> ChatFile:
+    return get_object_or_404(ChatFile, pk=file_id, chat_id=chat_id, chat__owner=user)

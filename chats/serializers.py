@@ -1,0 +1,128 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.urls import reverse
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from agents.models import WorkspaceAgent
+from chatdesk.serializers import StrictBooleanField, StrictCharField, StrictSerializer
+from chats.models import Chat, ChatMessage
+
+
+def file_url(chat_id: object, file_id: object) -> str:
+    return reverse("chat-file", kwargs={"pk": chat_id, "file_id": file_id})
+
+
+def _part_to_json(chat_id: object, part: Any) -> Any:
+    """Return an API-shaped content part: image parts gain their URL, tool results recurse."""
+    if not isinstance(part, dict):
+        return part
+    if part.get("type") == "image" and part.get("file_id"):
+        return {**part, "url": file_url(chat_id, part["file_id"])}
+    if part.get("type") == "tool_result" and isinstance(part.get("content"), list):
+        return {**part, "content": [_part_to_json(chat_id, p) for p in part["content"]]}
+    return part
+
+
+def message_to_json(message: ChatMessage) -> dict[str, Any]:
+    return {
+        "id": message.id,
+        "chat_id": str(message.chat_id),
+        "role": message.role,
+        "content": [_part_to_json(message.chat_id, p) for p in message.content],
+        "usage": message.usage,
+        "model": message.model,
+        "created_at": message.created_at.isoformat().replace("+00:00", "Z"),
+    }
+
+
+class ChatSerializer(serializers.ModelSerializer):
+    parent_chat_id = serializers.UUIDField(source="parent_id", read_only=True, allow_null=True)
+    root_chat_id = serializers.UUIDField(source="root_id", read_only=True)
+    workspace_agent = serializers.UUIDField(source="workspace_agent_id", read_only=True, allow_null=True)
+
+    class Meta:
+        model = Chat
+        fields = [
+            "id",
+            "title",
+            "status",
+            "mode",
+            "parent_chat_id",
+            "root_chat_id",
+            "workspace_agent",
+            "model",
+            "last_error",
+            "archived",
+            "usage",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = fields
+
+
+class ChatCreateSerializer(StrictSerializer):
+    message = StrictCharField(required=False, max_length=100_000, trim_whitespace=False)
+    title = StrictCharField(required=False, max_length=200)
+    workspace_agent = serializers.PrimaryKeyRelatedField(
+        queryset=WorkspaceAgent.objects.none(), required=False, allow_null=True
+    )
+    model = StrictCharField(required=False, max_length=200)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        request = self.context.get("request")
+        if request is not None and request.user.is_authenticated:
+            field = self.fields["workspace_agent"]
+            field.queryset = WorkspaceAgent.objects.filter(owner=request.user)  # type: ignore[attr-defined]
+
+    def validate_message(self, value: str) -> str:
+        if not value.strip():
+            raise serializers.ValidationError("This field may not be blank.")
+        return value
+
+
+class ChatUpdateSerializer(StrictSerializer):
+    title = StrictCharField(required=False, max_length=200)
+    archived = StrictBooleanField(required=False)
+
+
+class MessageSerializer(serializers.Serializer):
+    """Read shape of a message (documentation only; message_to_json produces it)."""
+
+    id = serializers.IntegerField()
+    chat_id = serializers.UUIDField()
+    role = serializers.ChoiceField(choices=ChatMessage.Role.choices)
+    content = serializers.ListField(child=serializers.DictField())
+    usage = serializers.DictField()
+    model = serializers.CharField()
+    created_at = serializers.DateTimeField()
+
+    def to_representation(self, instance: ChatMessage) -> dict[str, Any]:
+        return message_to_json(instance)
+
+
+class MessageCreateSerializer(StrictSerializer):
+    content = StrictCharField(max_length=100_000, trim_whitespace=False)
+
+    def validate_content(self, value: str) -> str:
+        if not value.strip():
+            raise serializers.ValidationError("This field may not be blank.")
+        return value
+
+
+class MessageListQuerySerializer(serializers.Serializer):
+    after_id = serializers.IntegerField(required=False, min_value=0, default=0)
+    limit = serializers.IntegerField(required=False, min_value=1, max_value=1000, default=1000)
+
+
+class ChatListQuerySerializer(serializers.Serializer):
+    parent = serializers.UUIDField(required=False)
+    archived = serializers.BooleanField(required=False, default=False)
+
+
+@extend_schema_field({"type": "string", "format": "binary"})
+class BinaryField(serializers.Field):
+    pass

@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from rest_framework.test import APIClient
+
+from chatdesk.celery import app as celery_app
+from chatdesk.services import api_token_create
+from tests.factories import UserFactory
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Give this test run its own Celery queue, channel-layer prefix and media folder.
+
+    Redis is shared with anything else on the machine; a leftover task from an earlier run must never
+    reach this run's workers.
+    """
+    run = uuid.uuid4().hex[:8]
+    settings.CELERY_TASK_DEFAULT_QUEUE = f"chatdesk-test-{run}"
+    celery_app.conf.task_default_queue = settings.CELERY_TASK_DEFAULT_QUEUE
+    if settings.REDIS_URL:
+        settings.CHANNEL_LAYERS["default"]["CONFIG"]["prefix"] = f"chatdesk-test-{run}"
+    settings.MEDIA_ROOT = str(tmp_path_factory.mktemp("media"))
+    yield
+
+
+@pytest.fixture
+def user(db: None):  # type: ignore[no-untyped-def]
+    return UserFactory(username="alice")
+
+
+@pytest.fixture
+def other_user(db: None):  # type: ignore[no-untyped-def]
+    return UserFactory(username="mallory")
+
+
+@pytest.fixture
+def api_token(user) -> str:  # type: ignore[no-untyped-def]
+    _, raw = api_token_create(user=user, name="tests")
+    return raw
+
+
+@pytest.fixture
+def api(api_token: str) -> APIClient:
+    """A DRF client authenticated as ``user`` with a Bearer token."""
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {api_token}")
+    return client
+
+
+@pytest.fixture
+def other_api(other_user) -> APIClient:  # type: ignore[no-untyped-def]
+    _, raw = api_token_create(user=other_user, name="tests")
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
+    return client
+
+
+@pytest.fixture
+def artifacts_dir() -> Path:
+    path = Path(__file__).resolve().parent.parent / "test-artifacts"
+    path.mkdir(exist_ok=True)
+    return path

@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+import factory
+from django.contrib.auth import get_user_model
+
+from agents.models import WorkspaceAgent
+from chats.models import Chat, ChatMessage
+
+
+class UserFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = get_user_model()
+        django_get_or_create = ("username",)
+        skip_postgeneration_save = True
+
+    username = factory.Sequence(lambda n: f"user{n}")
+    password = factory.django.Password("pw-for-tests-1")
+
+
+class WorkspaceAgentFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = WorkspaceAgent
+
+    owner = factory.SubFactory(UserFactory)
+    name = factory.Sequence(lambda n: f"agent{n}")
+    token_hash = factory.Sequence(lambda n: f"{n:064x}")
+    token_prefix = "cda_test"
+
+
+class ChatFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Chat
+
+    owner = factory.SubFactory(UserFactory)
+    title = factory.Sequence(lambda n: f"Chat {n}")
+    model = "claude-sonnet-5-5"
+
+
+class ChatMessageFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = ChatMessage
+
+    chat = factory.SubFactory(ChatFactory)
+    role = ChatMessage.Role.USER
+    content = factory.LazyFunction(lambda: [{"type": "text", "text": "hello"}])
