@@ -7,7 +7,8 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-from chatdesk.crypto import hash_token, new_token
+from agents.daemon.credentials import server_credential
+from chatdesk.crypto import decrypt_secret, encrypt_secret, hash_token, new_token
 
 
 class WorkspaceAgentQuerySet(models.QuerySet["WorkspaceAgent"]):
@@ -36,6 +37,8 @@ class WorkspaceAgent(models.Model):
     name = models.CharField(max_length=100)
     token_hash = models.CharField(max_length=64, unique=True, editable=False)
     token_prefix = models.CharField(max_length=12, editable=False)
+    # What the server presents to the agent (agents/daemon/credentials.py), encrypted at rest.
+    server_credential_encrypted = models.TextField(editable=False, default="")
     url = models.CharField(max_length=500, blank=True, help_text="Where the server reaches the agent (ws://…).")
     display_width = models.PositiveIntegerField(null=True, blank=True)
     display_height = models.PositiveIntegerField(null=True, blank=True)
@@ -75,4 +78,9 @@ class WorkspaceAgent(models.Model):
         raw = new_token(self.PREFIX)
         self.token_hash = hash_token(raw)
         self.token_prefix = raw[:10]
+        self.server_credential_encrypted = encrypt_secret(server_credential(raw))
         return raw
+
+    def get_server_credential(self) -> str:
+        """Return the Bearer credential to present when calling this agent."""
+        return decrypt_secret(self.server_credential_encrypted)
