@@ -20,11 +20,17 @@ class UserFactory(factory.django.DjangoModelFactory):
 class WorkspaceAgentFactory(factory.django.DjangoModelFactory):
     class Meta:
         model = WorkspaceAgent
+        skip_postgeneration_save = True
 
     owner = factory.SubFactory(UserFactory)
     name = factory.Sequence(lambda n: f"agent{n}")
-    token_hash = factory.Sequence(lambda n: f"{n:064x}")
-    token_prefix = "cda_test"
+
+    @factory.post_generation
+    def token(self, create: bool, extracted: str | None, **kwargs: object) -> None:
+        """The raw token is kept on the instance as ``raw_token`` so tests can act as the agent."""
+        self.raw_token = self.assign_new_token()
+        if create:
+            self.save()
 
 
 class ChatFactory(factory.django.DjangoModelFactory):
