@@ -73,5 +73,5 @@ class BearerAuthMiddleware(BaseMiddleware):
         return await super().__call__(scope, receive, send)
 
 
-def WebSocketAuthStack(inner: Any) -> Any:  # noqa: N802 (reads like Channels' own AuthMiddlewareStack)
+def WebSocketAuthStack(inner: Any) -> Any:
     return AuthMiddlewareStack(BearerAuthMiddleware(inner))

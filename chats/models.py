@@ -95,7 +95,8 @@ class Chat(models.Model):
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="chats")
     title = models.CharField(max_length=200, default=DEFAULT_TITLE)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.WAITING)
-    mode = models.CharField(max_length=16, choices=Mode.choices, null=True, blank=True)
+    # SPEC: null for a normal chat (not ""), so the API says `"mode": null`.
+    mode = models.CharField(max_length=16, choices=Mode.choices, null=True, blank=True)  # noqa: DJ001
     # A root chat's root is itself; a child's root is its parent's root (enforced in save()).
     parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.CASCADE, related_name="children")
     root = models.ForeignKey("self", on_delete=models.CASCADE, related_name="descendants")
@@ -232,3 +233,6 @@ class ChatEvent(models.Model):
     class Meta:
         ordering = ["id"]
         indexes = [models.Index(fields=["chat", "id"], name="event_chat_cursor")]
+
+    def __str__(self) -> str:
+        return f"{self.payload.get('type')} #{self.id}"

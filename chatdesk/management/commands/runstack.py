@@ -50,7 +50,9 @@ class Command(BaseCommand):
                 self.stderr.write("Xvnc is not installed: starting without a local desktop (run as root once).")
             else:
                 token = self.local_agent_token(admin)
-                server = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+                # The agent heartbeats over loopback even when the web server listens on every interface.
+                loopback = host in ("0.0.0.0", "::")  # noqa: S104 (a comparison, not a bind)
+                server = f"http://{'127.0.0.1' if loopback else host}:{port}"
                 commands.append(
                     ("agent", [os.path.join(bin_dir, "chatdesk-agent"), "--server", server, "--token", token,
                                "--listen", AGENT_LISTEN])
