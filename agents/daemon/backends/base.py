@@ -1,0 +1,109 @@
+"""The interface every desktop backend implements.
+
+A backend owns one desktop: it starts it lazily, notices when it died, stops it completely, and
+turns the agent's input primitives (always in *native* pixels, already validated) into real
+input events. Serialization is not the backend's job: ``actions.ActionRunner`` holds one lock
+per desktop around every call.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+from typing import Literal
+
+from agents.daemon.screenshot import Frame
+
+ScrollDirection = Literal["up", "down", "left", "right"]
+# X11 pointer buttons: 1 left, 2 middle, 3 right; wheel 4 up, 5 down, 6 left, 7 right.
+SCROLL_BUTTONS: dict[str, int] = {"up": 4, "down": 5, "left": 6, "right": 7}
+
+
+class DesktopError(Exception):
+    """The desktop could not be started or reached. The message is safe to show to a client."""
+
+
+class InputError(Exception):
+    """An input command failed on a running desktop (e.g. xdotool exited non-zero)."""
+
+
+class Desktop(abc.ABC):
+    """One desktop session; see module docstring."""
+
+    name = "base"
+
+    def __init__(self, geometry: tuple[int, int]) -> None:
+        self.geometry = geometry
+        self.native_size: tuple[int, int] = geometry
+        self.x_display: str | None = None
+        self.xauthority: str | None = None
+
+    @abc.abstractmethod
+    def is_running(self) -> bool:
+        """Return True when the desktop is up (without starting it)."""
+
+    @abc.abstractmethod
+    async def start(self) -> None:
+        """Start the desktop if it is not running (idempotent); restart it if it died.
+
+        Raise DesktopError when it cannot be started.
+        """
+
+    @abc.abstractmethod
+    async def stop(self) -> None:
+        """Stop the desktop and every process on it (idempotent)."""
+
+    @abc.abstractmethod
+    async def open_vnc(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """Return a fresh stream to the desktop's RFB server (one per viewer)."""
+
+    @abc.abstractmethod
+    async def grab(self) -> Frame:
+        """Return the whole screen at native size."""
+
+    @abc.abstractmethod
+    async def cursor_position(self) -> tuple[int, int]:
+        """Return the pointer position in native pixels."""
+
+    @abc.abstractmethod
+    async def move(self, x: int, y: int) -> None:
+        """Move the pointer to native (x, y)."""
+
+    @abc.abstractmethod
+    async def click(
+        self, button: int, *, at: tuple[int, int] | None = None, count: int = 1, hold: list[str] | None = None
+    ) -> None:
+        """Click ``button`` ``count`` times, first moving to ``at``, while holding the keys ``hold``."""
+
+    @abc.abstractmethod
+    async def button(self, button: int, *, down: bool, at: tuple[int, int] | None = None) -> None:
+        """Press (down=True) or release a pointer button, first moving to ``at``."""
+
+    @abc.abstractmethod
+    async def drag(
+        self, start: tuple[int, int], end: tuple[int, int], *, hold: list[str] | None = None
+    ) -> None:
+        """Press the left button at ``start``, move to ``end`` and release it there."""
+
+    @abc.abstractmethod
+    async def scroll(
+        self,
+        direction: ScrollDirection,
+        amount: int,
+        *,
+        at: tuple[int, int] | None = None,
+        hold: list[str] | None = None,
+    ) -> None:
+        """Turn the wheel ``amount`` clicks in ``direction``."""
+
+    @abc.abstractmethod
+    async def key(self, combos: list[str], *, repeat: int = 1) -> None:
+        """Press and release each normalized combo ("ctrl+shift+t"), the sequence ``repeat`` times."""
+
+    @abc.abstractmethod
+    async def key_hold(self, keys: list[str], *, down: bool) -> None:
+        """Press (down=True) or release the normalized keysyms ``keys``."""
+
+    @abc.abstractmethod
+    async def type_text(self, text: str) -> None:
+        """Type ``text`` as keyboard input (never interpreted by a shell)."""

@@ -1,0 +1,416 @@
+"""The default backend: TigerVNC ``Xvnc`` + ``openbox`` + ``xdotool``.
+
+Isolation choices, because the desktop is driven by a model and watched by people:
+
+* Xvnc's RFB server listens only on a unix socket (mode 0600) inside a private 0700 directory,
+  with TCP disabled (``-rfbport -1``); ``-SecurityTypes None`` is acceptable because nothing but
+  this agent can open that socket. X11 itself does not listen on TCP, and clients need a random
+  MIT-MAGIC-COOKIE from an Xauthority file in the same private directory.
+* ``-displayfd`` lets Xvnc pick a free display number itself, so agents never race for one.
+* ``-AcceptSetDesktopSize=0`` keeps the geometry fixed: the model's declared size depends on it.
+* The agent's token never reaches the desktop: children get an environment without it.
+* Every child runs in its own session/process group; stopping kills those groups, every process
+  whose environment names this display, then Xvnc, escalating to SIGKILL after a grace period.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import struct
+import tempfile
+import time
+from pathlib import Path
+
+from agents.daemon.backends.base import SCROLL_BUTTONS, Desktop, DesktopError, InputError, ScrollDirection
+from agents.daemon.screenshot import Frame, XConnection, XProtocolError
+
+log = logging.getLogger(__name__)
+
+START_TIMEOUT = 15.0
+STOP_GRACE = 3.0
+XDOTOOL_TIMEOUT = 15.0
+TYPE_CHUNK = 100
+TYPE_DELAY_MS = 5
+KEY_DELAY_MS = 5  # between keystrokes of a key action; xdotool's default sleeps 12 ms+ per key
+# Environment variables that must not leak to programs on the desktop (the model can read them).
+SECRET_ENV = ("CHATDESK_AGENT_TOKEN",)
+
+
+def desktop_env(display: str, xauthority: str) -> dict[str, str]:
+    """Return the environment for a program on the desktop: ours minus secrets, plus DISPLAY."""
+    env = {k: v for k, v in os.environ.items() if k not in SECRET_ENV}
+    env["DISPLAY"] = display
+    env["XAUTHORITY"] = xauthority
+    return env
+
+
+def write_xauthority(path: Path, cookie: bytes) -> None:
+    """Write an Xauthority file with one FamilyWild entry (any host, any display number).
+
+    Format (libXau): family, address, display number, auth name, auth data, each a big-endian
+    u16 length (family: the value) followed by bytes.
+    """
+
+    def field(data: bytes) -> bytes:
+        return struct.pack(">H", len(data)) + data
+
+    entry = struct.pack(">H", 0xFFFF) + field(b"") + field(b"") + field(b"MIT-MAGIC-COOKIE-1") + field(cookie)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(entry)
+
+
+def _process_alive(pid: int) -> bool:
+    """Return True when ``pid`` exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+def _ancestors() -> set[int]:
+    pids = set()
+    pid = os.getpid()
+    while pid > 1:
+        pids.add(pid)
+        try:
+            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+    return pids
+
+
+def display_clients(display: str) -> set[int]:
+    """Return the pids of processes whose environment has DISPLAY set to ``display`` (":N")."""
+    wanted = {f"DISPLAY={display}".encode(), f"DISPLAY={display}.0".encode()}
+    spare = _ancestors()
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) in spare:
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if wanted.intersection(environ.split(b"\0")):
+            found.add(int(entry.name))
+    return found
+
+
+def process_group_members(pgids: set[int]) -> set[int]:
+    """Return the pids whose process group is in ``pgids``."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[-1].split()
+        except OSError:
+            continue
+        if int(fields[2]) in pgids:
+            found.add(int(entry.name))
+    return found
+
+
+async def terminate(pids: set[int], *, grace: float = STOP_GRACE) -> None:
+    """SIGTERM ``pids``, wait up to ``grace`` seconds for them to exit, then SIGKILL the rest."""
+    pids = {p for p in pids if p != os.getpid()}
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        pids = {p for p in pids if _process_alive(p)}
+        if not pids:
+            return
+        await asyncio.sleep(0.05)
+    for pid in pids:
+        log.warning("process %d ignored SIGTERM; killing it", pid)
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+
+
+class XvncDesktop(Desktop):
+    """Xvnc + openbox on a private display; see the module docstring."""
+
+    name = "xvnc"
+
+    def __init__(self, geometry: tuple[int, int]) -> None:
+        super().__init__(geometry)
+        self._xvnc: asyncio.subprocess.Process | None = None
+        self._wm: asyncio.subprocess.Process | None = None
+        self._x: XConnection | None = None
+        self._dir: Path | None = None
+        self._env: dict[str, str] = {}
+        self.rfb_socket: str | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def is_running(self) -> bool:
+        return self._xvnc is not None and self._xvnc.returncode is None and _process_alive(self._xvnc.pid)
+
+    async def start(self) -> None:
+        if self.is_running():
+            if self._wm is None or self._wm.returncode is not None:
+                await self._start_wm()
+            return
+        if self._xvnc is not None:
+            log.warning("desktop %s died; starting a new one", self.x_display)
+            await self.stop()
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
+        if shutil.which("Xvnc") is None:
+            raise DesktopError("Failed to start desktop session: Xvnc is not installed.")
+        self._dir = Path(tempfile.mkdtemp(prefix="chatdesk-agent-"))  # mode 0700
+        cookie = os.urandom(16)
+        xauthority = self._dir / "Xauthority"
+        write_xauthority(xauthority, cookie)
+        self.rfb_socket = str(self._dir / "rfb.sock")
+        width, height = self.geometry
+        read_fd, write_fd = os.pipe()
+        argv = [
+            "Xvnc",
+            "-displayfd", str(write_fd),
+            "-geometry", f"{width}x{height}",
+            "-depth", "24",
+            "-dpi", "96",
+            "-auth", str(xauthority),
+            "-nolisten", "tcp",
+            "-rfbport", "-1",
+            "-rfbunixpath", self.rfb_socket,
+            "-rfbunixmode", "0600",
+            "-SecurityTypes", "None",
+            "-AlwaysShared",
+            "-AcceptSetDesktopSize=0",
+        ]  # fmt: skip
+        log_file = (self._dir / "Xvnc.log").open("wb")
+        try:
+            self._xvnc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=log_file,
+                pass_fds=(write_fd,),
+                start_new_session=True,
+                env={k: v for k, v in os.environ.items() if k not in (*SECRET_ENV, "DISPLAY")},
+            )
+        finally:
+            os.close(write_fd)
+            log_file.close()
+        try:
+            number = await asyncio.wait_for(asyncio.to_thread(_read_display_number, read_fd), START_TIMEOUT)
+        except TimeoutError:
+            raise DesktopError("Failed to start desktop session: Xvnc did not come up in time.") from None
+        finally:
+            os.close(read_fd)
+        if number is None:
+            tail = (self._dir / "Xvnc.log").read_text(errors="replace").strip().splitlines()[-3:]
+            log.error("Xvnc exited during start-up: %s", " | ".join(tail))
+            raise DesktopError("Failed to start desktop session: Xvnc exited during start-up.")
+        self.x_display = f":{number}"
+        self.xauthority = str(xauthority)
+        self._env = desktop_env(self.x_display, self.xauthority)
+        try:
+            self._x = await XConnection.open(self.x_display, cookie)
+        except (OSError, XProtocolError, TimeoutError) as exc:
+            log.error("cannot open X display %s: %s", self.x_display, exc)
+            raise DesktopError("Failed to start desktop session: cannot open the X display.") from exc
+        self.native_size = (self._x.width, self._x.height)
+        await self._start_wm()
+        log.info("desktop started on %s (%dx%d)", self.x_display, *self.native_size)
+
+    async def _start_wm(self) -> None:
+        if shutil.which("openbox") is None:
+            log.warning("openbox is not installed; the desktop has no window manager")
+            return
+        self._wm = await asyncio.create_subprocess_exec(
+            "openbox",
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+            start_new_session=True,
+            env=self._env,
+        )
+
+    async def stop(self) -> None:
+        if self._x is not None:
+            self._x.close()
+            self._x = None
+        pgids = {p.pid for p in (self._wm, self._xvnc) if p is not None}
+        victims = process_group_members(pgids - {self._xvnc.pid} if self._xvnc else pgids)
+        if self.x_display:
+            victims |= display_clients(self.x_display)
+        # Clients first, so they do not log X I/O errors for a server that vanished; then Xvnc.
+        await terminate(victims)
+        if self._xvnc is not None:
+            await terminate(process_group_members({self._xvnc.pid}) | {self._xvnc.pid})
+        for proc in (self._wm, self._xvnc):
+            if proc is not None:
+                with contextlib.suppress(ProcessLookupError, TimeoutError):
+                    await asyncio.wait_for(proc.wait(), STOP_GRACE)
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+        self._xvnc = self._wm = None
+        self._dir = None
+        self.x_display = self.xauthority = self.rfb_socket = None
+
+    # -- streams and queries -----------------------------------------------------------------
+
+    async def open_vnc(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        if self.rfb_socket is None:
+            raise DesktopError("Desktop is not running.")
+        try:
+            return await asyncio.open_unix_connection(self.rfb_socket)
+        except OSError as exc:
+            raise DesktopError("Failed to connect to VNC server.") from exc
+
+    def _xconn(self) -> XConnection:
+        if self._x is None:
+            raise DesktopError("Desktop is not running.")
+        return self._x
+
+    async def grab(self) -> Frame:
+        try:
+            return await self._xconn().get_image()
+        except (OSError, asyncio.IncompleteReadError, XProtocolError) as exc:
+            raise DesktopError("Failed to capture the screen.") from exc
+
+    async def cursor_position(self) -> tuple[int, int]:
+        try:
+            x, y, _mask = await self._xconn().query_pointer()
+        except (OSError, asyncio.IncompleteReadError, XProtocolError) as exc:
+            raise DesktopError("Failed to read the pointer position.") from exc
+        return x, y
+
+    async def pointer_mask(self) -> int:
+        """Return the X key/button mask (used by tests and diagnostics)."""
+        return (await self._xconn().query_pointer())[2]
+
+    # -- input ---------------------------------------------------------------------------------
+
+    async def xdotool(self, *args: str | int, time_limit: float = XDOTOOL_TIMEOUT) -> str:
+        """Run one xdotool command line (argv, never a shell) on this display; return stdout.
+
+        Raise InputError when it fails or times out.
+        """
+        if self.x_display is None:
+            raise DesktopError("Desktop is not running.")
+        proc = await asyncio.create_subprocess_exec(
+            "xdotool",
+            *map(str, args),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=self._env,
+        )
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(), time_limit)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            raise InputError("xdotool timed out.") from None
+        except asyncio.CancelledError:
+            proc.kill()
+            await proc.wait()
+            raise
+        if proc.returncode != 0:
+            message = err.decode(errors="replace").strip().splitlines()
+            raise InputError(f"xdotool failed: {message[-1] if message else f'exit {proc.returncode}'}")
+        return out.decode(errors="replace")
+
+    @staticmethod
+    def _move(at: tuple[int, int] | None) -> list[str | int]:
+        return ["mousemove", at[0], at[1]] if at is not None else []
+
+    @staticmethod
+    def _hold(keys: list[str] | None, *, down: bool) -> list[str | int]:
+        ordered = list(keys or [])
+        if not down:
+            ordered.reverse()  # release in the opposite order of pressing
+        args: list[str | int] = []
+        for key in ordered:
+            args += ["keydown" if down else "keyup", key]
+        return args
+
+    async def move(self, x: int, y: int) -> None:
+        await self.xdotool(*self._move((x, y)))
+
+    async def click(
+        self, button: int, *, at: tuple[int, int] | None = None, count: int = 1, hold: list[str] | None = None
+    ) -> None:
+        await self.xdotool(
+            *self._move(at),
+            *self._hold(hold, down=True),
+            # xdotool sleeps --delay after *every* click (100 ms by default), so set it: 0 for a
+            # single click, 60 ms between the clicks of a double/triple click (well inside any
+            # toolkit's double-click time).
+            "click", "--repeat", count, "--delay", 0 if count == 1 else 60, button,
+            *self._hold(hold, down=False),
+        )  # fmt: skip
+
+    async def button(self, button: int, *, down: bool, at: tuple[int, int] | None = None) -> None:
+        await self.xdotool(*self._move(at), "mousedown" if down else "mouseup", button)
+
+    async def drag(
+        self, start: tuple[int, int], end: tuple[int, int], *, hold: list[str] | None = None
+    ) -> None:
+        middle = ((start[0] + end[0]) // 2, (start[1] + end[1]) // 2)
+        # An intermediate motion lets toolkits that need a drag threshold see a real drag.
+        await self.xdotool(
+            *self._move(start),
+            *self._hold(hold, down=True),
+            "mousedown", 1,
+            *self._move(middle),
+            *self._move(end),
+            "mouseup", 1,
+            *self._hold(hold, down=False),
+        )  # fmt: skip
+
+    async def scroll(
+        self,
+        direction: ScrollDirection,
+        amount: int,
+        *,
+        at: tuple[int, int] | None = None,
+        hold: list[str] | None = None,
+    ) -> None:
+        clicks: list[str | int] = ["click", "--repeat", amount, "--delay", 10, SCROLL_BUTTONS[direction]]
+        await self.xdotool(
+            *self._move(at),
+            *self._hold(hold, down=True),
+            *(clicks if amount else []),
+            *self._hold(hold, down=False),
+        )
+
+    async def key(self, combos: list[str], *, repeat: int = 1) -> None:
+        await self.xdotool("key", "--repeat", repeat, "--delay", KEY_DELAY_MS, "--", *combos)
+
+    async def key_hold(self, keys: list[str], *, down: bool) -> None:
+        await self.xdotool("keydown" if down else "keyup", "--", *keys)
+
+    async def type_text(self, text: str) -> None:
+        for start in range(0, len(text), TYPE_CHUNK):
+            await self.xdotool("type", "--delay", TYPE_DELAY_MS, "--", text[start : start + TYPE_CHUNK])
+
+
+def _read_display_number(fd: int) -> int | None:
+    """Block until Xvnc writes its display number on ``fd`` (it does when ready); None on EOF."""
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = os.read(fd, 64)
+        if not chunk:
+            break
+        data += chunk
+    text = data.decode().strip()
+    return int(text) if text.isdigit() else None

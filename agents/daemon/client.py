@@ -1,0 +1,263 @@
+"""Async client for a ``chatdesk-agent`` (used by the Django server; imports nothing from Django).
+
+    async with AgentClient("ws://127.0.0.1:7420", token) as agent:
+        result = await agent.action({"action": "left_click", "coordinate": [10, 20]})
+
+One RPC WebSocket is opened per client and kept; calls may run concurrently on it (requests
+carry ids, the agent answers each), and the agent executes them in the order they were sent.
+Errors form a small hierarchy so callers can tell "the agent said no" (``AgentRequestError``,
+whose message is safe to show to a model) from "the agent is not there" (``AgentUnreachable``).
+Messages never contain the token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import itertools
+import json
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx2 as httpx  # httpx's successor, which the anthropic SDK also uses
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI, WebSocketException
+
+MAX_RESPONSE_BYTES = 256 * 1024 * 1024  # a zoom or screenshot of a large desktop is many MB of base64
+
+
+class AgentClientError(Exception):
+    """Base class of every error raised by this module."""
+
+
+class AgentUnauthorized(AgentClientError):
+    """The agent refused the token (HTTP 401)."""
+
+
+class AgentUnreachable(AgentClientError):
+    """The agent could not be reached: connection refused, timeout, or the connection dropped."""
+
+
+class AgentRequestError(AgentClientError):
+    """The agent answered with an error; ``message`` is the agent's text, safe to show to a model."""
+
+    def __init__(self, message: str, code: str = "invalid_request") -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+@dataclass(frozen=True)
+class ActionResult:
+    """Result of a computer action; ``png`` is None for pure queries like cursor_position."""
+
+    output: str | None
+    png: bytes | None
+    width: int | None
+    height: int | None
+
+
+@dataclass(frozen=True)
+class Screenshot:
+    png: bytes
+    width: int
+    height: int
+
+
+def _base(url: str) -> str:
+    """Return ``url`` as a ws(s):// base without a trailing slash (http(s) accepted too)."""
+    parts = urlsplit(url)
+    scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
+    if scheme not in ("ws", "wss") or not parts.netloc:
+        raise AgentClientError(f"Invalid agent URL {url!r}: expected ws://host:port")
+    return urlunsplit((scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
+
+
+def _http_base(url: str) -> str:
+    parts = urlsplit(_base(url))
+    return urlunsplit(({"ws": "http", "wss": "https"}[parts.scheme], parts.netloc, parts.path, "", ""))
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror.lower()
+    return type(exc).__name__
+
+
+async def _connect(url: str, token: str, open_timeout: float, *, max_size: int | None) -> ClientConnection:
+    try:
+        return await connect(
+            url,
+            additional_headers={"Authorization": f"Bearer {token}"},
+            open_timeout=open_timeout,
+            compression=None,
+            max_size=max_size,
+            ping_interval=20,
+            ping_timeout=20,
+        )
+    except InvalidStatus as exc:
+        if exc.response.status_code == 401:
+            raise AgentUnauthorized(f"Agent at {url} refused the token.") from None
+        raise AgentUnreachable(f"Agent at {url} answered HTTP {exc.response.status_code}.") from None
+    except InvalidURI as exc:
+        raise AgentClientError(f"Invalid agent URL {url!r}.") from exc
+    except (OSError, TimeoutError, WebSocketException) as exc:
+        raise AgentUnreachable(f"Cannot connect to agent at {url}: {_describe(exc)}.") from None
+
+
+async def open_vnc(url: str, token: str, *, timeout: float = 10) -> ClientConnection:  # noqa: ASYNC109 - the handshake deadline, the API the server expects
+    """Return a WebSocket connected to the agent's VNC route (raw RFB bytes in binary frames).
+
+    Raise AgentUnauthorized or AgentUnreachable.
+    """
+    return await _connect(_base(url) + "/vnc", token, timeout, max_size=4 * 1024 * 1024)
+
+
+class AgentClient:
+    """See the module docstring. Use as an async context manager."""
+
+    def __init__(self, url: str, token: str, *, timeout: float = 10) -> None:
+        self.url = _base(url)
+        self._token = token
+        self.timeout = timeout
+        self._ws: ClientConnection | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._pending: dict[int, asyncio.Future[Any]] = {}
+        self._ids = itertools.count(1)
+
+    async def __aenter__(self) -> AgentClient:
+        self._ws = await _connect(self.url + "/rpc", self._token, self.timeout, max_size=MAX_RESPONSE_BYTES)
+        self._reader = asyncio.create_task(self._read_replies())
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the connection; pending calls fail with AgentUnreachable."""
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        if self._ws is not None:
+            await self._ws.close()
+        self._fail_pending(AgentUnreachable(f"Connection to agent at {self.url} closed."))
+
+    def _fail_pending(self, error: AgentClientError) -> None:
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(error)
+        self._pending.clear()
+
+    async def _read_replies(self) -> None:
+        assert self._ws is not None
+        try:
+            async for message in self._ws:
+                reply = json.loads(message)
+                future = self._pending.pop(reply.get("id"), None)
+                if future is None or future.done():
+                    continue
+                if "error" in reply:
+                    error = reply["error"] or {}
+                    future.set_exception(
+                        AgentRequestError(
+                            str(error.get("message", "Agent error.")), str(error.get("code", ""))
+                        )
+                    )
+                else:
+                    future.set_result(reply.get("result"))
+        except (ConnectionClosed, ValueError):
+            pass
+        self._fail_pending(AgentUnreachable(f"Connection to agent at {self.url} was lost."))
+
+    async def call(
+        self, method: str, params: dict[str, Any] | None = None, *, deadline: float | None = None
+    ) -> Any:
+        """Send one RPC call and return its result.
+
+        Raise AgentRequestError (agent error) or AgentUnreachable (connection lost / timeout).
+        """
+        if self._ws is None:
+            raise AgentClientError("AgentClient is not open; use `async with AgentClient(...)`.")
+        request_id = next(self._ids)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = future
+        try:
+            await self._ws.send(json.dumps({"id": request_id, "method": method, "params": params or {}}))
+            return await asyncio.wait_for(future, deadline if deadline is not None else self.timeout)
+        except ConnectionClosed:
+            raise AgentUnreachable(f"Connection to agent at {self.url} was lost.") from None
+        except TimeoutError:
+            raise AgentUnreachable(f"Agent at {self.url} did not answer {method!r} in time.") from None
+        finally:
+            self._pending.pop(request_id, None)
+
+    async def health(self) -> dict[str, Any]:
+        """Return GET /health (no token needed). Raise AgentUnreachable."""
+        url = _http_base(self.url) + "/health"
+        try:
+            async with httpx.AsyncClient(timeout=self.timeout) as http:
+                response = await http.get(url)
+        except httpx.HTTPError as exc:
+            raise AgentUnreachable(f"Cannot reach agent at {url}: {type(exc).__name__}.") from None
+        if response.status_code != 200:
+            raise AgentUnreachable(f"Agent at {url} answered HTTP {response.status_code}.")
+        return response.json()
+
+    async def info(self) -> dict[str, Any]:
+        """Return the display sizes: {"native": {...}, "declared": {...}, "backend", "x_display", …}."""
+        return await self.call("info")
+
+    async def action(self, params: dict[str, Any]) -> ActionResult:
+        """Run one computer action (Anthropic input fields + scaled_width/scaled_height).
+
+        ``wait`` may last up to 100 s and ``hold_key`` 30 s, so the deadline grows with them.
+        """
+        extra = params.get("duration") if params.get("action") in ("wait", "hold_key") else 0
+        extra = extra if isinstance(extra, int | float) else 0
+        result = await self.call("action", params, deadline=self.timeout + min(max(extra, 0), 100))
+        return _action_result(result)
+
+    async def batch(self, actions: list[dict[str, Any]]) -> list[ActionResult]:
+        """Run several actions atomically (no other client acts in between)."""
+        results = await self.call("batch", {"actions": actions}, deadline=self.timeout * 2 + 100)
+        return [_action_result(r) for r in results]
+
+    async def screenshot(self, width: int | None = None, height: int | None = None) -> Screenshot:
+        """Return an immediate screenshot, scaled to width x height when given (else native)."""
+        params = {"width": width, "height": height} if width is not None or height is not None else {}
+        shot = await self.call("screenshot", params)
+        return Screenshot(
+            png=base64.b64decode(shot["png_base64"]), width=shot["width"], height=shot["height"]
+        )
+
+
+def _action_result(result: dict[str, Any]) -> ActionResult:
+    shot = result.get("screenshot")
+    if not shot:
+        return ActionResult(output=result.get("output"), png=None, width=None, height=None)
+    return ActionResult(
+        output=result.get("output"),
+        png=base64.b64decode(shot["png_base64"]),
+        width=shot["width"],
+        height=shot["height"],
+    )
+
+
+__all__ = [
+    "ActionResult",
+    "AgentClient",
+    "AgentClientError",
+    "AgentRequestError",
+    "AgentUnauthorized",
+    "AgentUnreachable",
+    "Screenshot",
+    "open_vnc",
+]

@@ -1,0 +1,204 @@
+"""The agent's served API: ``GET /health``, the RPC WebSocket ``/rpc`` and the VNC WebSocket ``/vnc``.
+
+Everything rides on one ``websockets`` server. ``process_request`` runs before any handshake: it
+answers ``/health`` as plain HTTP, answers unknown paths with 404, and refuses a missing or wrong
+``Authorization: Bearer`` token with 401 — before anything else happens, in particular before
+the desktop is started. See PROTOCOL.md for the wire format.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from http import HTTPStatus
+from typing import Any
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from agents.daemon import credentials, scaling
+from agents.daemon.actions import ActionError, ActionRunner
+from agents.daemon.backends.base import Desktop, DesktopError
+
+log = logging.getLogger(__name__)
+
+RPC_PATH = "/rpc"
+VNC_PATH = "/vnc"
+HEALTH_PATH = "/health"
+MAX_REQUEST_BYTES = 1 << 20  # the biggest legitimate request is a batch of long ``type`` texts
+VNC_CHUNK = 64 * 1024
+
+
+def _json_response(connection: ServerConnection, status: HTTPStatus, payload: dict[str, Any]) -> Response:
+    response = connection.respond(status, json.dumps(payload) + "\n")
+    del response.headers["Content-Type"]
+    response.headers["Content-Type"] = "application/json"
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def bearer_token_matches(header: str | None, token: str) -> bool:
+    """Return True when ``header`` is "Bearer <token>" (constant-time comparison)."""
+    if not header or not header.startswith("Bearer "):
+        return False
+    return credentials.accepts(header[len("Bearer ") :].strip(), token)  # the token or the server credential
+
+
+class AgentServer:
+    """Serves one desktop to callers that present ``token``."""
+
+    def __init__(self, *, desktop: Desktop, token: str, runner: ActionRunner | None = None) -> None:
+        if not token:
+            raise ValueError("An agent token is required.")
+        self.desktop = desktop
+        self.runner = runner or ActionRunner(desktop)
+        self._token = token
+        self._server: Server | None = None
+
+    # -- HTTP side -------------------------------------------------------------------------------
+
+    def health(self) -> dict[str, Any]:
+        """Return the unauthenticated status document (no secrets, does not start the desktop)."""
+        native = self.desktop.native_size
+        declared = scaling.declared_size(*native)
+        return {
+            "status": "ok",
+            "backend": self.desktop.name,
+            "desktop": "running" if self.desktop.is_running() else "stopped",
+            "display": {"width": native[0], "height": native[1]},
+            "declared": {"width": declared[0], "height": declared[1]},
+            "x_display": self.desktop.x_display,
+        }
+
+    def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        """Answer /health, 404 and 401 before the WebSocket handshake; None lets it proceed."""
+        path = request.path.split("?", 1)[0]
+        if path == HEALTH_PATH:
+            return _json_response(connection, HTTPStatus.OK, self.health())
+        if path not in (RPC_PATH, VNC_PATH):
+            return _json_response(connection, HTTPStatus.NOT_FOUND, {"detail": "Not found."})
+        if not bearer_token_matches(request.headers.get("Authorization"), self._token):
+            response = _json_response(
+                connection, HTTPStatus.UNAUTHORIZED, {"detail": "Missing or invalid agent token."}
+            )
+            response.headers["WWW-Authenticate"] = 'Bearer realm="chatdesk-agent"'
+            return response
+        return None
+
+    async def handler(self, connection: ServerConnection) -> None:
+        """Route an authenticated WebSocket to its handler."""
+        path = connection.request.path.split("?", 1)[0] if connection.request else ""
+        if path == VNC_PATH:
+            await self._vnc(connection)
+        else:
+            await self._rpc(connection)
+
+    # -- RPC ---------------------------------------------------------------------------------------
+
+    async def _rpc(self, ws: ServerConnection) -> None:
+        """Serve JSON calls on one connection, in the order they arrive (clients may pipeline)."""
+        async for message in ws:
+            request_id: Any = None
+            try:
+                if isinstance(message, bytes):
+                    raise ActionError("Send requests as text frames containing JSON.")
+                try:
+                    request = json.loads(message)
+                except ValueError:
+                    raise ActionError("Request is not valid JSON.") from None
+                if not isinstance(request, dict):
+                    raise ActionError("Request must be a JSON object.")
+                request_id = request.get("id")
+                result = await self._call(request.get("method"), request.get("params") or {})
+                reply: dict[str, Any] = {"id": request_id, "result": result}
+            except ActionError as exc:
+                reply = {"id": request_id, "error": {"code": "invalid_request", "message": str(exc)}}
+            except DesktopError as exc:
+                log.warning("desktop error: %s", exc)
+                reply = {"id": request_id, "error": {"code": "desktop_unavailable", "message": str(exc)}}
+            except Exception:
+                log.exception("RPC call failed")
+                reply = {"id": request_id, "error": {"code": "internal", "message": "Internal agent error."}}
+            try:
+                await ws.send(json.dumps(reply))
+            except ConnectionClosed:
+                return
+
+    async def _call(self, method: object, params: Any) -> Any:
+        if not isinstance(params, dict):
+            raise ActionError('"params" must be a JSON object.')
+        if method == "action":
+            return await self.runner.action(params)
+        if method == "batch":
+            return await self.runner.batch(params.get("actions"))
+        if method == "screenshot":
+            return await self.runner.screenshot(params.get("width"), params.get("height"))
+        if method == "info":
+            return await self.runner.info()
+        if method == "health":
+            return self.health()
+        raise ActionError(f"Unknown method: {method}")
+
+    # -- VNC ---------------------------------------------------------------------------------------
+
+    async def _vnc(self, ws: ServerConnection) -> None:
+        """Copy raw RFB bytes between this viewer and its own connection to the VNC server."""
+        try:
+            await self.runner.ensure_started()
+            reader, writer = await self.desktop.open_vnc()
+        except DesktopError as exc:
+            log.warning("VNC viewer refused: %s", exc)
+            await ws.close(1011, str(exc)[:120])
+            return
+
+        async def viewer_to_vnc() -> None:
+            async for message in ws:
+                writer.write(message if isinstance(message, bytes) else message.encode())
+                await writer.drain()  # bounded: waits while the VNC server is not reading
+
+        async def vnc_to_viewer() -> None:
+            while data := await reader.read(VNC_CHUNK):
+                await ws.send(data)  # bounded: waits while the viewer's socket is full
+
+        tasks = [asyncio.create_task(viewer_to_vnc()), asyncio.create_task(vnc_to_viewer())]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError, ConnectionClosed, OSError):
+                    await task
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+            await ws.close()
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    async def start(self, host: str, port: int) -> Server:
+        """Listen on host:port and return the websockets Server."""
+        self._server = await serve(
+            self.handler,
+            host,
+            port,
+            process_request=self.process_request,
+            compression=None,  # RFB and PNG bytes do not deflate usefully; save the CPU
+            max_size=MAX_REQUEST_BYTES,
+            max_queue=16,
+            ping_interval=20,
+            ping_timeout=20,
+            server_header="chatdesk-agent",
+        )
+        return self._server
+
+    async def close(self) -> None:
+        """Stop listening, close every connection, then stop the desktop."""
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._server.wait_closed(), 5)
+        await self.desktop.stop()

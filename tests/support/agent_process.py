@@ -1,0 +1,212 @@
+"""Start a real ``chatdesk-agent`` subprocess for tests (a helper, not a pytest fixture file).
+
+    from tests.support.agent_process import running_agent
+
+    with running_agent(token="t0k", server_url="http://127.0.0.1:9", geometry="1280x800") as agent:
+        agent.url        # "http://127.0.0.1:PORT" (GET /health)
+        agent.ws_url     # "ws://127.0.0.1:PORT"   (the /rpc and /vnc WebSockets; AgentClient's url)
+        agent.pid        # the agent process
+        agent.display    # ":N" — starts the desktop on first access
+        agent.x_env()    # os.environ + DISPLAY + XAUTHORITY, to start apps on the desktop
+        agent.call("action", {"action": "screenshot"})   # one synchronous RPC call
+
+On exit the agent gets SIGTERM and is waited for (SIGKILL after a grace period), so its desktop
+is stopped. Waiting is on conditions with deadlines, never fixed sleeps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+try:  # the anthropic SDK 2.x ships httpx's successor under this name; same API
+    import httpx2 as httpx
+except ImportError:  # pragma: no cover
+    import httpx  # type: ignore[no-redef]
+from websockets.sync.client import connect
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+START_TIMEOUT = 20.0
+STOP_TIMEOUT = 15.0
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class AgentProcess:
+    """A running agent; see the module docstring."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    token: str
+    log_path: Path
+    _ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+    _info: dict[str, Any] | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    def health(self) -> dict[str, Any]:
+        """Return GET /health."""
+        return httpx.get(self.url + "/health", timeout=5).json()
+
+    def call(self, method: str, params: dict[str, Any] | None = None, *, timeout: float = 60) -> Any:
+        """Make one RPC call on a fresh connection; return the result, raise RuntimeError on an error reply."""
+        with connect(
+            self.ws_url + "/rpc",
+            additional_headers={"Authorization": f"Bearer {self.token}"},
+            max_size=None,
+            open_timeout=timeout,
+        ) as ws:
+            request_id = next(self._ids)
+            ws.send(json.dumps({"id": request_id, "method": method, "params": params or {}}))
+            reply = json.loads(ws.recv(timeout=timeout))
+        if "error" in reply:
+            raise RuntimeError(reply["error"]["message"])
+        return reply["result"]
+
+    def info(self) -> dict[str, Any]:
+        """Return the agent's ``info`` (starts the desktop; refreshed on every call)."""
+        self._info = self.call("info")
+        return self._info
+
+    @property
+    def display(self) -> str:
+        """The X display (":N") of the agent's desktop, starting it if needed."""
+        return self.info()["x_display"]
+
+    def x_env(self) -> dict[str, str]:
+        """Return an environment that lets a program draw on the agent's desktop."""
+        info = self.info()
+        env = dict(os.environ)
+        env["DISPLAY"] = info["x_display"]
+        if info.get("xauthority"):
+            env["XAUTHORITY"] = info["xauthority"]
+        return env
+
+    def log_text(self) -> str:
+        """Return what the agent wrote to stderr/stdout so far."""
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> int:
+        """SIGTERM the agent and wait for it (SIGKILL after ``timeout``); return its exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                return self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                return self.process.wait()
+        return self.process.returncode
+
+
+def agent_command(
+    *,
+    token: str | None,
+    server_url: str | None,
+    port: int,
+    geometry: str,
+    backend: str,
+    extra_args: Sequence[str],
+) -> list[str]:
+    """Return the argv that runs the agent from this checkout (installed or not)."""
+    argv = [sys.executable, "-m", "agents.daemon", "--listen", f"127.0.0.1:{port}", "--geometry", geometry]
+    argv += ["--backend", backend]
+    if server_url is not None:
+        argv += ["--server", server_url]
+    if token is not None:
+        argv += ["--token", token]
+    return argv + list(extra_args)
+
+
+def wait_for_health(agent: AgentProcess, deadline: float) -> None:
+    """Return once /health answers; raise RuntimeError when the agent exits or time runs out."""
+    while time.monotonic() < deadline:
+        if agent.process.poll() is not None:
+            raise RuntimeError(f"chatdesk-agent exited with {agent.process.returncode}:\n{agent.log_text()}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(agent.url + "/health", timeout=1).status_code == 200:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"chatdesk-agent did not answer /health in time:\n{agent.log_text()}")
+
+
+@contextlib.contextmanager
+def running_agent(
+    *,
+    token: str,
+    server_url: str = "http://127.0.0.1:9",
+    geometry: str = "1280x800",
+    backend: str = "xvnc",
+    extra_args: Sequence[str] = (),
+    env: dict[str, str] | None = None,
+) -> Iterator[AgentProcess]:
+    """Run a chatdesk-agent on a free loopback port until the block ends (see module docstring).
+
+    ``server_url`` defaults to a closed port: heartbeats then fail quietly with backoff.
+    """
+    child_env = dict(os.environ if env is None else env)
+    child_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), child_env.get("PYTHONPATH")]))
+    child_env.setdefault("PYTHONUNBUFFERED", "1")
+    last_error: Exception | None = None
+    for _attempt in range(3):  # the free port may be taken between probing and binding
+        port = free_port()
+        log_file = tempfile.NamedTemporaryFile(prefix="chatdesk-agent-log-", suffix=".txt", delete=False)
+        process = subprocess.Popen(
+            agent_command(
+                token=token,
+                server_url=server_url,
+                port=port,
+                geometry=geometry,
+                backend=backend,
+                extra_args=extra_args,
+            ),
+            cwd=REPO_ROOT,
+            env=child_env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+        log_file.close()
+        agent = AgentProcess(process=process, port=port, token=token, log_path=Path(log_file.name))
+        try:
+            wait_for_health(agent, time.monotonic() + START_TIMEOUT)
+        except RuntimeError as exc:
+            agent.stop()
+            last_error = exc
+            if "Address already in use" in agent.log_text() or "cannot listen" in agent.log_text():
+                continue
+            raise
+        try:
+            yield agent
+        finally:
+            agent.stop()
+            with contextlib.suppress(OSError):
+                agent.log_path.unlink()
+        return
+    raise RuntimeError(f"could not start chatdesk-agent: {last_error}")
