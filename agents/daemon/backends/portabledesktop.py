@@ -1,15 +1,15 @@
 """Backend driving the ``portabledesktop`` CLI (coder/portabledesktop) when it is on PATH.
 
-Command mapping (portabledesktop v0.0.4; argv lists, never a shell)::
+Command mapping (portabledesktop v0.0.4, as Coder's agent drives it; argv lists, never a shell)::
 
     start            portabledesktop up --json --geometry WxH   -> {"vncPort": N, "geometry": "WxH", ...}
     stop             portabledesktop down
     screenshot       portabledesktop screenshot --json          -> {"data": <base64 PNG>, ...}
     cursor           portabledesktop cursor --json              -> {"x": X, "y": Y}
     move             portabledesktop mouse move X Y
-    click            portabledesktop mouse click BUTTON [--count N]     (BUTTON: left|middle|right)
+    click            portabledesktop mouse click BUTTON   (once per click; BUTTON: left|middle|right)
     button down/up   portabledesktop mouse down|up BUTTON
-    scroll           portabledesktop mouse scroll DIRECTION AMOUNT       (up|down|left|right)
+    scroll           portabledesktop mouse scroll DX DY   (signed wheel clicks; +DY down, +DX right)
     key              portabledesktop keyboard key -- COMBO
     key down/up      portabledesktop keyboard down|up -- KEY
     type             portabledesktop keyboard type -- TEXT
@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 CLI = "portabledesktop"
 COMMAND_TIMEOUT = 30.0
 BUTTON_NAMES = {1: "left", 2: "middle", 3: "right"}
+# `mouse scroll DX DY` takes signed wheel clicks per axis: positive DY scrolls down, positive DX right.
+SCROLL_VECTORS: dict[str, tuple[int, int]] = {"up": (0, -1), "down": (0, 1), "left": (-1, 0), "right": (1, 0)}
 
 
 class PortableDesktop(Desktop):
@@ -173,8 +175,8 @@ class PortableDesktop(Desktop):
             await self.move(*at)
         await self._hold(hold, down=True)
         try:
-            extra: list[str | int] = ["--count", count] if count > 1 else []
-            await self.run("mouse", "click", BUTTON_NAMES[button], *extra)
+            for _ in range(count):  # the CLI clicks once per call (as Coder's driver uses it)
+                await self.run("mouse", "click", BUTTON_NAMES[button])
         finally:
             await self._hold(hold, down=False)
 
@@ -208,7 +210,8 @@ class PortableDesktop(Desktop):
         await self._hold(hold, down=True)
         try:
             if amount:
-                await self.run("mouse", "scroll", direction, amount)
+                dx, dy = SCROLL_VECTORS[direction]
+                await self.run("mouse", "scroll", dx * amount, dy * amount)
         finally:
             await self._hold(hold, down=False)
 

@@ -122,7 +122,7 @@ async def test_auto_picks_portabledesktop_and_brings_it_up(fake: tuple[AgentProc
                 ["keyboard", "up", "--", "shift"],
             ],
         ),
-        ({"action": "double_click"}, [["mouse", "click", "left", "--count", "2"]]),
+        ({"action": "double_click"}, [["mouse", "click", "left"], ["mouse", "click", "left"]]),
         ({"action": "right_click"}, [["mouse", "click", "right"]]),
         ({"action": "left_mouse_down"}, [["mouse", "down", "left"]]),
         ({"action": "left_mouse_up"}, [["mouse", "up", "left"]]),
@@ -137,7 +137,11 @@ async def test_auto_picks_portabledesktop_and_brings_it_up(fake: tuple[AgentProc
         ),
         (
             {"action": "scroll", "scroll_direction": "down", "scroll_amount": 3},
-            [["mouse", "scroll", "down", "3"]],
+            [["mouse", "scroll", "0", "3"]],
+        ),
+        (
+            {"action": "scroll", "scroll_direction": "left", "scroll_amount": 2},
+            [["mouse", "scroll", "-2", "0"]],
         ),
         ({"action": "key", "text": "Control+Enter"}, [["keyboard", "key", "--", "ctrl+Return"]]),
         ({"action": "type", "text": "--help; rm -rf /"}, [["keyboard", "type", "--", "--help; rm -rf /"]]),
