@@ -12,7 +12,16 @@ from agents.models import WorkspaceAgent
 class WorkspaceAgentAdmin(admin.ModelAdmin):
     list_display = ["name", "owner", "status", "url", "display", "last_seen", "token_prefix"]
     search_fields = ["name", "owner__username"]
-    fields = ["owner", "name", "token_prefix", "url", "display_width", "display_height", "last_seen", "created_at"]
+    fields = [
+        "owner",
+        "name",
+        "token_prefix",
+        "url",
+        "display_width",
+        "display_height",
+        "last_seen",
+        "created_at",
+    ]
     readonly_fields = ["token_prefix", "url", "display_width", "display_height", "last_seen", "created_at"]
 
     @admin.display(description="Status")

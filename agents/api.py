@@ -17,13 +17,13 @@ from agents.serializers import (
     WorkspaceAgentCreateSerializer,
     WorkspaceAgentSerializer,
 )
-from chatdesk.auth import bearer_from_header
+from chatdesk.auth import bearer_from_header, request_user
 
 
 class WorkspaceAgentListView(APIView):
     @extend_schema(summary="List your workspace agents", responses={200: WorkspaceAgentSerializer(many=True)})
     def get(self, request: Request) -> Response:
-        agents = WorkspaceAgent.objects.filter(owner=request.user)
+        agents = WorkspaceAgent.objects.filter(owner=request_user(request))
         return Response(WorkspaceAgentSerializer(agents, many=True).data)
 
     @extend_schema(
@@ -36,7 +36,9 @@ class WorkspaceAgentListView(APIView):
     def post(self, request: Request) -> Response:
         data = WorkspaceAgentCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        agent, raw = services.workspace_agent_create(owner=request.user, name=data.validated_data["name"])  # type: ignore[arg-type]
+        agent, raw = services.workspace_agent_create(
+            owner=request_user(request), name=data.validated_data["name"]
+        )
         agent.token = raw  # type: ignore[attr-defined]
         return Response(WorkspaceAgentCreatedSerializer(agent).data, status=status.HTTP_201_CREATED)
 
@@ -44,12 +46,12 @@ class WorkspaceAgentListView(APIView):
 class WorkspaceAgentDetailView(APIView):
     @extend_schema(summary="Get a workspace agent", responses={200: WorkspaceAgentSerializer})
     def get(self, request: Request, pk: str) -> Response:
-        agent = get_object_or_404(WorkspaceAgent, pk=pk, owner=request.user)
+        agent = get_object_or_404(WorkspaceAgent, pk=pk, owner=request_user(request))
         return Response(WorkspaceAgentSerializer(agent).data)
 
     @extend_schema(summary="Delete a workspace agent (its token stops working)", responses={204: None})
     def delete(self, request: Request, pk: str) -> Response:
-        get_object_or_404(WorkspaceAgent, pk=pk, owner=request.user).delete()
+        get_object_or_404(WorkspaceAgent, pk=pk, owner=request_user(request)).delete()
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -59,11 +61,19 @@ class HeartbeatView(APIView):
     authentication_classes: list[type] = []
     permission_classes = [AllowAny]
 
+    def get_authenticate_header(self, request: Request) -> str:
+        # Without an authentication class DRF would turn NotAuthenticated into a 403; a missing or wrong
+        # agent token is a 401 with a challenge, as everywhere else in the API.
+        return 'Bearer realm="workspace-agent"'
+
     @extend_schema(
         summary="Workspace agent heartbeat",
         description="Called every few seconds by `chatdesk-agent` with `Authorization: Bearer <agent token>`.",
         request=HeartbeatSerializer,
-        responses={200: HeartbeatResponseSerializer, 401: OpenApiResponse(description="Unknown agent token.")},
+        responses={
+            200: HeartbeatResponseSerializer,
+            401: OpenApiResponse(description="Unknown agent token."),
+        },
         auth=[],
     )
     def post(self, request: Request) -> Response:

@@ -33,13 +33,17 @@ class WorkspaceAgent(models.Model):
         DISCONNECTED = "disconnected"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="workspace_agents")
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="workspace_agents"
+    )
     name = models.CharField(max_length=100)
     token_hash = models.CharField(max_length=64, unique=True, editable=False)
     token_prefix = models.CharField(max_length=12, editable=False)
     # What the server presents to the agent (agents/daemon/credentials.py), encrypted at rest.
     server_credential_encrypted = models.TextField(editable=False, default="")
-    url = models.CharField(max_length=500, blank=True, help_text="Where the server reaches the agent (ws://…).")
+    url = models.CharField(
+        max_length=500, blank=True, help_text="Where the server reaches the agent (ws://…)."
+    )
     display_width = models.PositiveIntegerField(null=True, blank=True)
     display_height = models.PositiveIntegerField(null=True, blank=True)
     last_seen = models.DateTimeField(null=True, blank=True)

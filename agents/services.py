@@ -1,14 +1,18 @@
 from __future__ import annotations
 
-from django.contrib.auth.models import AbstractBaseUser
+from typing import TYPE_CHECKING
+
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from agents.models import WorkspaceAgent
 from chatdesk.exceptions import Conflict
 
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
-def workspace_agent_create(*, owner: AbstractBaseUser, name: str) -> tuple[WorkspaceAgent, str]:
+
+def workspace_agent_create(*, owner: User, name: str) -> tuple[WorkspaceAgent, str]:
     """Register a workspace agent. Return it and its token (only its hash is stored: show it once).
 
     Raise Conflict when the owner already has an agent of that name.
@@ -33,6 +37,6 @@ def workspace_agent_heartbeat(*, agent: WorkspaceAgent, url: str, width: int, he
     return agent
 
 
-def workspace_agent_for_user(*, owner: AbstractBaseUser) -> WorkspaceAgent | None:
+def workspace_agent_for_user(*, owner: User) -> WorkspaceAgent | None:
     """Return the owner's most recently seen connected agent, if any (the default for new chats)."""
     return WorkspaceAgent.objects.filter(owner=owner).connected().order_by("-last_seen").first()

@@ -19,4 +19,6 @@ class ApiTokenAdmin(admin.ModelAdmin):
         raw = None if change else obj.assign_new_token()
         super().save_model(request, obj, form, change)
         if raw:
-            messages.warning(request, f"API token {obj.name} (copy it now, it will not be shown again): {raw}")
+            messages.warning(
+                request, f"API token {obj.name} (copy it now, it will not be shown again): {raw}"
+            )

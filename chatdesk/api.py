@@ -16,6 +16,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from chatdesk.auth import request_user
 from chatdesk.exceptions import ChatdeskError
 from chatdesk.models import ApiToken
 from chatdesk.serializers import ApiTokenCreatedSerializer, ApiTokenCreateSerializer, ApiTokenSerializer
@@ -29,14 +30,18 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     if isinstance(exc, ChatdeskError):
         return Response({"detail": exc.message}, status=exc.status_code)
     if isinstance(exc, RequestDataTooBig):
-        return Response({"detail": "Request body too large."}, status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
+        return Response(
+            {"detail": "Request body too large."}, status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+        )
     return drf_exception_handler(exc, context)
 
 
 class ApiTokenListView(APIView):
     @extend_schema(summary="List your API tokens", responses={200: ApiTokenSerializer(many=True)})
     def get(self, request: Request) -> Response:
-        return Response(ApiTokenSerializer(ApiToken.objects.filter(user=request.user), many=True).data)
+        return Response(
+            ApiTokenSerializer(ApiToken.objects.filter(user=request_user(request)), many=True).data
+        )
 
     @extend_schema(
         summary="Create an API token",
@@ -47,7 +52,7 @@ class ApiTokenListView(APIView):
     def post(self, request: Request) -> Response:
         data = ApiTokenCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        token, raw = api_token_create(user=request.user, name=data.validated_data["name"])  # type: ignore[arg-type]
+        token, raw = api_token_create(user=request_user(request), name=data.validated_data["name"])
         token.token = raw  # type: ignore[attr-defined]
         return Response(ApiTokenCreatedSerializer(token).data, status=status.HTTP_201_CREATED)
 
@@ -55,11 +60,13 @@ class ApiTokenListView(APIView):
 class ApiTokenDetailView(APIView):
     @extend_schema(summary="Get an API token's details", responses={200: ApiTokenSerializer})
     def get(self, request: Request, pk: int) -> Response:
-        return Response(ApiTokenSerializer(get_object_or_404(ApiToken, pk=pk, user=request.user)).data)
+        return Response(
+            ApiTokenSerializer(get_object_or_404(ApiToken, pk=pk, user=request_user(request))).data
+        )
 
     @extend_schema(summary="Revoke an API token", responses={204: None})
     def delete(self, request: Request, pk: int) -> Response:
-        get_object_or_404(ApiToken, pk=pk, user=request.user).delete()
+        get_object_or_404(ApiToken, pk=pk, user=request_user(request)).delete()
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 

@@ -7,4 +7,4 @@ class ChatdeskConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from chatdesk import checks  # noqa: F401  (registers system checks)
+        from chatdesk import checks, schema  # noqa: F401  (registers system checks and the OpenAPI auth scheme)

@@ -6,7 +6,7 @@ user credentials: they authenticate only the agent heartbeat (agents.api).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from asgiref.sync import sync_to_async
 from channels.auth import AuthMiddlewareStack
@@ -17,6 +17,9 @@ from rest_framework import authentication, exceptions
 from rest_framework.request import Request
 
 from chatdesk.models import ApiToken
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 
 def bearer_from_header(value: str | bytes | None) -> str | None:
@@ -29,6 +32,13 @@ def bearer_from_header(value: str | bytes | None) -> str | None:
     if scheme.lower() != "bearer" or not token.strip():
         return None
     return token.strip()
+
+
+def request_user(request: Request) -> User:
+    """Return the caller of a view behind IsAuthenticated. Raise NotAuthenticated for an anonymous one."""
+    if not request.user.is_authenticated:
+        raise exceptions.NotAuthenticated()
+    return cast("User", request.user)
 
 
 def user_for_api_token(raw: str) -> AbstractBaseUser | None:
@@ -51,7 +61,9 @@ class BearerTokenAuthentication(authentication.BaseAuthentication):
             return None
         raw = bearer_from_header(header)
         if raw is None:
-            raise exceptions.AuthenticationFailed("Malformed Authorization header; expected 'Bearer <token>'.")
+            raise exceptions.AuthenticationFailed(
+                "Malformed Authorization header; expected 'Bearer <token>'."
+            )
         user = user_for_api_token(raw)
         if user is None:
             raise exceptions.AuthenticationFailed("Invalid or revoked API token.")

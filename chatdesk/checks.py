@@ -21,7 +21,9 @@ def check_settings(app_configs: Any, **kwargs: Any) -> list[Error | Warning]:
     if not settings.DEBUG and settings.SECRET_KEY.startswith("django-insecure"):
         problems.append(Error("SECRET_KEY is an insecure development key.", id="chatdesk.E001"))
     if settings.REDIS_URL and not settings.REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
-        problems.append(Error("REDIS_URL must start with redis://, rediss:// or unix://.", id="chatdesk.E002"))
+        problems.append(
+            Error("REDIS_URL must start with redis://, rediss:// or unix://.", id="chatdesk.E002")
+        )
     if settings.CHATDESK_TURN_LEASE_SECONDS <= settings.CHATDESK_SWEEP_INTERVAL:
         problems.append(
             Warning(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
+from typing import Any
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -105,6 +106,7 @@ INSTALLED_APPS = [
     "channels",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "chatdesk",
     "agents",
     "chats",
@@ -148,7 +150,7 @@ else:
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
-            "NAME": VAR_DIR / "chatdesk.sqlite3",
+            "NAME": str(VAR_DIR / "chatdesk.sqlite3"),
             # Web, worker and agent processes share the file: wait for the write lock rather than fail.
             "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE"},
         }
@@ -169,7 +171,8 @@ USE_I18N = False
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+STATIC_ROOT = VAR_DIR / "static"  # WhiteNoise serves from the finders; this only has to exist
+STATIC_ROOT.mkdir(exist_ok=True)
 # noVNC comes from its npm package, installed by `make` into node_modules/ (never committed).
 STATICFILES_DIRS = [p for p in [BASE_DIR / "node_modules" / "@novnc"] if p.exists()]
 # daphne serves no static files: WhiteNoise does, straight from the finders (no collectstatic step needed).
@@ -199,7 +202,7 @@ if REDIS_URL:
     CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {"visibility_timeout": 3600}
 else:
     _queue_dir = VAR_DIR / "celery"
-    for _sub in ("in", "processed"):
+    for _sub in ("in", "processed", "control"):
         (_queue_dir / _sub).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_URL = "filesystem://"
     CELERY_RESULT_BACKEND = None
@@ -207,6 +210,7 @@ else:
         "data_folder_in": str(_queue_dir / "in"),
         "data_folder_out": str(_queue_dir / "in"),
         "processed_folder": str(_queue_dir / "processed"),
+        "control_folder": str(_queue_dir / "control"),
         "store_processed": False,
     }
 
@@ -220,7 +224,7 @@ if REDIS_URL:
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
-REST_FRAMEWORK = {
+REST_FRAMEWORK: dict[str, Any] = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "chatdesk.auth.BearerTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
@@ -244,6 +248,14 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
     "SCHEMA_PATH_PREFIX": "/api/experimental",
+    # Swagger UI from the installed sidecar package: /api/docs/ works with no internet access.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "ENUM_NAME_OVERRIDES": {
+        "ChatStatusEnum": "chats.models.Chat.Status",
+        "WorkspaceAgentStatusEnum": "agents.models.WorkspaceAgent.Status",
+    },
 }
 
 # --- chatdesk -----------------------------------------------------------------------------------

@@ -1,10 +1,10 @@
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import URLPattern, URLResolver, include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from chatdesk import api
 
-api_patterns = [
+api_patterns: list[URLPattern | URLResolver] = [
     path("", include("chats.urls")),
     path("", include("desktop.urls")),
     path("", include("agents.urls")),

@@ -43,4 +43,3 @@ async def _refuse(receive: Any, send: Any, reason: str) -> None:
         return
     await send({"type": "websocket.accept"})
     await send({"type": "websocket.close", "code": CLOSE_FORBIDDEN_ORIGIN, "reason": reason})
-

@@ -4,12 +4,14 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin
-from django.http import HttpRequest
-from django.urls import reverse
+from django.core.exceptions import PermissionDenied
+from django.http import FileResponse, HttpRequest
+from django.shortcuts import get_object_or_404
+from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from chats.models import Chat, ChatMessage, ChatModelConfig, ChatProvider
+from chats.models import Chat, ChatFile, ChatMessage, ChatModelConfig, ChatProvider
 
 
 class ChatProviderForm(forms.ModelForm):
@@ -23,7 +25,9 @@ class ChatProviderForm(forms.ModelForm):
         help_text="Write-only. Leave empty to keep the current key.",
     )
     clear_api_key = forms.BooleanField(label="Remove the stored key", required=False)
-    base_url = forms.URLField(required=False, assume_scheme="https", help_text="Empty: the provider's public API.")
+    base_url = forms.URLField(
+        required=False, assume_scheme="https", help_text="Empty: the provider's public API."
+    )
 
     class Meta:
         model = ChatProvider
@@ -100,10 +104,11 @@ class ChatMessageInline(admin.TabularInline):
             for p in inner or []:
                 if isinstance(p, dict) and p.get("type") == "image" and p.get("file_id"):
                     file_ids.append(p["file_id"])
+        # The admin's own file view: the API's serves a chat's owner only, and staff read everyone's chats.
         return format_html_join(
             " ",
             '<a href="{0}" target="_blank"><img src="{0}" alt="screenshot" style="max-width:160px"></a>',
-            ((reverse("chat-file", kwargs={"pk": message.chat_id, "file_id": f}),) for f in file_ids),
+            ((reverse("admin:chats_chat_file", args=[message.chat_id, f]),) for f in file_ids),
         )
 
 
@@ -137,6 +142,22 @@ class ChatAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
+
+    def get_urls(self) -> list[URLPattern]:
+        file_view = self.admin_site.admin_view(self.file_view)
+        return [
+            path("<uuid:chat_id>/files/<uuid:file_id>/", file_view, name="chats_chat_file"),
+            *super().get_urls(),
+        ]
+
+    def file_view(self, request: HttpRequest, chat_id: str, file_id: str) -> FileResponse:
+        """Serve a chat's file (screenshot thumbnails) to staff who may view chats."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        chat_file = get_object_or_404(ChatFile, pk=file_id, chat_id=chat_id)
+        response = FileResponse(chat_file.file.open("rb"), content_type=chat_file.content_type)
+        response["X-Content-Type-Options"] = "nosniff"
+        return response
 
     @admin.display(description="Parent")
     def parent_link(self, chat: Chat) -> str:

@@ -10,6 +10,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from chatdesk.auth import request_user
 from chats import services
 from chats.models import Chat
 from chats.selectors import chat_file_for_user, chat_for_user, chats_for_user
@@ -40,7 +41,7 @@ class ChatListView(generics.ListAPIView):
     def get_queryset(self):  # type: ignore[no-untyped-def]
         query = ChatListQuerySerializer(data=self.request.query_params)
         query.is_valid(raise_exception=True)
-        chats = chats_for_user(user=self.request.user)  # type: ignore[arg-type]
+        chats = chats_for_user(user=request_user(self.request))
         if parent := query.validated_data.get("parent"):
             return chats.filter(parent_id=parent)
         return chats.filter(parent__isnull=True, archived=query.validated_data["archived"])
@@ -55,18 +56,20 @@ class ChatListView(generics.ListAPIView):
     def post(self, request: Request) -> Response:
         data = ChatCreateSerializer(data=request.data, context={"request": request})
         data.is_valid(raise_exception=True)
-        chat = services.chat_create(owner=request.user, **data.validated_data)  # type: ignore[arg-type]
+        chat = services.chat_create(owner=request_user(request), **data.validated_data)
         return Response(ChatSerializer(chat).data, status=status.HTTP_201_CREATED)
 
 
 class ChatDetailView(APIView):
     @extend_schema(summary="Get a chat", responses={200: ChatSerializer})
     def get(self, request: Request, pk: str) -> Response:
-        return Response(ChatSerializer(chat_for_user(user=request.user, chat_id=pk)).data)  # type: ignore[arg-type]
+        return Response(ChatSerializer(chat_for_user(user=request_user(request), chat_id=pk)).data)
 
-    @extend_schema(summary="Rename or archive a chat", request=ChatUpdateSerializer, responses={200: ChatSerializer})
+    @extend_schema(
+        summary="Rename or archive a chat", request=ChatUpdateSerializer, responses={200: ChatSerializer}
+    )
     def patch(self, request: Request, pk: str) -> Response:
-        chat = chat_for_user(user=request.user, chat_id=pk)  # type: ignore[arg-type]
+        chat = chat_for_user(user=request_user(request), chat_id=pk)
         data = ChatUpdateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         chat = services.chat_update(chat=chat, **data.validated_data)
@@ -74,7 +77,7 @@ class ChatDetailView(APIView):
 
     @extend_schema(summary="Delete a chat and its child chats", responses={204: None})
     def delete(self, request: Request, pk: str) -> Response:
-        chat = chat_for_user(user=request.user, chat_id=pk)  # type: ignore[arg-type]
+        chat = chat_for_user(user=request_user(request), chat_id=pk)
         chat.delete()
         return Response(status=status.HTTP_204_NO_CONTENT)
 
@@ -87,7 +90,7 @@ class ChatMessagesView(APIView):
         responses={200: MessageSerializer(many=True)},
     )
     def get(self, request: Request, pk: str) -> Response:
-        chat = chat_for_user(user=request.user, chat_id=pk)  # type: ignore[arg-type]
+        chat = chat_for_user(user=request_user(request), chat_id=pk)
         query = MessageListQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         messages = chat.messages.filter(id__gt=query.validated_data["after_id"]).order_by("id")
@@ -100,7 +103,7 @@ class ChatMessagesView(APIView):
         responses={202: MessageSerializer},
     )
     def post(self, request: Request, pk: str) -> Response:
-        chat = chat_for_user(user=request.user, chat_id=pk)  # type: ignore[arg-type]
+        chat = chat_for_user(user=request_user(request), chat_id=pk)
         data = MessageCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         message = services.chat_send_message(chat=chat, content=data.validated_data["content"])
@@ -110,7 +113,7 @@ class ChatMessagesView(APIView):
 class ChatChildrenView(APIView):
     @extend_schema(summary="List a chat's child chats", responses={200: ChatSerializer(many=True)})
     def get(self, request: Request, pk: str) -> Response:
-        chat = chat_for_user(user=request.user, chat_id=pk)  # type: ignore[arg-type]
+        chat = chat_for_user(user=request_user(request), chat_id=pk)
         children = Chat.objects.filter(parent=chat).order_by("created_at")
         return Response(ChatSerializer(children, many=True).data)
 
@@ -124,7 +127,7 @@ class ChatInterruptView(APIView):
         responses={202: ChatSerializer},
     )
     def post(self, request: Request, pk: str) -> Response:
-        chat = chat_for_user(user=request.user, chat_id=pk)  # type: ignore[arg-type]
+        chat = chat_for_user(user=request_user(request), chat_id=pk)
         chat = services.chat_interrupt(chat=chat)
         return Response(ChatSerializer(chat).data, status=status.HTTP_202_ACCEPTED)
 
@@ -136,7 +139,7 @@ class ChatFileView(APIView):
         parameters=[OpenApiParameter("file_id", OpenApiTypes.UUID, OpenApiParameter.PATH)],
     )
     def get(self, request: Request, pk: str, file_id: str) -> FileResponse:
-        chat_file = chat_file_for_user(user=request.user, chat_id=pk, file_id=file_id)  # type: ignore[arg-type]
+        chat_file = chat_file_for_user(user=request_user(request), chat_id=pk, file_id=file_id)
         response = FileResponse(chat_file.file.open("rb"), content_type=chat_file.content_type)
         response["Cache-Control"] = "private, max-age=86400, immutable"
         response["X-Content-Type-Options"] = "nosniff"

@@ -1,20 +1,24 @@
 from __future__ import annotations
 
-from django.contrib.auth.models import AbstractBaseUser
+from typing import TYPE_CHECKING
+
 from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
 
 from chats.models import Chat, ChatFile
 
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
-def chat_for_user(*, user: AbstractBaseUser, chat_id: object) -> Chat:
+
+def chat_for_user(*, user: User, chat_id: object) -> Chat:
     """Return the user's chat. Raise Http404 for a chat that is not theirs, as for one that does not exist."""
     return get_object_or_404(Chat.objects.select_related("workspace_agent"), pk=chat_id, owner=user)
 
 
-def chats_for_user(*, user: AbstractBaseUser) -> QuerySet[Chat]:
+def chats_for_user(*, user: User) -> QuerySet[Chat]:
     return Chat.objects.filter(owner=user).order_by("-updated_at", "-created_at")
 
 
-def chat_file_for_user(*, user: AbstractBaseUser, chat_id: object, file_id: object) -> ChatFile:
+def chat_file_for_user(*, user: User, chat_id: object, file_id: object) -> ChatFile:
     return get_object_or_404(ChatFile, pk=file_id, chat_id=chat_id, chat__owner=user)

@@ -57,6 +57,7 @@ class ChatSerializer(serializers.ModelSerializer):
             "last_error",
             "archived",
             "usage",
+            "awaiting",
             "created_at",
             "updated_at",
         ]
@@ -119,7 +120,8 @@ class MessageListQuerySerializer(serializers.Serializer):
 
 
 class ChatListQuerySerializer(serializers.Serializer):
-    parent = serializers.UUIDField(required=False)
+    # Declared fields are popped off the class, so this does not shadow Field.parent at run time.
+    parent = serializers.UUIDField(required=False)  # type: ignore[assignment]
     archived = serializers.BooleanField(required=False, default=False)
 
 

@@ -37,25 +37,52 @@ class Command(BaseCommand):
         admin = self.ensure_admin()
         bin_dir = os.path.dirname(sys.executable)
         commands: list[tuple[str, list[str]]] = [
-            ("web", [os.path.join(bin_dir, "daphne"), "-b", host, "-p", str(port), "chatdesk.asgi:application"]),
+            (
+                "web",
+                [os.path.join(bin_dir, "daphne"), "-b", host, "-p", str(port), "chatdesk.asgi:application"],
+            ),
             (
                 "worker",
-                [sys.executable, "-m", "celery", "-A", "chatdesk", "worker", "-B", "--loglevel", "INFO",
-                 "--concurrency", str(os.environ.get("CELERY_CONCURRENCY", "2")),
-                 "--schedule", str(settings.VAR_DIR / "celerybeat-schedule")],
+                [
+                    sys.executable,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "chatdesk",
+                    "worker",
+                    "-B",
+                    "--loglevel",
+                    "INFO",
+                    "--concurrency",
+                    str(os.environ.get("CELERY_CONCURRENCY", "2")),
+                    "--schedule",
+                    str(settings.VAR_DIR / "celerybeat-schedule"),
+                ],
             ),
         ]
         if not no_agent:
             if shutil.which("Xvnc") is None:
-                self.stderr.write("Xvnc is not installed: starting without a local desktop (run as root once).")
+                self.stderr.write(
+                    "Xvnc is not installed: starting without a local desktop (run as root once)."
+                )
             else:
                 token = self.local_agent_token(admin)
                 # The agent heartbeats over loopback even when the web server listens on every interface.
                 loopback = host in ("0.0.0.0", "::")  # noqa: S104 (a comparison, not a bind)
                 server = f"http://{'127.0.0.1' if loopback else host}:{port}"
                 commands.append(
-                    ("agent", [os.path.join(bin_dir, "chatdesk-agent"), "--server", server, "--token", token,
-                               "--listen", AGENT_LISTEN])
+                    (
+                        "agent",
+                        [
+                            os.path.join(bin_dir, "chatdesk-agent"),
+                            "--server",
+                            server,
+                            "--token",
+                            token,
+                            "--listen",
+                            AGENT_LISTEN,
+                        ],
+                    )
                 )
         self.supervise(commands, port=port, host=host)
 
@@ -68,7 +95,9 @@ class Command(BaseCommand):
             password = password or secrets.token_urlsafe(12)
             admin = User.objects.create_superuser("admin", email="", password=password)
             if generated:
-                self.stdout.write(self.style.WARNING(f"Created user admin with password: {password}  (shown once)"))
+                self.stdout.write(
+                    self.style.WARNING(f"Created user admin with password: {password}  (shown once)")
+                )
             else:
                 self.stdout.write("Created user admin (password from CHATDESK_ADMIN_PASSWORD).")
         elif password is not None and not admin.check_password(password):
@@ -99,7 +128,9 @@ class Command(BaseCommand):
         try:
             for name, argv in commands:
                 procs[name] = subprocess.Popen(argv, start_new_session=True)
-            self.stdout.write(self.style.SUCCESS(f"chatdesk is running on http://{host}:{port}/  (Ctrl+C stops it)"))
+            self.stdout.write(
+                self.style.SUCCESS(f"chatdesk is running on http://{host}:{port}/  (Ctrl+C stops it)")
+            )
             while not stopping:
                 for name, proc in procs.items():
                     if proc.poll() is not None:

@@ -1,0 +1,186 @@
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import timedelta
+
+import pytest
+from django.test import override_settings
+from django.utils import timezone
+from rest_framework.test import APIClient
+
+from agents.models import WorkspaceAgent
+from chats.models import Chat
+from tests.factories import ChatFactory, WorkspaceAgentFactory
+
+pytestmark = pytest.mark.django_db
+
+API = "/api/experimental"
+HEARTBEAT = f"{API}/workspace-agents/heartbeat"
+GOOD_BEAT = {"url": "ws://10.0.0.5:7420", "display": {"width": 1280, "height": 800}}
+
+
+def post_json(client: APIClient, path: str, body: object, **headers: str) -> object:
+    return client.post(path, json.dumps(body), content_type="application/json", **headers)
+
+
+def as_agent(raw: str) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
+    return client
+
+
+def test_register_an_agent_shows_its_token_once(api, user) -> None:
+    response = post_json(api, f"{API}/workspace-agents", {"name": "laptop"})
+    assert response.status_code == 201
+    body = response.json()
+    token = body["token"]
+    assert token.startswith("cda_")
+    assert body["name"] == "laptop"
+    assert body["status"] == "disconnected"
+    assert body["display"] is None
+    agent = WorkspaceAgent.objects.get(pk=body["id"])
+    assert agent.owner == user
+
+    listed = api.get(f"{API}/workspace-agents")
+    one = api.get(f"{API}/workspace-agents/{agent.id}")
+    for later in (listed, one):
+        assert later.status_code == 200
+        assert token not in later.content.decode()
+        assert "token" not in json.dumps(later.json())
+    assert [a["id"] for a in listed.json()] == [str(agent.id)]
+    # The token works as the agent's credential.
+    assert post_json(as_agent(token), HEARTBEAT, GOOD_BEAT).status_code == 200
+
+
+def test_duplicate_agent_name_is_a_409(api, user) -> None:
+    WorkspaceAgentFactory(owner=user, name="laptop")
+    response = post_json(api, f"{API}/workspace-agents", {"name": "laptop"})
+    assert response.status_code == 409
+    assert "laptop" in response.json()["detail"]
+    assert WorkspaceAgent.objects.filter(owner=user).count() == 1
+
+
+def test_another_user_may_reuse_an_agent_name(api, other_user) -> None:
+    WorkspaceAgentFactory(owner=other_user, name="laptop")
+    assert post_json(api, f"{API}/workspace-agents", {"name": "laptop"}).status_code == 201
+
+
+@pytest.mark.parametrize(
+    "body", [{}, {"name": ""}, {"name": 5}, {"name": "x" * 101}, {"name": "a", "url": "ws://x"}]
+)
+def test_register_with_bad_fields_is_a_400(api, body: dict) -> None:
+    response = post_json(api, f"{API}/workspace-agents", body)
+    assert response.status_code == 400
+    assert set(response.json()) & {"name", "url"}
+    assert not WorkspaceAgent.objects.exists()
+
+
+def test_list_and_get_show_only_the_callers_agents(api, user, other_user) -> None:
+    mine = WorkspaceAgentFactory(owner=user)
+    theirs = WorkspaceAgentFactory(owner=other_user)
+    assert [a["id"] for a in api.get(f"{API}/workspace-agents").json()] == [str(mine.id)]
+    assert api.get(f"{API}/workspace-agents/{mine.id}").json()["name"] == mine.name
+    assert api.get(f"{API}/workspace-agents/{theirs.id}").status_code == 404
+    assert api.delete(f"{API}/workspace-agents/{theirs.id}").status_code == 404
+    assert WorkspaceAgent.objects.filter(pk=theirs.pk).exists()
+    assert api.get(f"{API}/workspace-agents/not-a-uuid").status_code == 404
+    assert api.get(f"{API}/workspace-agents/{uuid.uuid4()}").status_code == 404
+
+
+def test_delete_an_agent_revokes_its_token_and_keeps_its_chats(api, user) -> None:
+    agent = WorkspaceAgentFactory(owner=user)
+    chat = ChatFactory(owner=user, workspace_agent=agent)
+    assert api.delete(f"{API}/workspace-agents/{agent.id}").status_code == 204
+    assert not WorkspaceAgent.objects.filter(pk=agent.pk).exists()
+    assert post_json(as_agent(agent.raw_token), HEARTBEAT, GOOD_BEAT).status_code == 401
+    chat.refresh_from_db()
+    assert chat.workspace_agent is None
+
+
+def test_heartbeat_marks_the_agent_connected_with_its_url_and_display(api, user) -> None:
+    agent = WorkspaceAgentFactory(owner=user)
+    response = post_json(as_agent(agent.raw_token), HEARTBEAT, GOOD_BEAT)
+    assert response.status_code == 200
+    assert response.json() == {"id": str(agent.id), "status": "connected"}
+
+    body = api.get(f"{API}/workspace-agents/{agent.id}").json()
+    assert body["status"] == "connected"
+    assert body["url"] == "ws://10.0.0.5:7420"
+    assert body["display"] == {"width": 1280, "height": 800}
+    assert body["last_seen"] is not None
+
+
+def test_agent_without_recent_heartbeat_shows_disconnected(api, user) -> None:
+    agent = WorkspaceAgentFactory(owner=user, last_seen=timezone.now() - timedelta(seconds=31))
+    with override_settings(CHATDESK_AGENT_TIMEOUT_SECONDS=30):
+        assert api.get(f"{API}/workspace-agents/{agent.id}").json()["status"] == "disconnected"
+        post_json(as_agent(agent.raw_token), HEARTBEAT, GOOD_BEAT)
+        assert api.get(f"{API}/workspace-agents/{agent.id}").json()["status"] == "connected"
+
+
+@pytest.mark.parametrize(
+    "authorization", [None, "Bearer cda_wrong", "Bearer ", "Token abc", "Basic dXNlcjpwdw=="]
+)
+def test_heartbeat_without_a_valid_agent_token_is_a_401(user, authorization: str | None) -> None:
+    agent = WorkspaceAgentFactory(owner=user)
+    headers = {"HTTP_AUTHORIZATION": authorization} if authorization is not None else {}
+    response = post_json(APIClient(), HEARTBEAT, GOOD_BEAT, **headers)
+    assert response.status_code == 401
+    assert "detail" in response.json()
+    agent.refresh_from_db()
+    assert agent.last_seen is None
+
+
+def test_heartbeat_refuses_a_users_api_token(api_token: str, user) -> None:
+    WorkspaceAgentFactory(owner=user)
+    response = post_json(as_agent(api_token), HEARTBEAT, GOOD_BEAT)
+    assert response.status_code == 401
+    assert not WorkspaceAgent.objects.filter(last_seen__isnull=False).exists()
+
+
+def test_agent_token_is_not_a_user_credential(user) -> None:
+    agent = WorkspaceAgentFactory(owner=user)
+    client = as_agent(agent.raw_token)
+    assert client.get(f"{API}/chats").status_code == 401
+    assert client.get(f"{API}/workspace-agents").status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({**GOOD_BEAT, "url": "http://10.0.0.5:7420"}, "url"),
+        ({**GOOD_BEAT, "url": 5}, "url"),
+        ({"display": GOOD_BEAT["display"]}, "url"),
+        ({"url": GOOD_BEAT["url"]}, "display"),
+        ({**GOOD_BEAT, "display": "1280x800"}, "display"),
+        ({**GOOD_BEAT, "display": {"width": "1280", "height": 800}}, "display"),
+        ({**GOOD_BEAT, "display": {"width": 1280.5, "height": 800}}, "display"),
+        ({**GOOD_BEAT, "display": {"width": True, "height": 800}}, "display"),
+        ({**GOOD_BEAT, "display": {"width": 0, "height": 800}}, "display"),
+        ({**GOOD_BEAT, "display": {"width": 1280}}, "display"),
+        ({**GOOD_BEAT, "display": {"width": 1280, "height": 800, "depth": 24}}, "display"),
+        ({**GOOD_BEAT, "name": "x"}, "name"),
+    ],
+)
+def test_heartbeat_with_bad_fields_is_a_400(user, body: dict, field: str) -> None:
+    agent = WorkspaceAgentFactory(owner=user)
+    response = post_json(as_agent(agent.raw_token), HEARTBEAT, body)
+    assert response.status_code == 400
+    assert field in response.json()
+    agent.refresh_from_db()
+    assert agent.last_seen is None
+
+
+def test_heartbeat_with_malformed_json_is_a_400(user) -> None:
+    agent = WorkspaceAgentFactory(owner=user)
+    response = as_agent(agent.raw_token).post(HEARTBEAT, '{"url": ', content_type="application/json")
+    assert response.status_code == 400
+
+
+def test_chat_created_after_a_heartbeat_uses_that_agent(api, user) -> None:
+    agent = WorkspaceAgentFactory(owner=user)
+    post_json(as_agent(agent.raw_token), HEARTBEAT, GOOD_BEAT)
+    body = post_json(api, f"{API}/chats", {}).json()
+    assert body["workspace_agent"] == str(agent.id)
+    assert Chat.objects.get(pk=body["id"]).workspace_agent == agent

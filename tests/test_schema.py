@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+import pytest
+import yaml
+from django.core.management import call_command
+
+pytestmark = pytest.mark.django_db
+
+PREFIX = "/api/experimental"
+# SPEC §3: every endpoint, with its methods.
+SPEC_PATHS = {
+    "/chats": {"get", "post"},
+    "/chats/{id}": {"get", "patch", "delete"},
+    "/chats/{id}/messages": {"get", "post"},
+    "/chats/{id}/interrupt": {"post"},
+    "/chats/{id}/children": {"get"},
+    "/chats/{id}/files/{file_id}": {"get"},
+    "/chats/{id}/desktop/screenshot": {"get"},
+    "/chats/{id}/desktop/takeover": {"post"},
+    "/chats/{id}/desktop/handback": {"post"},
+    "/workspace-agents": {"get", "post"},
+    "/workspace-agents/{id}": {"get", "delete"},
+    "/workspace-agents/heartbeat": {"post"},
+    "/tokens": {"get", "post"},
+    "/tokens/{id}": {"get", "delete"},
+}
+
+
+def test_schema_generates_and_validates_without_warnings(tmp_path) -> None:
+    out = tmp_path / "schema.yaml"
+    call_command("spectacular", "--validate", "--fail-on-warn", "--file", str(out))
+    schema = yaml.safe_load(out.read_text())
+    assert schema["openapi"].startswith("3.")
+    assert schema["info"]["title"] == "chatdesk API"
+
+
+def test_schema_endpoint_lists_every_spec_path_with_its_methods(client) -> None:
+    response = client.get("/api/schema/?format=json")
+    assert response.status_code == 200
+    paths = response.json()["paths"]
+    missing = []
+    for path, methods in SPEC_PATHS.items():
+        offered = set(paths.get(PREFIX + path, {}))
+        if not methods <= offered:
+            missing.append(f"{path}: {sorted(methods - offered)}")
+    assert not missing, "missing from the schema: " + "; ".join(missing)
+
+
+def test_schema_documents_bearer_authentication(client) -> None:
+    schema = client.get("/api/schema/?format=json").json()
+    schemes = schema["components"]["securitySchemes"]
+    assert {"type": "http", "scheme": "bearer"}.items() <= next(
+        s for s in schemes.values() if s.get("scheme") == "bearer"
+    ).items()
+    heartbeat = schema["paths"][f"{PREFIX}/workspace-agents/heartbeat"]["post"]
+    assert "token" in heartbeat["description"]
+
+
+def test_interactive_docs_are_an_html_page(client) -> None:
+    response = client.get("/api/docs/")
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/html")
+    html = response.content.decode()
+    assert "swagger" in html.lower()
+    assert "/api/schema/" in html
