@@ -1,4 +1,5 @@
-"""The Celery app. Workers: `celery -A chatdesk worker`. Task modules are found in the apps."""
+"""The Celery app. Workers: `celery -A chatdesk worker` (add `-B` or run `celery -A chatdesk beat` once
+per deployment for the periodic turn sweep). Task modules are found in the apps."""
 
 from __future__ import annotations
 
@@ -11,3 +12,16 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatdesk.settings")
 app = Celery("chatdesk")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@app.on_after_configure.connect
+def schedule_sweep(sender: Celery, **kwargs: object) -> None:
+    """Every CHATDESK_SWEEP_INTERVAL seconds, recover turns whose worker died (chats/engine/lease.py)."""
+    from django.conf import settings
+
+    sender.add_periodic_task(
+        settings.CHATDESK_SWEEP_INTERVAL,
+        sender.signature("chats.sweep_turns"),
+        name="chats.sweep_turns",
+        expires=settings.CHATDESK_SWEEP_INTERVAL,
+    )

@@ -61,7 +61,7 @@ def publish(chat_id: object, event: Event) -> None:
             if layer is not None:
                 async_to_sync(layer.group_send)(group_name(chat_id), {"type": LAYER_MESSAGE_TYPE, "event": event})
         else:
-            ChatEvent.objects.create(chat_id=chat_id, payload=dict(event))
+            ChatEvent.objects.create(chat_id=str(chat_id), payload=dict(event))
 
     transaction.on_commit(send)
 

@@ -116,6 +116,11 @@ class Chat(models.Model):
     worker_id = models.CharField(max_length=200, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # How many times the sweep re-queued the current turn after its worker died (reset when a turn ends).
+    lease_recoveries = models.PositiveSmallIntegerField(default=0)
+    # A parent suspended in wait_agent: {"tool_use_id", "chat_id", "deadline" (ISO 8601)}. No worker is
+    # held while it waits; the child's end (or the deadline) queues the parent's turn again.
+    awaiting = models.JSONField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -202,6 +207,10 @@ class ChatMessage(models.Model):
     content = models.JSONField(default=list)
     usage = models.JSONField(default=dict, blank=True)
     model = models.CharField(max_length=200, blank=True)
+    # Assistant messages: the id of the newest message the model had seen when it wrote this one. A user
+    # message stored while the model was answering has a smaller id than the answer but was not part of
+    # its context; the request builder orders history by what the model saw (chats/engine.py).
+    context_id = models.BigIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 
 from agents.models import WorkspaceAgent
@@ -57,7 +57,7 @@ def model_config_resolve(*, model: str | None) -> tuple[ChatModelConfig | None, 
 @transaction.atomic
 def chat_create(
     *,
-    owner: AbstractBaseUser,
+    owner: User,
     message: str | None = None,
     title: str | None = None,
     workspace_agent: WorkspaceAgent | None = None,
@@ -81,12 +81,20 @@ def chat_create(
 
 
 def message_append(
-    *, chat: Chat, role: str, content: list[dict[str, Any]], usage: dict[str, int] | None = None, model: str = ""
+    *,
+    chat: Chat,
+    role: str,
+    content: list[dict[str, Any]],
+    usage: dict[str, int] | None = None,
+    model: str = "",
+    context_id: int | None = None,
 ) -> ChatMessage:
     """Store one message on ``chat`` and publish it to the chat's live stream."""
     from chats.events import publish_message
 
-    message = ChatMessage.objects.create(chat=chat, role=role, content=content, usage=usage or {}, model=model)
+    message = ChatMessage.objects.create(
+        chat=chat, role=role, content=content, usage=usage or {}, model=model, context_id=context_id
+    )
     if usage:
         totals = dict(chat.usage or {})
         for key, value in usage.items():
@@ -114,7 +122,9 @@ def chat_queue_turn(*, chat: Chat) -> None:
 
     chat.status = Chat.Status.PENDING
     chat.last_error = ""
-    chat.save(update_fields=["status", "last_error", "updated_at"])
+    chat.awaiting = None
+    chat.lease_recoveries = 0  # a fresh turn gets a fresh budget of lease recoveries (chats/engine/lease.py)
+    chat.save(update_fields=["status", "last_error", "awaiting", "lease_recoveries", "updated_at"])
     publish_status(chat)
     transaction.on_commit(lambda: turn_enqueue(chat_id=str(chat.pk)))
 
@@ -143,13 +153,73 @@ def chat_interrupt(*, chat: Chat) -> Chat:
     """Stop ``chat``'s turn at the next safe point; the chat becomes `paused`.
 
     A running turn sees the status change at its next check and stops, keeping what it produced; a
-    queued turn finds the chat no longer `pending` and does nothing.
+    queued turn finds the chat no longer `pending` and does nothing. A parent suspended in wait_agent
+    stops waiting (its next turn answers the wait with the child's state then).
     """
     from chats.events import publish_status
 
     chat = Chat.objects.select_for_update().get(pk=chat.pk)
     if chat.status in (Chat.Status.PENDING, Chat.Status.RUNNING):
         chat.status = Chat.Status.PAUSED
-        chat.save(update_fields=["status", "updated_at"])
+        chat.awaiting = None
+        chat.save(update_fields=["status", "awaiting", "updated_at"])
+        publish_status(chat)
+        chat_notify_parent(chat=chat)
+    return chat
+
+
+@transaction.atomic
+def chat_spawn_child(*, parent: Chat, prompt: str, title: str | None = None) -> Chat:
+    """Create a computer-use child of ``parent`` for the task ``prompt`` and queue its first turn.
+
+    The child has the parent's owner and workspace agent, the computer-use model whatever the parent
+    uses, the computer-use system prompt plus the task, and the task as its first user message.
+    """
+    from chats.events import publish_child
+    from desktop.computer import computer_use_system_prompt
+
+    model_name = settings.CHATDESK_COMPUTER_USE_MODEL
+    config = ChatModelConfig.objects.filter(enabled=True, model=model_name).first()
+    title = (title or "").strip()[:TITLE_MAX_CHARS] or title_from_prompt(prompt)
+    child = Chat.objects.create(
+        owner=parent.owner,
+        parent=parent,
+        mode=Chat.Mode.COMPUTER_USE,
+        title=title,
+        workspace_agent=parent.workspace_agent,
+        model_config=config,
+        model=model_name,
+        system_prompt=computer_use_system_prompt(prompt),
+    )
+    message_append(chat=child, role=ChatMessage.Role.USER, content=[text_part(prompt)])
+    chat_queue_turn(chat=child)
+    publish_child(child)
+    return child
+
+
+@transaction.atomic
+def chat_close(*, chat: Chat) -> Chat:
+    """Mark a child chat `completed` for good; a running turn stops at its next safe point."""
+    from chats.events import publish_status
+
+    chat = Chat.objects.select_for_update().get(pk=chat.pk)
+    if chat.status != Chat.Status.COMPLETED:
+        chat.status = Chat.Status.COMPLETED
+        chat.awaiting = None
+        chat.save(update_fields=["status", "awaiting", "updated_at"])
         publish_status(chat)
     return chat
+
+
+def chat_notify_parent(*, chat: Chat) -> None:
+    """Wake ``chat``'s parent when it is suspended in wait_agent on ``chat`` (once this transaction commits).
+
+    Waking is only queuing the parent's turn: the turn's claim decides, atomically, whether the wait is
+    over, so a duplicate or early wake-up is harmless.
+    """
+    if chat.parent_id is None or chat.status in (Chat.Status.PENDING, Chat.Status.RUNNING):
+        return
+    parent_id = str(chat.parent_id)
+    waiting = Chat.objects.filter(pk=parent_id, status=Chat.Status.PENDING, awaiting__chat_id=str(chat.pk))
+    if waiting.exists():
+        transaction.on_commit(lambda: turn_enqueue(chat_id=parent_id))

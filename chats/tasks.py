@@ -1,12 +1,32 @@
-"""Celery tasks of the turn engine: thin, they take ids and call one service."""
+"""Celery tasks of the turn engine: thin, they take ids and call one service.
+
+``acks_late``: a task is acknowledged only once it returns, so a turn whose worker dies is not lost
+silently; the claim in chats/engine/lease.py makes a redelivery harmless, and the sweep recovers turns
+whose worker died.
+"""
 
 from __future__ import annotations
 
+import logging
+
 from celery import shared_task
+
+logger = logging.getLogger(__name__)
 
 
 @shared_task(name="chats.run_turn", acks_late=True, ignore_result=True)
 def run_turn(chat_id: str) -> None:
+    """Run the chat's queued turn (a no-op when there is none: redelivered, interrupted, waiting)."""
     from chats.engine import turn_run
 
     turn_run(chat_id=chat_id)
+
+
+@shared_task(name="chats.sweep_turns", ignore_result=True)
+def sweep_turns() -> None:
+    """Recover turns whose worker died, wake answerable waits, prune old live events (Celery beat)."""
+    from chats.engine.lease import turns_sweep
+
+    counts = turns_sweep()
+    if any(counts.values()):
+        logger.info("Turn sweep: %s", counts)

@@ -1,0 +1,215 @@
+"""Who runs a chat's turn: the atomic claim, the lease with its heartbeat, and the sweep.
+
+Invariants:
+- Only a conditional UPDATE (``pending -> running``) starts a turn, so a redelivered or duplicated Celery
+  task is a no-op, and every later write of the turn is conditional on still owning it (``worker_id``).
+- A running turn renews ``heartbeat_at`` from a background thread. When a worker dies, its turns' leases
+  expire; the sweep (Celery beat, ``chats.sweep_turns``) re-queues such a turn once, and fails it the next
+  time with a clear ``last_error``. A chat is never left ``running`` without a live worker, and never run
+  by two workers: the old worker, should it come back, finds the lease gone and stops without writing.
+- A parent suspended in wait_agent is ``pending`` with ``awaiting`` set and no queued task. It is claimed
+  only once its wait can be answered (the child finished or the deadline passed); any number of wake-ups
+  (child end, deadline task, sweep) therefore resume it exactly once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import uuid
+from datetime import timedelta
+from typing import Any
+from uuid import UUID
+
+from django.conf import settings
+from django.db import close_old_connections, connection, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from chats import services
+from chats.events import publish_status
+from chats.models import Chat, ChatEvent
+from chats.tools.wait import wait_resolvable
+
+logger = logging.getLogger(__name__)
+
+WORKER_LOST_MESSAGE = "The worker running this turn stopped unexpectedly, twice; the turn was abandoned."
+#: How many times the sweep re-queues a turn whose worker died before failing it.
+MAX_LEASE_RECOVERIES = 1
+#: ChatEvent rows (the embedded event tail) older than this are deleted by the sweep.
+EVENT_RETENTION = timedelta(minutes=10)
+
+
+def new_worker_id() -> str:
+    """Return an id for one claim: host and pid (for people reading the row) plus a unique suffix."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+
+
+def turn_claim(*, chat_id: str, worker_id: str) -> tuple[Chat, dict[str, Any] | None] | None:
+    """Claim ``chat_id``'s queued turn for ``worker_id``.
+
+    Return the chat (now ``running``) and the wait it was suspended in (or None), or None when there is
+    nothing to run: the chat is not ``pending`` (already claimed, interrupted, deleted), or it waits for a
+    child that is still working.
+    """
+    chat = Chat.objects.filter(pk=chat_id).only("status", "awaiting").first()
+    if chat is None or chat.status != Chat.Status.PENDING:
+        return None
+    awaiting = chat.awaiting
+    if awaiting and not wait_resolvable(awaiting):
+        return None
+    same_wait = Q(awaiting__tool_use_id=awaiting.get("tool_use_id")) if awaiting else Q(awaiting__isnull=True)
+    now = timezone.now()
+    claimed = (
+        Chat.objects.filter(Q(pk=chat_id, status=Chat.Status.PENDING) & same_wait).update(
+            status=Chat.Status.RUNNING,
+            worker_id=worker_id,
+            started_at=now,
+            heartbeat_at=now,
+            awaiting=None,
+            updated_at=now,
+        )
+        == 1
+    )
+    if not claimed:
+        return None
+    chat = Chat.objects.select_related("workspace_agent", "model_config").get(pk=chat_id)
+    publish_status(chat)
+    return chat, awaiting
+
+
+def turn_owned(*, chat_id: UUID | str, worker_id: str) -> bool:
+    """Return True while ``worker_id`` still owns the chat's running turn."""
+    return Chat.objects.filter(pk=chat_id, status=Chat.Status.RUNNING, worker_id=worker_id).exists()
+
+
+@transaction.atomic
+def turn_end(
+    *,
+    chat_id: UUID | str,
+    worker_id: str,
+    status: str,
+    last_error: str = "",
+    awaiting: dict[str, Any] | None = None,
+) -> Chat | None:
+    """Move the running turn owned by ``worker_id`` to ``status``. Return the chat, or None if not owned.
+
+    Publish the new status and wake a parent waiting for this chat.
+    """
+    updated = Chat.objects.filter(pk=chat_id, status=Chat.Status.RUNNING, worker_id=worker_id).update(
+        status=status,
+        last_error=last_error,
+        awaiting=awaiting,
+        lease_recoveries=0,
+        heartbeat_at=None,
+        updated_at=timezone.now(),
+    )
+    if updated != 1:
+        return None
+    chat = Chat.objects.get(pk=chat_id)
+    publish_status(chat)
+    services.chat_notify_parent(chat=chat)
+    return chat
+
+
+class Heartbeat:
+    """Renew a turn's lease every ``interval`` seconds in a background thread.
+
+    ``lost`` becomes true when the lease is gone (the sweep gave the turn to another worker, or the chat
+    was deleted); the turn then stops at its next safe point without writing anything more.
+    """
+
+    def __init__(self, *, chat_id: UUID | str, worker_id: str, interval: float | None = None) -> None:
+        self.chat_id = chat_id
+        self.worker_id = worker_id
+        self.interval = interval or max(1.0, settings.CHATDESK_TURN_LEASE_SECONDS / 4)
+        self.lost = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{chat_id}", daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.wait(self.interval):
+                try:
+                    renewed = Chat.objects.filter(
+                        pk=self.chat_id, worker_id=self.worker_id, status=Chat.Status.RUNNING
+                    ).update(heartbeat_at=timezone.now())
+                except Exception:  # a database hiccup: try again at the next beat, the lease has slack
+                    logger.exception("Could not renew the lease of chat %s.", self.chat_id)
+                    close_old_connections()
+                    continue
+                if renewed != 1:
+                    self.lost.set()
+                    return
+        finally:
+            connection.close()  # this thread's own connection
+
+
+def turns_sweep() -> dict[str, int]:
+    """Recover turns whose worker died, wake waits that can be answered, and prune old live events.
+
+    Return counts of what was done (for logs and tests).
+    """
+    from chats.services import turn_enqueue
+
+    now = timezone.now()
+    cutoff = now - timedelta(seconds=settings.CHATDESK_TURN_LEASE_SECONDS)
+    counts = {"requeued": 0, "failed": 0, "woken": 0, "events_pruned": 0}
+    stale = Chat.objects.filter(status=Chat.Status.RUNNING).filter(
+        Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, updated_at__lt=cutoff)
+    )
+    for chat in stale.only("pk", "worker_id", "lease_recoveries"):
+        owned_by_dead = Chat.objects.filter(
+            Q(pk=chat.pk, status=Chat.Status.RUNNING, worker_id=chat.worker_id)
+            & (Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True))
+        )
+        if chat.lease_recoveries < MAX_LEASE_RECOVERIES:
+            with transaction.atomic():
+                if owned_by_dead.update(
+                    status=Chat.Status.PENDING,
+                    worker_id="",
+                    heartbeat_at=None,
+                    lease_recoveries=F("lease_recoveries") + 1,
+                    updated_at=now,
+                ):
+                    logger.warning(
+                        "Chat %s lost its worker (%s); re-queuing its turn.", chat.pk, chat.worker_id
+                    )
+                    publish_status(Chat.objects.get(pk=chat.pk))
+                    chat_id = str(chat.pk)
+                    transaction.on_commit(lambda chat_id=chat_id: turn_enqueue(chat_id=chat_id))  # type: ignore[misc]
+                    counts["requeued"] += 1
+        else:
+            with transaction.atomic():
+                if owned_by_dead.update(
+                    status=Chat.Status.ERROR,
+                    last_error=WORKER_LOST_MESSAGE,
+                    worker_id="",
+                    heartbeat_at=None,
+                    lease_recoveries=0,
+                    updated_at=now,
+                ):
+                    logger.warning("Chat %s lost its worker again; its turn failed.", chat.pk)
+                    failed = Chat.objects.get(pk=chat.pk)
+                    publish_status(failed)
+                    services.chat_notify_parent(chat=failed)
+                    counts["failed"] += 1
+    # Pending chats whose task may be gone (a broker restart), and suspended waits whose deadline passed
+    # (a backup for the deadline task): queuing again is harmless, the claim decides.
+    for chat in Chat.objects.filter(status=Chat.Status.PENDING, updated_at__lt=cutoff).only("pk", "awaiting"):
+        if chat.awaiting and not wait_resolvable(chat.awaiting):
+            continue
+        turn_enqueue(chat_id=str(chat.pk))
+        counts["woken"] += 1
+    counts["events_pruned"], _ = ChatEvent.objects.filter(created_at__lt=now - EVENT_RETENTION).delete()
+    return counts

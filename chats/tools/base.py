@@ -1,0 +1,101 @@
+"""The small base class every chat tool builds on, and the shapes tools return.
+
+A tool turns one ``tool_use`` block written by the model into content parts stored in a ``tool`` message
+(text, or ``{"type": "image", "file_id"}`` for screenshots). The model's input is untrusted: a tool
+validates it and answers bad input with an error result the model can read, never with an exception
+that would end the turn. Tool output (child reports, screen content) is untrusted input to the model in
+turn; it is returned as data (JSON or images), never merged into the system prompt.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, TypedDict
+
+from chats.models import Chat
+
+
+class Awaiting(TypedDict):
+    """What a parent suspended in ``wait_agent`` waits for (stored in ``Chat.awaiting``)."""
+
+    tool_use_id: str
+    chat_id: str
+    deadline: str  # ISO 8601
+
+
+@dataclass
+class ToolContext:
+    """What a tool may use: the chat whose turn runs it, and the tool_use being answered (id, name)."""
+
+    chat: Chat
+    tool_use_id: str
+    name: str = ""
+
+
+@dataclass
+class ToolResult:
+    """The outcome of one tool_use.
+
+    ``content`` holds stored-shape parts. ``suspend`` asks the engine to end the turn without answering
+    (``wait_agent``): the answer is produced when the turn resumes. ``pause`` asks the engine to pause the
+    chat before the action ran (a person holds the desktop); the tool_use is run again on resume.
+    """
+
+    content: list[dict[str, Any]] = field(default_factory=list)
+    is_error: bool = False
+    suspend: Awaiting | None = None
+    pause: bool = False
+
+
+def text_result(text: str, *, is_error: bool = False) -> ToolResult:
+    return ToolResult(content=[{"type": "text", "text": text}], is_error=is_error)
+
+
+def json_result(data: dict[str, Any], *, is_error: bool = False) -> ToolResult:
+    return text_result(json.dumps(data, ensure_ascii=False), is_error=is_error)
+
+
+def error_result(message: str) -> ToolResult:
+    return text_result(message, is_error=True)
+
+
+class Tool:
+    """One tool offered to the model.
+
+    Subclasses set ``name``, ``description`` and ``input_schema`` (JSON schema) and implement :meth:`run`.
+    A tool that declares itself differently (the computer toolset) overrides :meth:`definitions` and
+    :meth:`handles`.
+    """
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    input_schema: ClassVar[dict[str, Any]] = {"type": "object", "properties": {}}
+
+    def definitions(self) -> list[dict[str, Any]]:
+        """Return the ``tools[]`` entries that declare this tool to the API."""
+        return [{"name": self.name, "description": self.description, "input_schema": self.input_schema}]
+
+    def betas(self) -> list[str]:
+        """Return the beta headers this tool needs (none for plain tools)."""
+        return []
+
+    def handles(self, block: dict[str, Any]) -> bool:
+        """Return True when ``block`` (a tool_use) is a call of this tool."""
+        return block.get("name") == self.name and not block.get("toolset_name")
+
+    def run(self, ctx: ToolContext, tool_input: dict[str, Any]) -> ToolResult:
+        raise NotImplementedError
+
+    def resume(self, ctx: ToolContext, tool_input: dict[str, Any], awaiting: Awaiting | None) -> ToolResult:
+        """Return the answer of a tool_use left unanswered by a suspended or stopped turn.
+
+        By default the call is simply run (again): a turn that stopped before answering never ran it, or
+        its effect is visible in what the model sees next (a screenshot).
+        """
+        return self.run(ctx, tool_input)
+
+
+def input_object(tool_input: object) -> dict[str, Any]:
+    """Return the tool input as a dict (the API promises an object; a broken stream might not)."""
+    return tool_input if isinstance(tool_input, dict) else {}

@@ -1,0 +1,118 @@
+"""The Anthropic computer tool for computer-use chats, executed on the chat's workspace agent.
+
+The model sees the desktop at a *declared* size (long edge <= 1568 px, <= 1.15 MP) computed from the
+agent's native display; every action goes to the agent with that size, which maps coordinates to native
+pixels and returns a settled screenshot at the declared size. Screenshots are stored as ChatFile rows
+and referenced from the tool result; they are untrusted input to the model (the system prompt says so).
+
+Bad input from the model and agent failures become error tool results the model can read: the chat
+goes on. A person holding the desktop (take-over) pauses the chat before the action runs.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.core.files.base import ContentFile
+
+from agents.models import WorkspaceAgent
+from chatdesk.exceptions import AgentError, AgentNotConnected, AgentUnreachable
+from chats.models import Chat, ChatFile, ChatModelConfig
+from chats.tools.base import Tool, ToolContext, ToolResult, error_result
+from desktop import computer
+
+logger = logging.getLogger(__name__)
+
+#: Used until the agent has reported its display in a heartbeat (the agent's default geometry).
+FALLBACK_DISPLAY = (1280, 800)
+
+
+def model_options(chat: Chat) -> dict[str, Any]:
+    """Return the options of the chat's model config (or of the config for its model name)."""
+    config = chat.model_config
+    if config is None or config.model != chat.model:
+        config = ChatModelConfig.objects.filter(model=chat.model).first()
+    return dict(config.options or {}) if config is not None else {}
+
+
+class ComputerTool(Tool):
+    """The computer tool in the version the chat's model wants (override: options.computer_tool_version)."""
+
+    name = computer.TOOL_NAME
+
+    def __init__(self, chat: Chat) -> None:
+        self.chat = chat
+        override = model_options(chat).get("computer_tool_version")
+        self.version = computer.tool_version_for_model(
+            chat.model, override if isinstance(override, str) else None
+        )
+        agent = chat.workspace_agent
+        native = (
+            (agent.display_width, agent.display_height)
+            if agent is not None and agent.display_width and agent.display_height
+            else FALLBACK_DISPLAY
+        )
+        self.display = computer.declared_display(*native)
+
+    def definitions(self) -> list[dict[str, Any]]:
+        width, height = self.display
+        return computer.tool_definitions(self.version, display_width=width, display_height=height)
+
+    def betas(self) -> list[str]:
+        return computer.beta_headers(self.version)
+
+    def handles(self, block: dict[str, Any]) -> bool:
+        if self.version == computer.COMPUTER_TOOLSET_20260801:
+            return block.get("toolset_name") == computer.TOOL_NAME
+        return block.get("name") == computer.TOOL_NAME
+
+    def run(self, ctx: ToolContext, tool_input: dict[str, Any]) -> ToolResult:
+        name = ctx.name or computer.TOOL_NAME
+        width, height = self.display
+        try:
+            params = computer.parse_tool_use(
+                self.version, name=name, tool_input=tool_input, display_width=width, display_height=height
+            )
+        except computer.ComputerToolInputError as exc:
+            return error_result(f"invalid computer use input: {exc.message}")
+        agent = self._agent()
+        if agent is None:
+            return error_result("This chat has no workspace agent, so the computer cannot be used.")
+        if agent.desktop_held_by_id is not None:
+            return ToolResult(pause=True)
+        from desktop.client import agent_for_chat, run_action_sync
+
+        action = params["action"]
+        try:
+            self.chat.workspace_agent = agent
+            result = run_action_sync(agent_for_chat(self.chat), params)
+        except AgentNotConnected:
+            return error_result(f'action "{action}" failed: the workspace agent is not connected.')
+        except AgentUnreachable:
+            return error_result(f'action "{action}" failed: the workspace agent could not be reached.')
+        except AgentError as exc:
+            return error_result(f'action "{action}" failed: {exc.message}')
+        content: list[dict[str, Any]] = []
+        if result.output:
+            content.append({"type": "text", "text": result.output.replace("\x00", "")})
+        if result.png:
+            chat_file = store_png(self.chat, result.png, width=result.width, height=result.height)
+            content.append({"type": "image", "file_id": str(chat_file.pk)})
+        if not content:
+            content.append({"type": "text", "text": f'action "{action}" performed'})
+        return ToolResult(content=content)
+
+    def _agent(self) -> WorkspaceAgent | None:
+        """Return the chat's agent read fresh (take-over and heartbeats change it while the turn runs)."""
+        if self.chat.workspace_agent_id is None:
+            return None
+        return WorkspaceAgent.objects.filter(pk=self.chat.workspace_agent_id).first()
+
+
+def store_png(chat: Chat, png: bytes, *, width: int | None, height: int | None) -> ChatFile:
+    """Store a screenshot in Django storage and return its ChatFile row."""
+    chat_file = ChatFile(chat=chat, content_type="image/png", size=len(png), width=width, height=height)
+    chat_file.file.save(f"{chat_file.pk}.png", ContentFile(png), save=False)
+    chat_file.save()
+    return chat_file
