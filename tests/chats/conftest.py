@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from django.conf import settings
 
 from chats.models import Chat, ChatProvider
 from tests.support.fake_anthropic import FakeAnthropic
@@ -30,10 +29,8 @@ def anthropic_provider(fake: FakeAnthropic) -> ChatProvider:
 
 
 def worker_env(**extra: str) -> dict[str, str]:
-    """Environment for this run's workers and daphne: the run's channel-layer prefix, no env API key."""
+    """Environment for this run's workers and daphne: no API key from the environment."""
     env = {"ANTHROPIC_API_KEY": "", "ANTHROPIC_BASE_URL": ""}
-    if settings.REDIS_URL:
-        env["CHATDESK_CHANNELS_PREFIX"] = settings.CHANNEL_LAYERS["default"]["CONFIG"]["prefix"]
     env.update(extra)
     return env
 

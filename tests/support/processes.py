@@ -54,6 +54,8 @@ def server_env(**extra: str) -> dict[str, str]:
         CHATDESK_CELERY_QUEUE=settings.CELERY_TASK_DEFAULT_QUEUE,
         PYTHONUNBUFFERED="1",
     )
+    if settings.REDIS_URL:  # live events must reach this run's consumers, not another run's
+        env["CHATDESK_CHANNELS_PREFIX"] = settings.CHANNEL_LAYERS["default"]["CONFIG"]["prefix"]
     if db["ENGINE"].endswith("postgresql"):
         env["DATABASE_URL"] = (
             f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
