@@ -1,0 +1,488 @@
+// The chat page: messages streamed live over the chat's stream WebSocket, tool calls with their
+// screenshots, child chats with live status, interrupt, and the message box.
+//
+// Model and tool output is untrusted text: it only ever reaches the page through textContent.
+
+import { api, backoff, wsUrl } from "./http.js";
+
+const config = JSON.parse(document.getElementById("chat-config").textContent);
+const chat = config.chat;
+const urls = config.urls;
+
+const ACTIVE = new Set(["pending", "running"]);
+const STATUS_WORDS = {
+  waiting: "Waiting",
+  pending: "Pending",
+  running: "Running",
+  paused: "Paused",
+  completed: "Completed",
+  error: "Error",
+};
+// Close codes after which reconnecting cannot help (see SPEC §4).
+const FINAL_CLOSES = {
+  4401: "Your session has ended. Reload the page to log in again.",
+  4403: "The server refused this page's origin.",
+  4404: "This chat no longer exists.",
+};
+
+const $ = (id) => document.getElementById(id);
+const messagesEl = $("messages");
+const numberFormat = new Intl.NumberFormat();
+
+// ---- small DOM helpers -------------------------------------------------------------------------
+
+function el(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined && text !== null) node.textContent = text;
+  return node;
+}
+
+function statusBadge(status) {
+  const badge = el("span", `badge badge--${status}`, STATUS_WORDS[status] || status);
+  badge.dataset.status = status;
+  return badge;
+}
+
+function chatPageUrl(id) {
+  return urls.page.replace("00000000-0000-0000-0000-000000000000", id);
+}
+
+function nearBottom() {
+  return messagesEl.scrollHeight - messagesEl.scrollTop - messagesEl.clientHeight < 80;
+}
+
+// Run `change`, keeping the message list pinned to the bottom if the reader was there.
+function appending(change) {
+  const stick = nearBottom();
+  change();
+  if (stick) messagesEl.scrollTop = messagesEl.scrollHeight;
+}
+
+function truncate(text, max) {
+  return text.length > max ? `${text.slice(0, max - 1)}…` : text;
+}
+
+// "left_click (640, 400)", "type "hello"", "prompt: Open the browser…": a tool input in one short line.
+function summarizeInput(input) {
+  if (input === null || input === undefined) return "";
+  if (typeof input !== "object") return truncate(String(input), 100);
+  const parts = [];
+  const rest = { ...input };
+  if (typeof rest.action === "string") {
+    parts.push(rest.action);
+    delete rest.action;
+  }
+  if (Array.isArray(rest.coordinate)) {
+    parts.push(`(${rest.coordinate.join(", ")})`);
+    delete rest.coordinate;
+  }
+  if (typeof rest.text === "string") {
+    parts.push(JSON.stringify(rest.text));
+    delete rest.text;
+  }
+  for (const [key, value] of Object.entries(rest)) {
+    parts.push(`${key}: ${typeof value === "string" ? value : JSON.stringify(value)}`);
+  }
+  return truncate(parts.join(" ").replace(/\s+/g, " "), 100);
+}
+
+function formatTime(iso) {
+  const date = new Date(iso);
+  return Number.isNaN(date.getTime()) ? "" : date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+}
+
+// ---- images ---------------------------------------------------------------------------------------
+
+const viewer = $("image-viewer");
+const viewerImg = $("image-viewer-img");
+
+function thumbnail(part, description) {
+  const link = el("a", "thumb");
+  link.href = part.url;
+  link.target = "_blank";
+  link.rel = "noopener";
+  const img = el("img");
+  img.src = part.url;
+  img.alt = description;
+  img.loading = "lazy";
+  img.decoding = "async";
+  link.append(img);
+  link.addEventListener("click", (event) => {
+    if (event.button !== 0 || event.ctrlKey || event.metaKey || event.shiftKey || !viewer.showModal) return;
+    event.preventDefault();
+    viewerImg.src = part.url;
+    viewerImg.alt = description;
+    viewer.showModal();
+  });
+  return link;
+}
+
+viewer.addEventListener("click", (event) => {
+  if (event.target === viewer) viewer.close(); // a click on the backdrop closes the viewer
+});
+
+// ---- messages ---------------------------------------------------------------------------------------
+
+const seen = new Set();
+const toolCalls = new Map(); // tool_use_id → {element, name, summary}
+const usage = {};
+let lastId = 0;
+
+function messageShell(role, createdAt) {
+  const article = el("article", `msg msg--${role}`);
+  const head = el("header", "msg-head");
+  const who = { user: "You", assistant: "Assistant", tool: "Tool", system: "System" }[role] || role;
+  head.append(el("span", "msg-role", who));
+  if (createdAt) {
+    const time = el("time", "msg-time", formatTime(createdAt));
+    time.dateTime = createdAt;
+    head.append(time);
+  }
+  article.append(head);
+  return article;
+}
+
+function toolCallElement(name, summary, fullInput) {
+  const box = el("div", "tool");
+  const details = el("details", "tool-details");
+  const summaryEl = el("summary", "tool-summary");
+  summaryEl.append(el("span", "tool-name", name), el("span", "tool-input", summary));
+  details.append(summaryEl);
+  const pre = el("pre", "tool-json", fullInput);
+  details.append(pre);
+  box.append(details, el("div", "tool-result"));
+  return box;
+}
+
+function renderToolUse(part) {
+  const summary = summarizeInput(part.input);
+  const box = toolCallElement(part.name || "tool", summary, JSON.stringify(part.input ?? {}, null, 2));
+  box.dataset.toolUseId = part.id || "";
+  if (part.id) toolCalls.set(part.id, { element: box, name: part.name || "tool", summary });
+  return box;
+}
+
+function resultText(part) {
+  if (typeof part.content === "string") return part.content;
+  if (!Array.isArray(part.content)) return "";
+  return part.content.filter((p) => p && p.type === "text").map((p) => p.text || "").join("\n");
+}
+
+// Fill a tool call's result area: its text (short, expandable) and screenshot thumbnails.
+function fillToolResult(container, part, call) {
+  container.replaceChildren();
+  const box = container.closest(".tool");
+  if (part.is_error && box) box.classList.add("tool--error");
+  const text = resultText(part).trim();
+  const child = part.is_error ? null : childChat(text);
+  if (child) {
+    // spawn_computer_use_agent / wait_agent results: a link to the child chat, its status, its report.
+    const line = el("p", "tool-child");
+    const link = el("a", null, child.title || "Child chat");
+    link.href = chatPageUrl(child.chat_id);
+    line.append(link);
+    if (child.status && "report" in child) line.append(" ", statusBadge(child.status));
+    container.append(line);
+    if (typeof child.report === "string" && child.report) appendText(container, child.report, false);
+  } else if (text) {
+    appendText(container, text, part.is_error);
+  }
+  const images = Array.isArray(part.content) ? part.content.filter((p) => p && p.type === "image" && p.url) : [];
+  if (images.length) {
+    const row = el("div", "thumbs");
+    const what = call ? `${call.name} ${call.summary}`.trim() : "tool call";
+    for (const image of images) row.append(thumbnail(image, `Screenshot after ${what}`));
+    container.append(row);
+  }
+}
+
+function appendText(container, text, isError) {
+  const shown = truncate(text, 240);
+  container.append(el("p", "tool-result-text", isError ? `Error: ${shown}` : shown));
+  if (shown !== text) {
+    const more = el("details", "tool-result-more");
+    more.append(el("summary", null, "Full output"), el("pre", "tool-json", text));
+    container.append(more);
+  }
+}
+
+function childChat(text) {
+  if (!text.startsWith("{")) return null;
+  try {
+    const data = JSON.parse(text);
+    return data && typeof data.chat_id === "string" && /^[0-9a-f-]{36}$/.test(data.chat_id) ? data : null;
+  } catch {
+    return null;
+  }
+}
+
+function renderMessage(message) {
+  const article = messageShell(message.role, message.created_at);
+  article.dataset.messageId = String(message.id);
+  const body = el("div", "msg-body");
+  for (const part of message.content || []) {
+    if (!part || typeof part !== "object") continue;
+    if (part.type === "text" && part.text) {
+      body.append(el("div", "msg-text", part.text));
+    } else if (part.type === "tool_use") {
+      body.append(renderToolUse(part));
+    } else if (part.type === "tool_result") {
+      const call = toolCalls.get(part.tool_use_id);
+      if (call) {
+        fillToolResult(call.element.querySelector(".tool-result"), part, call);
+      } else {
+        const box = toolCallElement("result", "", "");
+        box.querySelector("details").remove();
+        fillToolResult(box.querySelector(".tool-result"), part, null);
+        body.append(box);
+      }
+    } else if (part.type === "image" && part.url) {
+      body.append(thumbnail(part, "Image"));
+    }
+  }
+  if (!body.childElementCount) return null; // e.g. tool results shown under their calls
+  article.append(body);
+  return article;
+}
+
+function addMessage(message) {
+  if (!message || typeof message.id !== "number" || seen.has(message.id)) return;
+  seen.add(message.id);
+  lastId = Math.max(lastId, message.id);
+  for (const [key, value] of Object.entries(message.usage || {})) {
+    if (typeof value === "number") usage[key] = (usage[key] || 0) + value;
+  }
+  showUsage();
+  if (message.role === "assistant") dropDraft();
+  appending(() => {
+    const article = renderMessage(message);
+    if (article) messagesEl.append(article);
+  });
+}
+
+function showUsage() {
+  const input = (usage.input_tokens || 0) + (usage.cache_read_input_tokens || 0) + (usage.cache_creation_input_tokens || 0);
+  let text = `${numberFormat.format(input)} in · ${numberFormat.format(usage.output_tokens || 0)} out`;
+  if (usage.cache_read_input_tokens) text += ` (${numberFormat.format(usage.cache_read_input_tokens)} cached)`;
+  $("chat-usage").textContent = text;
+}
+
+// ---- the message being streamed ------------------------------------------------------------------
+
+let draft = null; // {article, body, parts: Map(index → Text node)}
+
+function ensureDraft() {
+  if (draft) return draft;
+  const article = messageShell("assistant", null);
+  article.classList.add("msg--streaming");
+  article.setAttribute("aria-busy", "true");
+  const body = el("div", "msg-body");
+  article.append(body);
+  appending(() => messagesEl.append(article));
+  draft = { article, body, parts: new Map() };
+  return draft;
+}
+
+function applyPart(part) {
+  if (!part) return;
+  if (part.type === "reset") {
+    dropDraft(); // the reply is being retried from the start
+    return;
+  }
+  if (typeof part.delta !== "string") return;
+  const current = ensureDraft();
+  let node = current.parts.get(part.index);
+  if (!node) {
+    node = document.createTextNode("");
+    if (part.type === "tool_input") {
+      const box = toolCallElement(part.name || "Calling a tool…", "", "");
+      const input = box.querySelector(".tool-input");
+      input.append(node);
+      box.querySelector(".tool-json").remove();
+      current.body.append(box);
+    } else {
+      const text = el("div", "msg-text");
+      text.append(node);
+      current.body.append(text);
+    }
+    current.parts.set(part.index, node);
+  }
+  appending(() => node.appendData(part.delta));
+}
+
+function dropDraft() {
+  if (!draft) return;
+  draft.article.remove();
+  draft = null;
+}
+
+// ---- status, children --------------------------------------------------------------------------------
+
+const interruptButton = $("interrupt-button");
+const composerHint = $("composer-hint");
+let status = chat.status;
+
+function setStatus(next, lastError) {
+  status = next;
+  $("chat-status").replaceChildren(statusBadge(next));
+  interruptButton.disabled = !ACTIVE.has(next);
+  const error = $("chat-error");
+  error.hidden = !(next === "error" && lastError);
+  error.textContent = lastError || "";
+  if (!ACTIVE.has(next)) dropDraft();
+  composerHint.textContent = ACTIVE.has(next)
+    ? "The agent is working. A message you send now is handled after the current turn."
+    : next === "paused" ? "Paused. Send a message to continue." : "";
+}
+
+function upsertChild(child) {
+  if (!child || child.parent_chat_id !== chat.id) return;
+  const list = $("children");
+  let card = list.querySelector(`[data-chat-id="${CSS.escape(child.id)}"]`);
+  if (!card) {
+    card = el("li", "child-card");
+    card.dataset.chatId = child.id;
+    const link = el("a", "child-card-link");
+    link.href = chatPageUrl(child.id);
+    card.append(link, statusBadge(child.status));
+    list.append(card);
+  }
+  card.querySelector(".child-card-link").textContent = child.title;
+  card.querySelector(".badge").replaceWith(statusBadge(child.status));
+  $("children-panel").hidden = false;
+  $("children-empty").hidden = true;
+}
+
+// ---- the stream --------------------------------------------------------------------------------------
+
+const streamState = $("stream-state");
+let attempt = 0;
+let socket = null;
+
+function connect() {
+  socket = new WebSocket(wsUrl(`${urls.stream}?after_id=${lastId}`));
+  const ws = socket;
+  ws.addEventListener("open", () => {
+    attempt = 0;
+    streamState.textContent = "Live";
+    streamState.classList.add("is-live");
+    refresh();
+  });
+  ws.addEventListener("message", (event) => {
+    let data;
+    try {
+      data = JSON.parse(event.data);
+    } catch {
+      return;
+    }
+    handleEvent(data);
+  });
+  ws.addEventListener("close", (event) => {
+    if (ws !== socket) return;
+    streamState.classList.remove("is-live");
+    // Deltas of a message in flight are lost with the socket; its final form comes after reconnecting.
+    dropDraft();
+    if (FINAL_CLOSES[event.code]) {
+      streamState.textContent = event.reason || FINAL_CLOSES[event.code];
+      return;
+    }
+    const delay = backoff(attempt++);
+    streamState.textContent = `Reconnecting in ${Math.ceil(delay / 1000)} s…`;
+    setTimeout(connect, delay);
+  });
+}
+
+function handleEvent(data) {
+  switch (data.type) {
+    case "message":
+      addMessage(data.message);
+      break;
+    case "message_part":
+      applyPart(data.part);
+      break;
+    case "status":
+      setStatus(data.status, data.last_error);
+      break;
+    case "child":
+      upsertChild(data.chat);
+      break;
+    default:
+      break;
+  }
+}
+
+// Status and child events sent while we were disconnected are not replayed: read them back.
+async function refresh() {
+  try {
+    const [current, children] = await Promise.all([api("GET", urls.chat), api("GET", urls.children)]);
+    setStatus(current.status, current.last_error);
+    for (const child of children) upsertChild(child);
+  } catch {
+    // The stream itself reports connection trouble; the next reconnect refreshes again.
+  }
+}
+
+// ---- actions -----------------------------------------------------------------------------------------
+
+interruptButton.addEventListener("click", async () => {
+  interruptButton.disabled = true;
+  try {
+    const updated = await api("POST", urls.interrupt);
+    setStatus(updated.status, updated.last_error);
+  } catch (error) {
+    composerHint.textContent = `Could not interrupt: ${error.message}`;
+    interruptButton.disabled = !ACTIVE.has(status);
+  }
+});
+
+const archiveButton = $("archive-button");
+archiveButton.addEventListener("click", async () => {
+  const archived = archiveButton.dataset.archived !== "true";
+  archiveButton.disabled = true;
+  try {
+    const updated = await api("PATCH", urls.chat, { archived });
+    archiveButton.dataset.archived = String(updated.archived);
+    archiveButton.textContent = updated.archived ? "Unarchive" : "Archive";
+  } catch (error) {
+    composerHint.textContent = `Could not update the chat: ${error.message}`;
+  } finally {
+    archiveButton.disabled = false;
+  }
+});
+
+const composer = $("composer");
+const input = $("composer-input");
+const sendButton = composer.querySelector("button[type=submit]");
+
+composer.addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const content = input.value;
+  if (!content.trim()) {
+    composerHint.textContent = "Write a message first.";
+    input.focus();
+    return;
+  }
+  sendButton.disabled = true;
+  try {
+    const message = await api("POST", urls.messages, { content });
+    input.value = "";
+    addMessage(message);
+    messagesEl.scrollTop = messagesEl.scrollHeight;
+  } catch (error) {
+    composerHint.textContent = `Not sent: ${error.message}`;
+  } finally {
+    sendButton.disabled = false;
+    input.focus();
+  }
+});
+
+input.addEventListener("keydown", (event) => {
+  if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+    event.preventDefault();
+    composer.requestSubmit();
+  }
+});
+
+setStatus(chat.status, chat.last_error);
+connect();
