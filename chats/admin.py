@@ -69,7 +69,7 @@ class ChatModelConfigAdmin(admin.ModelAdmin):
 
 class ChatMessageInline(admin.TabularInline):
     model = ChatMessage
-    fields = ["id", "role", "summary", "screenshots", "usage", "created_at"]
+    fields = ("id", "role", "summary", "screenshots", "usage", "created_at")
     readonly_fields = fields
     extra = 0
     can_delete = False

@@ -152,6 +152,8 @@ class Chat(models.Model):
             self.root_id = self.id
         else:
             parent_root = Chat.objects.filter(pk=self.parent_id).values_list("root_id", flat=True).first()
+            if parent_root is None:
+                raise Chat.DoesNotExist(f"Parent chat {self.parent_id} does not exist.")
             self.root_id = parent_root
         super().save(*args, **kwargs)  # type: ignore[arg-type]
 

@@ -2,12 +2,13 @@ from __future__ import annotations
 
 import factory
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import User
 
 from agents.models import WorkspaceAgent
 from chats.models import Chat, ChatMessage
 
 
-class UserFactory(factory.django.DjangoModelFactory):
+class UserFactory(factory.django.DjangoModelFactory[User]):
     class Meta:
         model = get_user_model()
         django_get_or_create = ("username",)
@@ -17,7 +18,7 @@ class UserFactory(factory.django.DjangoModelFactory):
     password = factory.django.Password("pw-for-tests-1")
 
 
-class WorkspaceAgentFactory(factory.django.DjangoModelFactory):
+class WorkspaceAgentFactory(factory.django.DjangoModelFactory[WorkspaceAgent]):
     class Meta:
         model = WorkspaceAgent
         skip_postgeneration_save = True
@@ -26,14 +27,14 @@ class WorkspaceAgentFactory(factory.django.DjangoModelFactory):
     name = factory.Sequence(lambda n: f"agent{n}")
 
     @factory.post_generation
-    def token(self, create: bool, extracted: str | None, **kwargs: object) -> None:
+    def token(self: WorkspaceAgent, create: bool, extracted: str | None, **kwargs: object) -> None:
         """The raw token is kept on the instance as ``raw_token`` so tests can act as the agent."""
         self.raw_token = self.assign_new_token()
         if create:
             self.save()
 
 
-class ChatFactory(factory.django.DjangoModelFactory):
+class ChatFactory(factory.django.DjangoModelFactory[Chat]):
     class Meta:
         model = Chat
 
@@ -42,7 +43,7 @@ class ChatFactory(factory.django.DjangoModelFactory):
     model = "claude-sonnet-5-5"
 
 
-class ChatMessageFactory(factory.django.DjangoModelFactory):
+class ChatMessageFactory(factory.django.DjangoModelFactory[ChatMessage]):
     class Meta:
         model = ChatMessage
 

@@ -196,7 +196,7 @@ def parse_action(params: object, native: scaling.Size) -> Action:
 
     def native_point(key: str, *, required: bool) -> tuple[int, int] | None:
         point = _point(params, key, name, declared, required=required)
-        return None if point is None else scaling.to_native(*point, declared, native)
+        return None if point is None else scaling.to_native(point[0], point[1], declared, native)
 
     try:
         if name in ("key", "hold_key"):
