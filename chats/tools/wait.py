@@ -14,7 +14,7 @@ from typing import Any
 from django.utils import timezone
 
 from chats.models import Chat
-from chats.tools._family import ACTIVE_STATUSES, NOT_DESCENDANT, child_report, descendant
+from chats.tools._family import NOT_DESCENDANT, child_report, descendant, still_working
 from chats.tools.base import Awaiting, Tool, ToolContext, ToolResult, error_result, input_object, json_result
 
 DEFAULT_TIMEOUT_SECONDS = 300
@@ -52,7 +52,7 @@ class WaitAgentTool(Tool):
         if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
             return error_result("timeout_seconds must be a positive number of seconds")
         timeout = min(float(timeout), MAX_TIMEOUT_SECONDS)
-        if child.status not in ACTIVE_STATUSES:
+        if not still_working(child):
             return finished(child)
         deadline = timezone.now() + timedelta(seconds=timeout)
         return ToolResult(
@@ -66,7 +66,7 @@ class WaitAgentTool(Tool):
         child = descendant(ctx.chat, data.get("chat_id"))
         if child is None:
             return error_result(NOT_DESCENDANT)
-        if child.status not in ACTIVE_STATUSES:
+        if not still_working(child):
             return finished(child)
         if awaiting is not None and awaiting.get("tool_use_id") == ctx.tool_use_id:
             if deadline_passed(awaiting):
@@ -96,5 +96,5 @@ def wait_resolvable(awaiting: Awaiting) -> bool:
     """Return True when a suspended wait can be answered now: its child finished or its deadline passed."""
     if deadline_passed(awaiting):
         return True
-    status = Chat.objects.filter(pk=awaiting.get("chat_id")).values_list("status", flat=True).first()
-    return status is None or status not in ACTIVE_STATUSES
+    child = Chat.objects.filter(pk=awaiting.get("chat_id")).first()
+    return child is None or not still_working(child)

@@ -16,7 +16,7 @@ from chats.tools.close import CloseAgentTool
 from chats.tools.computer import ComputerTool
 from chats.tools.message import MessageAgentTool
 from chats.tools.spawn import SpawnComputerUseAgentTool
-from chats.tools.wait import WaitAgentTool
+from chats.tools.wait import WaitAgentTool, wait_resolvable
 from tests.factories import ChatFactory, WorkspaceAgentFactory
 
 pytestmark = pytest.mark.django_db
@@ -162,6 +162,32 @@ def test_wait_suspends_on_a_working_child_and_answers_a_finished_one(user) -> No
         timed_out.is_error
         and body(timed_out)["error"] == "timed out waiting for delegated subagent completion"
     )
+
+
+def test_a_child_paused_by_a_takeover_keeps_its_parent_waiting(user) -> None:  # type: ignore[no-untyped-def]
+    from desktop.services import desktop_handback, desktop_takeover
+
+    agent = WorkspaceAgentFactory(owner=user)
+    root = ChatFactory(owner=user, workspace_agent=agent)
+    child = services.chat_spawn_child(parent=root, prompt="work")
+    suspended = WaitAgentTool().run(ctx(root, "toolu_w"), {"chat_id": str(child.pk), "timeout_seconds": 300})
+    assert suspended.suspend is not None
+    awaiting = suspended.suspend
+
+    desktop_takeover(chat=child, user=user)
+    child.refresh_from_db()
+    assert child.status == Chat.Status.PAUSED
+    # The person holds the desktop: the child will go on after hand-back, so the parent keeps waiting.
+    assert not wait_resolvable(awaiting)
+    assert WaitAgentTool().run(ctx(root), {"chat_id": str(child.pk)}).suspend is not None
+
+    desktop_handback(chat=child, user=user, note="")
+    child.refresh_from_db()
+    assert child.status == Chat.Status.PENDING and not wait_resolvable(awaiting)
+
+    # Paused by an interrupt (no one holds the desktop): the wait is over.
+    services.chat_interrupt(chat=child)
+    assert wait_resolvable(awaiting)
 
 
 def test_message_agent_queues_a_turn_and_close_agent_completes(user) -> None:  # type: ignore[no-untyped-def]

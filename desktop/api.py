@@ -1,0 +1,106 @@
+"""REST endpoints of a chat's desktop: screenshot, take-over, hand-back. Thin: validate, call, serialize.
+
+The live desktop itself is a WebSocket (``desktop.consumers``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from asgiref.sync import async_to_sync
+from django.http import HttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
+from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework.parsers import BaseParser
+from rest_framework.renderers import BaseRenderer
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from agents.serializers import WorkspaceAgentSerializer
+from chats.selectors import chat_for_user
+from desktop import client, services
+from desktop.serializers import HandbackSerializer, ScreenshotQuerySerializer, TakeoverSerializer
+
+ERROR = OpenApiResponse(
+    description='`{"detail": ...}`',
+    examples=[OpenApiExample("error", value={"detail": "Workspace agent is not connected."})],
+)
+
+
+class FirstRendererNegotiation(BaseContentNegotiation):
+    """Errors are JSON whatever the client accepts (an <img> asks for image/*); success is a PNG."""
+
+    def select_parser(self, request: Request, parsers: Iterable[BaseParser]) -> BaseParser | None:
+        return next(iter(parsers), None)
+
+    def select_renderer(
+        self, request: Request, renderers: Iterable[BaseRenderer], format_suffix: str | None = None
+    ) -> tuple[BaseRenderer, str]:
+        renderer = next(iter(renderers))
+        return renderer, renderer.media_type
+
+
+class DesktopScreenshotView(APIView):
+    content_negotiation_class = FirstRendererNegotiation
+
+    @extend_schema(
+        summary="Take a screenshot of the chat's desktop",
+        description="A PNG of the desktop now, at its native size or `width` pixels wide (16-4096, aspect "
+        "ratio kept). 409 when the chat has no connected workspace agent, 502 when the agent cannot be "
+        "reached or fails.",
+        parameters=[ScreenshotQuerySerializer],
+        responses={
+            (200, "image/png"): OpenApiResponse(OpenApiTypes.BINARY, description="The screenshot."),
+            400: ERROR,
+            404: ERROR,
+            409: ERROR,
+            502: ERROR,
+        },
+    )
+    def get(self, request: Request, pk: str) -> HttpResponse:
+        chat = chat_for_user(user=request.user, chat_id=pk)  # type: ignore[arg-type]
+        query = ScreenshotQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        agent = client.agent_for_chat(chat)
+        shot = async_to_sync(client.screenshot)(agent, query.validated_data.get("width"))
+        response = HttpResponse(shot.png, content_type="image/png")
+        response["Cache-Control"] = "no-store"
+        response["X-Content-Type-Options"] = "nosniff"
+        return response
+
+
+class DesktopTakeoverView(APIView):
+    @extend_schema(
+        summary="Take control of the chat's desktop",
+        description="Marks the desktop as held by you; computer-use chats working on it pause after their "
+        "current action and stay paused until you hand it back.",
+        request=TakeoverSerializer,
+        responses={200: WorkspaceAgentSerializer, 404: ERROR, 409: ERROR},
+    )
+    def post(self, request: Request, pk: str) -> Response:
+        chat = chat_for_user(user=request.user, chat_id=pk)  # type: ignore[arg-type]
+        TakeoverSerializer(data=request.data).is_valid(raise_exception=True)
+        agent = services.desktop_takeover(chat=chat, user=request.user)  # type: ignore[arg-type]
+        return Response(WorkspaceAgentSerializer(agent).data)
+
+
+class DesktopHandbackView(APIView):
+    @extend_schema(
+        summary="Hand the chat's desktop back",
+        description="Clears the hold. Each computer-use chat paused while you held the desktop is told that "
+        "a person used it (with your `note`) and resumes. 409 when the desktop is not held.",
+        request=HandbackSerializer,
+        responses={200: WorkspaceAgentSerializer, 400: ERROR, 404: ERROR, 409: ERROR},
+    )
+    def post(self, request: Request, pk: str) -> Response:
+        chat = chat_for_user(user=request.user, chat_id=pk)  # type: ignore[arg-type]
+        data = HandbackSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        agent = services.desktop_handback(
+            chat=chat,
+            user=request.user,  # type: ignore[arg-type]
+            note=data.validated_data.get("note"),
+        )
+        return Response(WorkspaceAgentSerializer(agent).data)

@@ -1,0 +1,209 @@
+"""The server's way to a chat's desktop: find its workspace agent, then call it.
+
+Used by the desktop proxy (``desktop.consumers``), the screenshot endpoint and the computer tool.
+
+Trust boundary: the server never holds an agent's token (only its hash, to check heartbeats). It
+presents ``agent.get_server_credential()``, a value derived from the token that the agent accepts
+(``agents.daemon.credentials``). Errors raised here name the agent and what failed, never the
+credential; they are ``chatdesk.exceptions`` errors, so the API and the turn engine can show them:
+
+* ``AgentNotConnected`` (409) — the chat has no workspace agent, or it has stopped heartbeating;
+* ``AgentUnreachable`` (502) — the agent did not answer, dropped the connection, or timed out;
+* ``AgentError`` (502) — the agent answered but refused (wrong credential) or reported an error;
+  ``AgentRequestFailed.code`` then carries the agent's error code (``invalid_request`` means the
+  request was bad, e.g. a coordinate outside the display: the message is written for the model).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from asgiref.sync import async_to_sync
+from django.conf import settings
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import InvalidStatus, InvalidURI, WebSocketException
+
+from agents.daemon import client as agent_client
+from agents.models import WorkspaceAgent
+from chatdesk.exceptions import AgentError, AgentNotConnected, AgentUnreachable
+from chats.models import Chat
+
+logger = logging.getLogger(__name__)
+
+NO_AGENT = "Chat has no workspace agent."
+NOT_CONNECTED = "Workspace agent is not connected."
+
+# VNC upstream (per viewer). The agent reads the VNC server in 64 KiB chunks, so frames are small;
+# max_queue bounds what is buffered per viewer when the browser side is slow (frames, high/low water).
+VNC_PING_INTERVAL = 15.0
+VNC_PING_TIMEOUT = 15.0
+VNC_MAX_FRAME = 4 * 1024 * 1024
+VNC_MAX_QUEUE = (16, 4)
+VNC_WRITE_LIMIT = 64 * 1024
+VNC_CLOSE_TIMEOUT = 2.0
+
+THUMBNAIL_MIN = 16
+THUMBNAIL_MAX = 4096
+
+
+class AgentRequestFailed(AgentError):
+    """The agent answered a call with an error. ``code`` is the agent's error code."""
+
+    def __init__(self, message: str, *, code: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def agent_for_chat(chat: Chat) -> WorkspaceAgent:
+    """Return the chat's workspace agent.
+
+    Raise AgentNotConnected when the chat has none or it is not connected (the message says which).
+    Touches the database when ``chat.workspace_agent`` was not loaded with select_related.
+    """
+    agent = chat.workspace_agent
+    if agent is None:
+        raise AgentNotConnected(NO_AGENT)
+    if not agent.is_connected or not agent.url:
+        raise AgentNotConnected(NOT_CONNECTED)
+    return agent
+
+
+def _agent_url(agent: WorkspaceAgent) -> str:
+    """Return the agent's base URL as ws(s)://host[:port][/path] (http(s) accepted, as the client does)."""
+    parts = urlsplit(agent.url)
+    scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
+    if scheme not in ("ws", "wss") or not parts.netloc:
+        raise AgentUnreachable(f"Workspace agent {agent.name!r} has no usable URL.")
+    return urlunsplit((scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
+
+
+def _map_error(agent: WorkspaceAgent, what: str, exc: agent_client.AgentClientError) -> AgentError:
+    """Return the chatdesk error for a client error. The client's own text may hold the URL; log it only."""
+    logger.warning("workspace agent %s (%s): %s failed: %s", agent.name, agent.pk, what, exc)
+    if isinstance(exc, agent_client.AgentUnauthorized):
+        return AgentError(f"Workspace agent {agent.name!r} refused the server's credential ({what}).")
+    if isinstance(exc, agent_client.AgentRequestError):
+        return AgentRequestFailed(f"Workspace agent {agent.name!r}: {exc.message}", code=exc.code)
+    if isinstance(exc, agent_client.AgentUnreachable):
+        return AgentUnreachable(f"Workspace agent {agent.name!r} could not be reached ({what}).")
+    return AgentError(f"Workspace agent {agent.name!r} failed ({what}).")
+
+
+@contextlib.asynccontextmanager
+async def open_agent(agent: WorkspaceAgent) -> AsyncIterator[agent_client.AgentClient]:
+    """Yield a connected AgentClient for ``agent`` (RPC connection), closed on exit.
+
+    Raise AgentUnreachable / AgentError when connecting fails; errors from calls made inside the
+    block are mapped too.
+    """
+    client = agent_client.AgentClient(
+        _agent_url(agent), agent.get_server_credential(), timeout=settings.CHATDESK_AGENT_CONNECT_TIMEOUT
+    )
+    try:
+        await client.__aenter__()
+    except agent_client.AgentClientError as exc:
+        raise _map_error(agent, "connect", exc) from None
+    try:
+        yield client
+    except agent_client.AgentClientError as exc:
+        raise _map_error(agent, "call", exc) from None
+    finally:
+        await client.close()
+
+
+async def open_vnc_upstream(agent: WorkspaceAgent) -> ClientConnection:
+    """Return a WebSocket to the agent's VNC route (raw RFB in binary frames) for one viewer.
+
+    Connected here rather than through ``agents.daemon.client.open_vnc`` because the proxy owns this
+    connection's keepalive (ping every 15 s) and its buffer bounds (flow control per viewer).
+    The whole handshake is bounded by CHATDESK_AGENT_CONNECT_TIMEOUT.
+    Raise AgentUnreachable (no answer, refused, timeout) or AgentError (credential refused).
+    """
+    url = _agent_url(agent) + "/vnc"
+    try:
+        return await connect(
+            url,
+            additional_headers={"Authorization": f"Bearer {agent.get_server_credential()}"},
+            open_timeout=settings.CHATDESK_AGENT_CONNECT_TIMEOUT,
+            compression=None,  # RFB is already compressed or raw pixels; deflate costs CPU for little
+            max_size=VNC_MAX_FRAME,
+            max_queue=VNC_MAX_QUEUE,
+            write_limit=VNC_WRITE_LIMIT,
+            ping_interval=VNC_PING_INTERVAL,
+            ping_timeout=VNC_PING_TIMEOUT,
+            close_timeout=VNC_CLOSE_TIMEOUT,
+            user_agent_header="chatdesk-server",
+            proxy=None,  # the agent is reached directly, whatever HTTP(S)_PROXY says
+        )
+    except InvalidStatus as exc:
+        status = exc.response.status_code
+        logger.warning("workspace agent %s (%s): VNC connect answered HTTP %s", agent.name, agent.pk, status)
+        if status == 401:
+            raise AgentError(f"Workspace agent {agent.name!r} refused the server's credential.") from None
+        raise AgentUnreachable(f"Workspace agent {agent.name!r} answered HTTP {status}.") from None
+    except InvalidURI:
+        raise AgentUnreachable(f"Workspace agent {agent.name!r} has no usable URL.") from None
+    except (OSError, TimeoutError, WebSocketException) as exc:
+        logger.warning("workspace agent %s (%s): VNC connect failed: %r", agent.name, agent.pk, exc)
+        raise AgentUnreachable(f"Workspace agent {agent.name!r} could not be reached.") from None
+
+
+def thumbnail_size(native: tuple[int, int], width: int) -> tuple[int, int]:
+    """Return (width, height) for a thumbnail ``width`` wide, keeping ``native``'s aspect ratio.
+
+    ``width`` is clamped to 16..4096; the height is at least 1.
+    """
+    width = max(THUMBNAIL_MIN, min(THUMBNAIL_MAX, width))
+    native_w, native_h = native
+    return width, max(1, round(native_h * width / native_w))
+
+
+async def screenshot(agent: WorkspaceAgent, width: int | None = None) -> agent_client.Screenshot:
+    """Return a PNG screenshot of the agent's desktop: native size, or ``width`` wide (aspect kept).
+
+    Raise AgentUnreachable / AgentError.
+    """
+    async with open_agent(agent) as client:
+        if width is None:
+            return await client.screenshot()
+        if agent.display_width and agent.display_height:
+            native = (agent.display_width, agent.display_height)
+        else:
+            info = await client.info()
+            native = (int(info["native"]["width"]), int(info["native"]["height"]))
+        return await client.screenshot(*thumbnail_size(native, width))
+
+
+async def run_action(agent: WorkspaceAgent, params: dict[str, Any]) -> agent_client.ActionResult:
+    """Run one computer action (Anthropic tool input + scaled_width/scaled_height) on the agent.
+
+    Raise AgentRequestFailed (the agent refused it; the message is for the model), AgentUnreachable
+    or AgentError.
+    """
+    async with open_agent(agent) as client:
+        return await client.action(params)
+
+
+async def agent_info(agent: WorkspaceAgent) -> dict[str, Any]:
+    """Return the agent's ``info`` (native and declared display sizes). Raise AgentUnreachable / AgentError."""
+    async with open_agent(agent) as client:
+        return await client.info()
+
+
+def run_action_sync(agent: WorkspaceAgent, params: dict[str, Any]) -> agent_client.ActionResult:
+    """Synchronous :func:`run_action` for Celery tasks and other sync code (no event loop running)."""
+    return async_to_sync(run_action)(agent, params)
+
+
+def agent_info_sync(agent: WorkspaceAgent) -> dict[str, Any]:
+    """Synchronous :func:`agent_info`."""
+    return async_to_sync(agent_info)(agent)
+
+
+def screenshot_sync(agent: WorkspaceAgent, width: int | None = None) -> agent_client.Screenshot:
+    """Synchronous :func:`screenshot`."""
+    return async_to_sync(screenshot)(agent, width)

@@ -1,0 +1,384 @@
+"""The live desktop: a WebSocket proxy from a browser (noVNC) to the chat's workspace agent.
+
+``/api/experimental/chats/{id}/desktop[?view_only=1]`` carries raw RFB bytes in binary frames. Each
+viewer gets its own upstream WebSocket to the agent's ``/vnc`` route (the agent's Xvnc runs
+``-AlwaysShared``, so viewers never disconnect each other).
+
+Trust boundaries:
+
+* The browser is authenticated (session cookie, Origin already checked by ``chatdesk.wsauth``, or a
+  Bearer API token) and must own the chat; another user's chat is "No such chat.", exactly like a
+  missing one, so the close code never confirms that a chat exists.
+* The agent is reached with the server credential, never with its token (``desktop.client``).
+* A view-only viewer is untrusted as to input: its bytes go through ``desktop.rfb.RfbClientFilter``,
+  which drops KeyEvent, PointerEvent, ClientCutText (and the other input-bearing messages) before
+  they reach the desktop. Controlling viewers' bytes are copied untouched.
+
+Refusals are sent after accepting, as a close frame with a 4xxx code and a reason, because a browser
+sees nothing of a refused handshake (note: daphne 4.2 passes the code on but drops the reason text;
+ASGI servers that implement the reason, and tests through the ASGI app, see both).
+
+Flow control, so a slow browser cannot make the server buffer without bound:
+
+* agent → browser: under daphne, ASGI ``send`` never blocks (Twisted buffers whatever it is given), so
+  the consumer registers a push producer on the browser's Twisted transport (``_DaphneBrowser``).
+  Twisted pauses it when more than BROWSER_BUFFER (512 KiB) wait for the browser; the pump then
+  stops reading the agent, whose frames back up in the upstream connection's bounded queue
+  (16 frames of at most 64 KiB) and then in TCP, back to the agent and Xvnc. If the browser stays
+  unwritable for longer than CHATDESK_DESKTOP_SLOW_VIEWER_SECONDS (default 10), it is dropped with
+  4408 "Viewer too slow." rather than holding the upstream open forever. Elsewhere (tests through
+  the ASGI app, other servers) ``send`` itself is the back-pressure.
+* browser → agent: frames go through a bounded queue; when it is full, reading from the browser's
+  socket is paused until the agent has taken them.
+
+Keepalive: the upstream connection pings the agent every 15 s (a dead agent closes the viewer);
+daphne pings browsers itself (``--ping-interval``). When either side ends, the other is closed, and
+the tasks and the upstream socket are released in ``disconnect()`` (and, as a last resort, when the
+consumer's coroutine ends for any other reason). No database access happens per frame.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import struct
+from typing import Any
+from urllib.parse import parse_qs
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
+
+from agents.models import WorkspaceAgent
+from chatdesk.exceptions import AgentError, AgentNotConnected
+from chats.models import Chat
+from desktop.client import agent_for_chat, open_vnc_upstream
+from desktop.rfb import RfbClientFilter, RfbProtocolError
+
+logger = logging.getLogger(__name__)
+
+CLOSE_MALFORMED = 4400
+CLOSE_NOT_AUTHENTICATED = 4401
+CLOSE_NO_SUCH_CHAT = 4404
+CLOSE_TOO_SLOW = 4408
+CLOSE_NO_AGENT = 4409
+CLOSE_AGENT_UNREACHABLE = 4502
+
+REASON_NOT_AUTHENTICATED = "Not authenticated."
+REASON_NO_SUCH_CHAT = "No such chat."
+REASON_AGENT_UNREACHABLE = "Workspace agent unreachable."
+REASON_AGENT_LOST = "Workspace agent connection lost."
+REASON_TOO_SLOW = "Viewer too slow."
+REASON_MALFORMED = "Malformed RFB stream."
+
+DEFAULT_SLOW_VIEWER_SECONDS = 10.0
+TO_AGENT_QUEUE_FRAMES = 64
+# The agent accepts frames up to 1 MiB; RFB is a byte stream, so bigger browser frames are split.
+MAX_UPSTREAM_FRAME = 256 * 1024
+MAX_CLOSE_REASON = 123
+# Bytes daphne may hold for a browser before the proxy stops reading the agent (Twisted's high-water
+# mark for this connection): a few frames, so the socket never idles while the next one is read.
+BROWSER_BUFFER = 512 * 1024  # RFC 6455: a close frame's payload is at most 125 bytes, 2 of them the code
+
+
+class _Refused(Exception):
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+def _truthy(value: str) -> bool:
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def _daphne_protocol(send: Any) -> Any | None:
+    """Return the browser connection's Twisted/autobahn protocol under daphne, else None.
+
+    Daphne gives each application ``functools.partial(server.handle_reply, protocol)`` as ``send``;
+    Channels' session middleware wraps it in an object whose ``real_send`` is that partial.
+    """
+    for _ in range(8):
+        if isinstance(send, functools.partial):
+            protocol = send.args[0] if send.args else None
+            transport = getattr(protocol, "transport", None)
+            needed = ("registerProducer", "pauseProducing", "writeSequence", "bufferSize")
+            if transport is None or not all(hasattr(transport, name) for name in needed):
+                return None
+            return protocol if hasattr(protocol, "STATE_OPEN") else None
+        send = getattr(getattr(send, "__self__", None), "real_send", None)
+        if send is None:
+            return None
+    return None
+
+
+def _binary_frame_header(length: int) -> bytes:
+    """Return the header of one unmasked, unfragmented binary WebSocket frame (RFC 6455 §5.2)."""
+    if length < 126:
+        return bytes((0x82, length))
+    if length < 1 << 16:
+        return struct.pack(">BBH", 0x82, 126, length)
+    return struct.pack(">BBQ", 0x82, 127, length)
+
+
+class _DaphneBrowser:
+    """The browser's connection under daphne, reached below ASGI for flow control and speed.
+
+    * Writability: a Twisted IPushProducer registered on the transport. Twisted calls
+      ``pauseProducing`` when more than ``BROWSER_BUFFER`` bytes wait for the browser and
+      ``resumeProducing`` once they are sent; ``writable`` mirrors that. (After daphne upgrades an
+      HTTP connection, the dead HTTPChannel is still the registered producer; this replaces it.)
+    * Sending: RFB frames are written to the transport as whole WebSocket binary frames, skipping the
+      per-frame cost of ASGI, Channels and autobahn (which formats debug log arguments for every
+      frame). Autobahn writes every frame it sends (pings, close) whole as well, so frames never
+      interleave; once autobahn leaves the OPEN state (closing), frames go through ASGI again.
+    * Reading: ``pause_reading`` stops reading the browser's socket (TCP back-pressure).
+    """
+
+    def __init__(self, protocol: Any) -> None:
+        self.protocol = protocol
+        self.transport = transport = protocol.transport
+        self.writable = asyncio.Event()
+        self.writable.set()
+        self._reading_paused = False
+        transport.bufferSize = BROWSER_BUFFER  # this connection's high-water mark
+        if transport.producer is not None:
+            transport.unregisterProducer()
+        transport.registerProducer(self, True)
+
+    # IPushProducer (Twisted calls these on the event loop thread: daphne runs the asyncio reactor)
+    def pauseProducing(self) -> None:
+        self.writable.clear()
+
+    def resumeProducing(self) -> None:
+        self.writable.set()
+
+    def stopProducing(self) -> None:
+        self.writable.set()  # the connection is gone; websocket.disconnect follows
+
+    def send_binary(self, data: bytes) -> bool:
+        """Write ``data`` as one binary frame; return False when the connection is not open."""
+        if self.protocol.state != self.protocol.STATE_OPEN or not self.transport.connected:
+            return False
+        self.transport.writeSequence((_binary_frame_header(len(data)), data))
+        return True
+
+    def pause_reading(self) -> None:
+        if not self._reading_paused and self.transport.connected:
+            self._reading_paused = True
+            self.transport.pauseProducing()
+
+    def resume_reading(self) -> None:
+        if self._reading_paused:
+            self._reading_paused = False
+            if self.transport.connected:
+                self.transport.resumeProducing()
+
+    def detach(self) -> None:
+        if self.transport.producer is self:
+            self.transport.unregisterProducer()
+        self.resume_reading()
+
+
+class DesktopProxyConsumer(AsyncWebsocketConsumer):
+    """Proxy one browser viewer to the chat's workspace agent; see the module docstring."""
+
+    # No channel layer: nothing is ever sent to a viewer by name, and subscribing every viewer would
+    # cost a Redis connection and a blocking read loop each (an unknown alias means "none").
+    channel_layer_alias = "desktop-proxy-uses-no-channel-layer"
+
+    upstream: ClientConnection | None = None
+    rfb_filter: RfbClientFilter | None = None
+    _browser: _DaphneBrowser | None = None
+    _to_agent: asyncio.Queue[bytes]
+    _tasks: tuple[asyncio.Task[None], ...] = ()
+    _closing = False
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            # Normally done in disconnect(); this catches a consumer cancelled by the server.
+            await self._release()
+
+    # -- connection ------------------------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        await self.accept()
+        try:
+            agent = await self._authorize()
+            # open_timeout bounds the handshake; this bounds the TCP connect and DNS too.
+            async with asyncio.timeout(settings.CHATDESK_AGENT_CONNECT_TIMEOUT + 1):
+                upstream = await open_vnc_upstream(agent)
+        except _Refused as refused:
+            await self._refuse(refused.code, refused.reason)
+            return
+        except (AgentError, TimeoutError):
+            await self._refuse(CLOSE_AGENT_UNREACHABLE, REASON_AGENT_UNREACHABLE)
+            return
+        self.upstream = upstream
+        query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
+        if any(_truthy(v) for v in query.get("view_only", [])):
+            self.rfb_filter = RfbClientFilter(view_only=True)
+        protocol = _daphne_protocol(self.base_send)
+        if protocol is not None:
+            self._browser = _DaphneBrowser(protocol)
+        self._to_agent = asyncio.Queue(maxsize=TO_AGENT_QUEUE_FRAMES)
+        self._tasks = (
+            asyncio.create_task(self._agent_to_browser(), name="desktop-agent-to-browser"),
+            asyncio.create_task(self._browser_to_agent(), name="desktop-browser-to-agent"),
+        )
+
+    @database_sync_to_async
+    def _authorize(self) -> WorkspaceAgent:
+        """Return the agent to connect to. Raise _Refused with the close code and reason."""
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            raise _Refused(CLOSE_NOT_AUTHENTICATED, REASON_NOT_AUTHENTICATED)
+        chat_id = self.scope["url_route"]["kwargs"]["chat_id"]
+        chat = Chat.objects.select_related("workspace_agent").filter(pk=chat_id, owner=user).first()
+        if chat is None:
+            raise _Refused(CLOSE_NO_SUCH_CHAT, REASON_NO_SUCH_CHAT)
+        try:
+            agent = agent_for_chat(chat)
+        except AgentNotConnected as exc:
+            raise _Refused(CLOSE_NO_AGENT, exc.message) from None
+        agent.get_server_credential()  # decrypt here (sync context) so a bad key fails as a refusal
+        return agent
+
+    async def _refuse(self, code: int, reason: str) -> None:
+        self._closing = True
+        await self.close(code=code, reason=reason[:MAX_CLOSE_REASON])
+
+    async def disconnect(self, code: int) -> None:
+        await self._release()
+
+    async def _release(self) -> None:
+        """Cancel both pumps, close the upstream socket. Idempotent."""
+        tasks, self._tasks = self._tasks, ()
+        current = asyncio.current_task()
+        for task in tasks:
+            if task is not current:
+                task.cancel()
+        for task in tasks:
+            if task is not current:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        if self._browser is not None:
+            self._browser.detach()
+            self._browser = None
+        upstream, self.upstream = self.upstream, None
+        if upstream is not None:
+            with contextlib.suppress(Exception):
+                await upstream.close()
+
+    async def _close_viewer(self, code: int, reason: str) -> None:
+        """Close the browser side once; disconnect() then releases the upstream."""
+        if self._closing:
+            return
+        self._closing = True
+        with contextlib.suppress(Exception):
+            await self.close(code=code, reason=reason[:MAX_CLOSE_REASON])
+
+    # -- browser → agent -------------------------------------------------------------------------------
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if self.upstream is None or self._closing:
+            return  # refused or closing: whatever the browser still sends goes nowhere
+        if bytes_data is None:
+            await self._close_viewer(CLOSE_MALFORMED, f"{REASON_MALFORMED[:-1]}: text frame.")
+            return
+        data = bytes_data
+        if self.rfb_filter is not None:
+            try:
+                data = self.rfb_filter.feed(data)
+            except RfbProtocolError as exc:
+                logger.info("view-only viewer of chat %s closed: %s", self.scope["url_route"]["kwargs"], exc)
+                await self._close_viewer(CLOSE_MALFORMED, f"{REASON_MALFORMED[:-1]}: {exc}.")
+                return
+            if not data:
+                return
+        try:
+            self._to_agent.put_nowait(data)
+        except asyncio.QueueFull:
+            await self._put_when_agent_ready(data)
+
+    async def _put_when_agent_ready(self, data: bytes) -> None:
+        """Queue ``data`` once the agent has taken earlier frames; meanwhile stop reading the browser.
+
+        Gives up when a pump ends (the upstream closed): the consumer must stay free to handle the
+        browser's disconnect.
+        """
+        if self._browser is not None:
+            self._browser.pause_reading()
+        put = asyncio.ensure_future(self._to_agent.put(data))
+        try:
+            await asyncio.wait({put, *self._tasks}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            put.cancel()
+            if self._browser is not None:
+                self._browser.resume_reading()
+
+    async def _browser_to_agent(self) -> None:
+        upstream = self.upstream
+        assert upstream is not None
+        try:
+            while True:
+                data = await self._to_agent.get()
+                if len(data) <= MAX_UPSTREAM_FRAME:
+                    await upstream.send(data)
+                else:
+                    view = memoryview(data)
+                    for start in range(0, len(view), MAX_UPSTREAM_FRAME):
+                        await upstream.send(view[start : start + MAX_UPSTREAM_FRAME])
+        except ConnectionClosed:
+            return  # _agent_to_browser sees the same close and closes the browser
+        except Exception:
+            logger.exception("desktop proxy: browser-to-agent copy failed")
+            await self._close_viewer(1011, "Proxy error.")
+
+    # -- agent → browser -------------------------------------------------------------------------------
+
+    async def _agent_to_browser(self) -> None:
+        upstream = self.upstream
+        assert upstream is not None
+        grace = float(getattr(settings, "CHATDESK_DESKTOP_SLOW_VIEWER_SECONDS", DEFAULT_SLOW_VIEWER_SECONDS))
+        rfb_filter = self.rfb_filter
+        browser = self._browser
+        send = self.base_send
+        code, reason = 1000, ""
+        try:
+            async for message in upstream:
+                data = message if isinstance(message, bytes) else message.encode()
+                if rfb_filter is not None and rfb_filter.needs_server_bytes:
+                    rfb_filter.observe_server(data)
+                if browser is None:
+                    await send({"type": "websocket.send", "bytes": data})  # back-pressure is send's
+                    continue
+                if not browser.writable.is_set():
+                    try:
+                        await asyncio.wait_for(browser.writable.wait(), grace)
+                    except TimeoutError:
+                        code, reason = CLOSE_TOO_SLOW, REASON_TOO_SLOW
+                        break
+                if not browser.send_binary(data):
+                    await send({"type": "websocket.send", "bytes": data})
+        except ConnectionClosedOK:
+            pass
+        except ConnectionClosed:
+            code, reason = CLOSE_AGENT_UNREACHABLE, REASON_AGENT_LOST
+        except Exception:
+            logger.exception("desktop proxy: agent-to-browser copy failed")
+            code, reason = 1011, "Proxy error."
+        else:
+            if code == 1000 and upstream.close_code not in (None, 1000, 1001):
+                code, reason = CLOSE_AGENT_UNREACHABLE, REASON_AGENT_LOST
+        await self._close_viewer(code, reason)
+        # Let go of the agent now rather than when the browser acknowledges the close (a slow
+        # viewer may take a while); disconnect() finishes the rest.
+        with contextlib.suppress(Exception):
+            await upstream.close()

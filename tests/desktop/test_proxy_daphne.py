@@ -1,0 +1,217 @@
+"""The desktop proxy through a real daphne process, a real agent (heartbeating to that daphne) and Xvnc."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import struct
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.test import Client
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from agents.models import WorkspaceAgent
+from chatdesk.services import api_token_create
+from tests.desktop.conftest import (
+    GEOMETRY,
+    DesktopSetup,
+    mouse_location,
+    move_mouse,
+    websocket_client,
+)
+from tests.desktop.test_consumers import established_connections
+from tests.factories import ChatFactory, UserFactory, WorkspaceAgentFactory
+from tests.support.agent_process import running_agent
+from tests.support.processes import Daphne, free_port, running_daphne, wait_until
+
+pytestmark = [pytest.mark.desktop, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture(scope="module")
+def daphne(tmp_path_factory: pytest.TempPathFactory, django_db_setup: None) -> Iterator[Daphne]:
+    with running_daphne(tmp_path_factory.mktemp("daphne")) as server:
+        yield server
+
+
+def ws_connect(daphne: Daphne, path: str, *, token: str | None = None, **kwargs: object) -> connect:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    headers.update(kwargs.pop("headers", {}))  # type: ignore[arg-type]
+    return connect(
+        daphne.ws_url + path,
+        additional_headers=headers,
+        compression=None,
+        max_size=None,
+        open_timeout=20,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+async def close_code(ws: ClientConnection, timeout: float = 20) -> int | None:
+    """Read until the server closes; return its close code."""
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                await ws.recv()
+    except ConnectionClosed as exc:
+        return exc.rcvd.code if exc.rcvd else None
+
+
+async def test_real_vnc_session_with_an_agent_heartbeating_to_daphne(daphne: Daphne) -> None:
+    user = await sync_to_async(UserFactory)(username="alice")
+    _, api_token = await sync_to_async(api_token_create)(user=user, name="t")
+    agent = await sync_to_async(WorkspaceAgentFactory)(owner=user)  # no url, never seen: not connected
+    chat = await sync_to_async(ChatFactory)(owner=user, workspace_agent=agent)
+    with running_agent(token=agent.raw_token, server_url=daphne.url, geometry="800x600") as process:
+
+        def heartbeat_arrived() -> bool:
+            row = WorkspaceAgent.objects.get(pk=agent.pk)
+            return row.is_connected and row.url == process.ws_url
+
+        await sync_to_async(wait_until)(heartbeat_arrived, timeout=30, what="the agent's heartbeat")
+        async with ws_connect(daphne, f"/api/experimental/chats/{chat.pk}/desktop", token=api_token) as ws:
+            client = websocket_client(ws)
+            init = await client.handshake()
+            assert (init.width, init.height) == (800, 600)
+            assert await client.request_update() == 800 * 600 * init.bits_per_pixel // 8
+            assert await client.request_update(incremental=True) >= 0  # an incremental update comes too
+
+        # The agent going away closes the viewer.
+        async with ws_connect(daphne, f"/api/experimental/chats/{chat.pk}/desktop", token=api_token) as ws:
+            await websocket_client(ws).handshake()
+            process.stop()
+            assert await close_code(ws) in (1000, 4502)
+
+
+async def test_refusals_carry_their_codes_through_daphne(daphne: Daphne, desktop: DesktopSetup) -> None:
+    path = desktop.path
+    async with ws_connect(daphne, path, headers={"Origin": "http://localhost"}) as ws:
+        assert await close_code(ws) == 4401
+    async with ws_connect(daphne, path, token="cdk_bogus") as ws:
+        assert await close_code(ws) == 4401
+
+    mallory = await sync_to_async(UserFactory)(username="mallory")
+    _, mallory_token = await sync_to_async(api_token_create)(user=mallory, name="t")
+    async with ws_connect(daphne, path, token=mallory_token) as ws:
+        assert await close_code(ws) == 4404
+    async with ws_connect(
+        daphne, f"/api/experimental/chats/{uuid.uuid4()}/desktop", token=mallory_token
+    ) as ws:
+        assert await close_code(ws) == 4404
+
+    def login() -> str:
+        client = Client()
+        client.force_login(desktop.user)
+        return client.cookies["sessionid"].value
+
+    cookie = f"sessionid={await sync_to_async(login)()}"
+    async with ws_connect(daphne, path, headers={"Cookie": cookie, "Origin": "https://evil.example"}) as ws:
+        assert await close_code(ws) == 4403
+    async with ws_connect(daphne, path, headers={"Cookie": cookie, "Origin": "http://localhost"}) as ws:
+        assert (await websocket_client(ws).handshake()).width == GEOMETRY[0]
+
+    no_agent = await sync_to_async(ChatFactory)(owner=desktop.user, workspace_agent=None)
+    async with ws_connect(
+        daphne, f"/api/experimental/chats/{no_agent.pk}/desktop", token=desktop.token
+    ) as ws:
+        assert await close_code(ws) == 4409
+
+    desktop.agent.url = f"ws://127.0.0.1:{free_port()}"
+    await sync_to_async(desktop.agent.save)()
+    async with ws_connect(daphne, path, token=desktop.token) as ws:
+        assert await close_code(ws) == 4502
+
+
+async def test_view_only_pointer_never_moves_the_cursor_through_daphne(
+    daphne: Daphne, desktop: DesktopSetup
+) -> None:
+    await sync_to_async(move_mouse)(desktop.process, 7, 9)
+    async with ws_connect(daphne, desktop.path + "?view_only=1", token=desktop.token) as ws:
+        watch = websocket_client(ws)
+        await watch.handshake()
+        for x in range(100, 400, 50):
+            await watch.pointer(x, x // 2, mask=0)
+        await watch.sync()
+        assert await sync_to_async(mouse_location)(desktop.process) == (7, 9)
+    async with ws_connect(daphne, desktop.path, token=desktop.token) as ws:
+        control = websocket_client(ws)
+        await control.handshake()
+        await control.pointer(350, 175)
+        await control.sync()
+        assert await sync_to_async(mouse_location)(desktop.process) == (350, 175)
+
+
+async def test_no_upstream_connection_outlives_its_viewer(daphne: Daphne, desktop: DesktopSetup) -> None:
+    port, pid = desktop.process.port, daphne.proc.pid
+    assert established_connections(port, pid) == 0
+    for i in range(100):
+        async with ws_connect(
+            daphne, desktop.path + ("?view_only=1" if i % 2 else ""), token=desktop.token
+        ) as ws:
+            client = websocket_client(ws)
+            await client.handshake()
+            if i % 10 == 0:
+                await client.request_update()
+            assert established_connections(port, pid) == 1
+    await sync_to_async(wait_until)(
+        lambda: established_connections(port, pid) == 0, timeout=10, what="daphne's upstream sockets to close"
+    )
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+async def test_a_viewer_that_stops_reading_is_dropped(
+    tmp_path: Path, desktop: DesktopSetup, django_db_setup: None
+) -> None:
+    """A browser that does not read must not make daphne buffer the desktop: it is dropped (4408)."""
+    (tmp_path / "slow_viewer_settings.py").write_text(
+        "from chatdesk.settings import *  # noqa: F403\nCHATDESK_DESKTOP_SLOW_VIEWER_SECONDS = 1.0\n"
+    )
+    pythonpath = os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])
+    with running_daphne(
+        tmp_path, DJANGO_SETTINGS_MODULE="slow_viewer_settings", PYTHONPATH=pythonpath
+    ) as server:
+        pid, agent_port = server.proc.pid, desktop.process.port
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)  # no autotuning: a really slow reader
+        sock.connect(("127.0.0.1", server.port))
+        sock.setblocking(False)
+        async with ws_connect(server, desktop.path, token=desktop.token, sock=sock, max_queue=1) as ws:
+            client = websocket_client(ws)
+            init = await client.handshake()
+            rss_before = rss_kib(pid)
+            frame = init.width * init.height * 4
+            request = struct.pack(">BBHHHH", 3, 0, 0, 0, init.width, init.height)
+            assert established_connections(agent_port, pid) == 1
+            # Keep asking for full frames of raw pixels (the server merges requests that wait, so
+            # one at a time), and read none of them.
+            started = time.monotonic()
+            requested = 0
+            while established_connections(agent_port, pid) and time.monotonic() - started < 30:
+                try:
+                    await ws.send(request)
+                except ConnectionClosed:
+                    break  # daphne gave up on us after closing with 4408: fine
+                requested += 1
+                await asyncio.sleep(0.05)
+            await sync_to_async(wait_until)(
+                lambda: established_connections(agent_port, pid) == 0,
+                timeout=10,
+                what="the slow viewer's drop",
+            )
+            assert requested > 20  # the grace period (1 s) passed with the browser unwritable
+            # Daphne held a bounded amount for this viewer, far less than what was asked for.
+            assert rss_kib(pid) - rss_before < min(requested * frame, 100 * 1024 * 1024) // 1024 // 2
+            code = await close_code(ws, timeout=30)
+            assert code in (4408, 1006, None), code  # the close frame may be cut off with the socket
