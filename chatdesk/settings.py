@@ -275,6 +275,8 @@ CHATDESK_SWEEP_INTERVAL = env_float("CHATDESK_SWEEP_INTERVAL", 15.0, minimum=1)
 # A workspace agent is `connected` while its last heartbeat is younger than this.
 CHATDESK_AGENT_TIMEOUT_SECONDS = env_int("CHATDESK_AGENT_TIMEOUT_SECONDS", 30, minimum=1)
 CHATDESK_AGENT_CONNECT_TIMEOUT = env_float("CHATDESK_AGENT_CONNECT_TIMEOUT", 10.0, minimum=0.1)
+# A desktop viewer whose browser has not read for this long is dropped (close 4408) instead of buffered.
+CHATDESK_DESKTOP_SLOW_VIEWER_SECONDS = env_float("CHATDESK_DESKTOP_SLOW_VIEWER_SECONDS", 10.0, minimum=0.1)
 # Secret that encrypts provider API keys at rest; defaults to one derived from SECRET_KEY.
 CHATDESK_ENCRYPTION_KEY = env_str("CHATDESK_ENCRYPTION_KEY")
 

@@ -75,7 +75,6 @@ REASON_AGENT_LOST = "Workspace agent connection lost."
 REASON_TOO_SLOW = "Viewer too slow."
 REASON_MALFORMED = "Malformed RFB stream."
 
-DEFAULT_SLOW_VIEWER_SECONDS = 10.0
 TO_AGENT_QUEUE_FRAMES = 64
 # The agent accepts frames up to 1 MiB; RFB is a byte stream, so bigger browser frames are split.
 MAX_UPSTREAM_FRAME = 256 * 1024
@@ -346,7 +345,7 @@ class DesktopProxyConsumer(AsyncWebsocketConsumer):
     async def _agent_to_browser(self) -> None:
         upstream = self.upstream
         assert upstream is not None
-        grace = float(getattr(settings, "CHATDESK_DESKTOP_SLOW_VIEWER_SECONDS", DEFAULT_SLOW_VIEWER_SECONDS))
+        grace = settings.CHATDESK_DESKTOP_SLOW_VIEWER_SECONDS
         rfb_filter = self.rfb_filter
         browser = self._browser
         send = self.base_send

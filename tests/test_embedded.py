@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.processes import BIN, ROOT, free_port, stop, wait_until
+from chatdesk.serving import daphne_argv
+from tests.support.processes import ROOT, free_port, stop, wait_until
 
 SERVER_VARIABLES = ("DATABASE_URL", "REDIS_URL", "SECRET_KEY", "MEDIA_ROOT", "CHATDESK_CELERY_QUEUE")
 
@@ -56,7 +57,7 @@ def daphne(embedded_env: dict[str, str], migrated: Path, tmp_path: Path) -> Iter
     log = tmp_path / "daphne.log"
     with log.open("wb") as fh:
         proc = subprocess.Popen(
-            [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port), "chatdesk.asgi:application"],
+            daphne_argv(host="127.0.0.1", port=port),
             cwd=ROOT, env=embedded_env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
     base = f"http://127.0.0.1:{port}"

@@ -203,7 +203,8 @@ class AgentClient:
         """Return GET /health (no token needed). Raise AgentUnreachable."""
         url = _http_base(self.url) + "/health"
         try:
-            async with httpx.AsyncClient(timeout=self.timeout) as http:
+            # trust_env=False: an HTTP(S)_PROXY meant for the internet must not carry calls to an agent.
+            async with httpx.AsyncClient(timeout=self.timeout, trust_env=False) as http:
                 response = await http.get(url)
         except httpx.HTTPError as exc:
             raise AgentUnreachable(f"Cannot reach agent at {url}: {type(exc).__name__}.") from None

@@ -214,11 +214,6 @@ async def test_several_viewers_at_once(desktop: DesktopSetup) -> None:
             await communicator.disconnect()
 
 
-@pytest.mark.xfail(
-    reason="Xvnc black-lists its (only) peer after 5 concurrent unauthenticated connections; the agent "
-    "must start it with -UseBlacklist=0 (agents/daemon/backends/xvnc.py)",
-    strict=False,
-)
 async def test_many_viewers_can_handshake_at_the_same_time(transactional_db: None) -> None:
     # Its own agent: when this fails, Xvnc keeps refusing everyone for a while.
     user = await sync_to_async(UserFactory)(username="dave")

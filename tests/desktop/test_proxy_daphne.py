@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
 import struct
 import time
@@ -175,13 +174,7 @@ async def test_a_viewer_that_stops_reading_is_dropped(
     tmp_path: Path, desktop: DesktopSetup, django_db_setup: None
 ) -> None:
     """A browser that does not read must not make daphne buffer the desktop: it is dropped (4408)."""
-    (tmp_path / "slow_viewer_settings.py").write_text(
-        "from chatdesk.settings import *  # noqa: F403\nCHATDESK_DESKTOP_SLOW_VIEWER_SECONDS = 1.0\n"
-    )
-    pythonpath = os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])
-    with running_daphne(
-        tmp_path, DJANGO_SETTINGS_MODULE="slow_viewer_settings", PYTHONPATH=pythonpath
-    ) as server:
+    with running_daphne(tmp_path, CHATDESK_DESKTOP_SLOW_VIEWER_SECONDS="1") as server:
         pid, agent_port = server.proc.pid, desktop.process.port
         sock = socket.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)  # no autotuning: a really slow reader

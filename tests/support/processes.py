@@ -20,6 +20,8 @@ from pathlib import Path
 
 from django.conf import settings
 
+from chatdesk.serving import daphne_argv
+
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
@@ -30,7 +32,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_until(predicate: Callable[[], object], *, timeout: float, interval: float = 0.05, what: str = "") -> object:
+def wait_until(
+    predicate: Callable[[], object], *, timeout: float, interval: float = 0.05, what: str = ""
+) -> object:
     """Return predicate()'s first truthy value; raise AssertionError naming ``what`` at the deadline."""
     deadline = time.monotonic() + timeout
     while True:
@@ -76,7 +80,9 @@ class Process:
 @contextlib.contextmanager
 def _spawn(argv: list[str], env: dict[str, str], log: Path) -> Iterator[Process]:
     with log.open("wb") as fh:
-        proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            argv, env=env, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True
+        )
     process = Process(proc, log)
     try:
         yield process
@@ -112,7 +118,7 @@ class Daphne(Process):
 @contextlib.contextmanager
 def running_daphne(tmp_path: Path, *, port: int | None = None, **env: str) -> Iterator[Daphne]:
     port = port or free_port()
-    argv = [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port), "chatdesk.asgi:application"]
+    argv = daphne_argv(host="127.0.0.1", port=port)
     with _spawn(argv, server_env(**env), tmp_path / f"daphne-{port}.log") as p:
         daphne = Daphne(p.proc, p.log, port)
 

@@ -192,6 +192,9 @@ class XvncDesktop(Desktop):
             "-rfbunixmode", "0600",
             "-SecurityTypes", "None",
             "-AlwaysShared",
+            # Xvnc black-lists a peer after 5 unauthenticated connections (several viewers opening at
+            # once): its only peer is this agent, behind our own token check, so the list only hurts.
+            "-UseBlacklist=0",
             "-AcceptSetDesktopSize=0",
         ]  # fmt: skip
         log_file = (self._dir / "Xvnc.log").open("wb")

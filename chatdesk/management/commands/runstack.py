@@ -20,6 +20,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from agents.models import WorkspaceAgent
+from chatdesk.serving import daphne_argv
 
 LOCAL_AGENT_NAME = "local desktop"
 AGENT_LISTEN = "127.0.0.1:7420"
@@ -39,7 +40,7 @@ class Command(BaseCommand):
         commands: list[tuple[str, list[str]]] = [
             (
                 "web",
-                [os.path.join(bin_dir, "daphne"), "-b", host, "-p", str(port), "chatdesk.asgi:application"],
+                daphne_argv(host=host, port=port),
             ),
             (
                 "worker",
