@@ -71,9 +71,9 @@ def main() -> int:
         provider.save()
         env = {"CHATDESK_CHANNELS_PREFIX": os.environ["CHATDESK_CHANNELS_PREFIX"], "ANTHROPIC_API_KEY": ""}
         with (
-            running_daphne(tmp, **env) as daphne,
-            running_worker(tmp, name="b1", **env),
-            running_worker(tmp, name="b2", **env),
+            running_daphne(tmp, env=env) as daphne,
+            running_worker(tmp, name="b1", env=env),
+            running_worker(tmp, name="b2", env=env),
         ):
             api = httpx.Client(base_url=daphne.url + "/api/experimental", headers=headers, timeout=30)
             rows.append(bench_message_to_model(api, fake))

@@ -31,12 +31,12 @@ def isolated_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
 
 @pytest.fixture
 def user(db: None):  # type: ignore[no-untyped-def]
-    return UserFactory(username="alice")
+    return UserFactory.create(username="alice")
 
 
 @pytest.fixture
 def other_user(db: None):  # type: ignore[no-untyped-def]
-    return UserFactory(username="mallory")
+    return UserFactory.create(username="mallory")
 
 
 @pytest.fixture

@@ -46,7 +46,7 @@ def test_creating_an_agent_shows_its_token_exactly_once(admin_client, user) -> N
 
 
 def test_editing_an_agent_keeps_its_token(admin_client, user) -> None:
-    agent = WorkspaceAgentFactory(owner=user, name="before")
+    agent = WorkspaceAgentFactory.create(owner=user, name="before")
     response = admin_client.post(
         f"{AGENTS}{agent.pk}/change/", {"owner": user.pk, "name": "after"}, follow=True
     )
@@ -58,7 +58,7 @@ def test_editing_an_agent_keeps_its_token(admin_client, user) -> None:
 
 
 def test_agent_admin_refuses_a_duplicate_name(admin_client, user) -> None:
-    WorkspaceAgentFactory(owner=user, name="office")
+    WorkspaceAgentFactory.create(owner=user, name="office")
     response = admin_client.post(f"{AGENTS}add/", {"owner": user.pk, "name": "office"})
     assert response.status_code == 200
     assert "errornote" in response.content.decode()
@@ -66,10 +66,10 @@ def test_agent_admin_refuses_a_duplicate_name(admin_client, user) -> None:
 
 
 def test_agent_admin_list_shows_status_display_and_prefix(admin_client, user) -> None:
-    WorkspaceAgentFactory(
+    WorkspaceAgentFactory.create(
         owner=user, name="live", last_seen=timezone.now(), display_width=1280, display_height=800
     )
-    WorkspaceAgentFactory(owner=user, name="gone", last_seen=timezone.now() - timedelta(hours=2))
+    WorkspaceAgentFactory.create(owner=user, name="gone", last_seen=timezone.now() - timedelta(hours=2))
     html = admin_client.get(AGENTS).content.decode()
     assert "connected" in html
     assert "disconnected" in html

@@ -54,7 +54,7 @@ def test_register_an_agent_shows_its_token_once(api, user) -> None:
 
 
 def test_duplicate_agent_name_is_a_409(api, user) -> None:
-    WorkspaceAgentFactory(owner=user, name="laptop")
+    WorkspaceAgentFactory.create(owner=user, name="laptop")
     response = post_json(api, f"{API}/workspace-agents", {"name": "laptop"})
     assert response.status_code == 409
     assert "laptop" in response.json()["detail"]
@@ -62,7 +62,7 @@ def test_duplicate_agent_name_is_a_409(api, user) -> None:
 
 
 def test_another_user_may_reuse_an_agent_name(api, other_user) -> None:
-    WorkspaceAgentFactory(owner=other_user, name="laptop")
+    WorkspaceAgentFactory.create(owner=other_user, name="laptop")
     assert post_json(api, f"{API}/workspace-agents", {"name": "laptop"}).status_code == 201
 
 
@@ -77,8 +77,8 @@ def test_register_with_bad_fields_is_a_400(api, body: dict) -> None:
 
 
 def test_list_and_get_show_only_the_callers_agents(api, user, other_user) -> None:
-    mine = WorkspaceAgentFactory(owner=user)
-    theirs = WorkspaceAgentFactory(owner=other_user)
+    mine = WorkspaceAgentFactory.create(owner=user)
+    theirs = WorkspaceAgentFactory.create(owner=other_user)
     assert [a["id"] for a in api.get(f"{API}/workspace-agents").json()] == [str(mine.id)]
     assert api.get(f"{API}/workspace-agents/{mine.id}").json()["name"] == mine.name
     assert api.get(f"{API}/workspace-agents/{theirs.id}").status_code == 404
@@ -89,8 +89,8 @@ def test_list_and_get_show_only_the_callers_agents(api, user, other_user) -> Non
 
 
 def test_delete_an_agent_revokes_its_token_and_keeps_its_chats(api, user) -> None:
-    agent = WorkspaceAgentFactory(owner=user)
-    chat = ChatFactory(owner=user, workspace_agent=agent)
+    agent = WorkspaceAgentFactory.create(owner=user)
+    chat = ChatFactory.create(owner=user, workspace_agent=agent)
     assert api.delete(f"{API}/workspace-agents/{agent.id}").status_code == 204
     assert not WorkspaceAgent.objects.filter(pk=agent.pk).exists()
     assert post_json(as_agent(agent.raw_token), HEARTBEAT, GOOD_BEAT).status_code == 401
@@ -99,7 +99,7 @@ def test_delete_an_agent_revokes_its_token_and_keeps_its_chats(api, user) -> Non
 
 
 def test_heartbeat_marks_the_agent_connected_with_its_url_and_display(api, user) -> None:
-    agent = WorkspaceAgentFactory(owner=user)
+    agent = WorkspaceAgentFactory.create(owner=user)
     response = post_json(as_agent(agent.raw_token), HEARTBEAT, GOOD_BEAT)
     assert response.status_code == 200
     assert response.json() == {"id": str(agent.id), "status": "connected"}
@@ -112,7 +112,7 @@ def test_heartbeat_marks_the_agent_connected_with_its_url_and_display(api, user)
 
 
 def test_agent_without_recent_heartbeat_shows_disconnected(api, user) -> None:
-    agent = WorkspaceAgentFactory(owner=user, last_seen=timezone.now() - timedelta(seconds=31))
+    agent = WorkspaceAgentFactory.create(owner=user, last_seen=timezone.now() - timedelta(seconds=31))
     with override_settings(CHATDESK_AGENT_TIMEOUT_SECONDS=30):
         assert api.get(f"{API}/workspace-agents/{agent.id}").json()["status"] == "disconnected"
         post_json(as_agent(agent.raw_token), HEARTBEAT, GOOD_BEAT)
@@ -123,7 +123,7 @@ def test_agent_without_recent_heartbeat_shows_disconnected(api, user) -> None:
     "authorization", [None, "Bearer cda_wrong", "Bearer ", "Token abc", "Basic dXNlcjpwdw=="]
 )
 def test_heartbeat_without_a_valid_agent_token_is_a_401(user, authorization: str | None) -> None:
-    agent = WorkspaceAgentFactory(owner=user)
+    agent = WorkspaceAgentFactory.create(owner=user)
     headers = {"HTTP_AUTHORIZATION": authorization} if authorization is not None else {}
     response = post_json(APIClient(), HEARTBEAT, GOOD_BEAT, **headers)
     assert response.status_code == 401
@@ -133,14 +133,14 @@ def test_heartbeat_without_a_valid_agent_token_is_a_401(user, authorization: str
 
 
 def test_heartbeat_refuses_a_users_api_token(api_token: str, user) -> None:
-    WorkspaceAgentFactory(owner=user)
+    WorkspaceAgentFactory.create(owner=user)
     response = post_json(as_agent(api_token), HEARTBEAT, GOOD_BEAT)
     assert response.status_code == 401
     assert not WorkspaceAgent.objects.filter(last_seen__isnull=False).exists()
 
 
 def test_agent_token_is_not_a_user_credential(user) -> None:
-    agent = WorkspaceAgentFactory(owner=user)
+    agent = WorkspaceAgentFactory.create(owner=user)
     client = as_agent(agent.raw_token)
     assert client.get(f"{API}/chats").status_code == 401
     assert client.get(f"{API}/workspace-agents").status_code == 401
@@ -164,7 +164,7 @@ def test_agent_token_is_not_a_user_credential(user) -> None:
     ],
 )
 def test_heartbeat_with_bad_fields_is_a_400(user, body: dict, field: str) -> None:
-    agent = WorkspaceAgentFactory(owner=user)
+    agent = WorkspaceAgentFactory.create(owner=user)
     response = post_json(as_agent(agent.raw_token), HEARTBEAT, body)
     assert response.status_code == 400
     assert field in response.json()
@@ -173,13 +173,13 @@ def test_heartbeat_with_bad_fields_is_a_400(user, body: dict, field: str) -> Non
 
 
 def test_heartbeat_with_malformed_json_is_a_400(user) -> None:
-    agent = WorkspaceAgentFactory(owner=user)
+    agent = WorkspaceAgentFactory.create(owner=user)
     response = as_agent(agent.raw_token).post(HEARTBEAT, '{"url": ', content_type="application/json")
     assert response.status_code == 400
 
 
 def test_chat_created_after_a_heartbeat_uses_that_agent(api, user) -> None:
-    agent = WorkspaceAgentFactory(owner=user)
+    agent = WorkspaceAgentFactory.create(owner=user)
     post_json(as_agent(agent.raw_token), HEARTBEAT, GOOD_BEAT)
     body = post_json(api, f"{API}/chats", {}).json()
     assert body["workspace_agent"] == str(agent.id)

@@ -22,7 +22,7 @@ def _stored_row(agent: WorkspaceAgent) -> tuple[str, ...]:
 
 
 def test_agent_token_is_stored_only_as_its_sha256(user) -> None:
-    agent = WorkspaceAgentFactory(owner=user)
+    agent = WorkspaceAgentFactory.create(owner=user)
     raw = agent.raw_token
     assert raw.startswith("cda_")
     row = _stored_row(agent)
@@ -33,7 +33,7 @@ def test_agent_token_is_stored_only_as_its_sha256(user) -> None:
 
 
 def test_server_credential_is_encrypted_and_matches_the_agents_derivation(user) -> None:
-    agent = WorkspaceAgentFactory(owner=user)
+    agent = WorkspaceAgentFactory.create(owner=user)
     expected = server_credential(agent.raw_token)
     row = _stored_row(agent)
     assert not any(expected in column for column in row)
@@ -41,19 +41,19 @@ def test_server_credential_is_encrypted_and_matches_the_agents_derivation(user) 
     assert fresh.get_server_credential() == expected
     # What the daemon checks the server's calls against.
     assert accepts(fresh.get_server_credential(), agent.raw_token)
-    assert not accepts(fresh.get_server_credential(), WorkspaceAgentFactory(owner=user).raw_token)
+    assert not accepts(fresh.get_server_credential(), WorkspaceAgentFactory.create(owner=user).raw_token)
 
 
 def test_agent_never_seen_is_disconnected(user) -> None:
-    agent = WorkspaceAgentFactory(owner=user)
+    agent = WorkspaceAgentFactory.create(owner=user)
     assert agent.status == WorkspaceAgent.Status.DISCONNECTED
     assert not WorkspaceAgent.objects.connected().filter(pk=agent.pk).exists()
 
 
 @override_settings(CHATDESK_AGENT_TIMEOUT_SECONDS=30)
 def test_agent_status_follows_its_last_heartbeat(user) -> None:
-    recent = WorkspaceAgentFactory(owner=user, last_seen=timezone.now() - timedelta(seconds=5))
-    stale = WorkspaceAgentFactory(owner=user, last_seen=timezone.now() - timedelta(seconds=45))
+    recent = WorkspaceAgentFactory.create(owner=user, last_seen=timezone.now() - timedelta(seconds=5))
+    stale = WorkspaceAgentFactory.create(owner=user, last_seen=timezone.now() - timedelta(seconds=45))
     assert recent.status == WorkspaceAgent.Status.CONNECTED
     assert recent.is_connected
     assert stale.status == WorkspaceAgent.Status.DISCONNECTED
@@ -62,7 +62,7 @@ def test_agent_status_follows_its_last_heartbeat(user) -> None:
 
 
 def test_agent_timeout_setting_decides_when_an_agent_counts_as_gone(user) -> None:
-    agent = WorkspaceAgentFactory(owner=user, last_seen=timezone.now() - timedelta(seconds=45))
+    agent = WorkspaceAgentFactory.create(owner=user, last_seen=timezone.now() - timedelta(seconds=45))
     with override_settings(CHATDESK_AGENT_TIMEOUT_SECONDS=60):
         assert agent.status == WorkspaceAgent.Status.CONNECTED
         assert WorkspaceAgent.objects.connected().filter(pk=agent.pk).exists()
@@ -72,7 +72,7 @@ def test_agent_timeout_setting_decides_when_an_agent_counts_as_gone(user) -> Non
 
 
 def test_agent_names_are_unique_per_owner(user, other_user) -> None:
-    WorkspaceAgentFactory(owner=user, name="laptop")
-    WorkspaceAgentFactory(owner=other_user, name="laptop")
+    WorkspaceAgentFactory.create(owner=user, name="laptop")
+    WorkspaceAgentFactory.create(owner=other_user, name="laptop")
     with pytest.raises(IntegrityError), transaction.atomic():
-        WorkspaceAgentFactory(owner=user, name="laptop")
+        WorkspaceAgentFactory.create(owner=user, name="laptop")

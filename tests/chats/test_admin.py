@@ -139,16 +139,16 @@ def test_model_config_admin_refuses_a_second_default(admin_client) -> None:
 
 
 def _chat_with_screenshot(owner) -> tuple[Chat, ChatFile, bytes]:  # type: ignore[no-untyped-def]
-    chat = ChatFactory(owner=owner, title="Admin view", mode=None)
+    chat = ChatFactory.create(owner=owner, title="Admin view", mode=None)
     data = png_bytes()
     chat_file = ChatFile.objects.create(chat=chat, file=ContentFile(data, name="s.png"), size=len(data))
-    ChatMessageFactory(chat=chat, content=[{"type": "text", "text": "take a screenshot"}])
-    ChatMessageFactory(
+    ChatMessageFactory.create(chat=chat, content=[{"type": "text", "text": "take a screenshot"}])
+    ChatMessageFactory.create(
         chat=chat,
         role=ChatMessage.Role.ASSISTANT,
         content=[{"type": "tool_use", "id": "tu1", "name": "computer", "input": {"action": "screenshot"}}],
     )
-    ChatMessageFactory(
+    ChatMessageFactory.create(
         chat=chat,
         role=ChatMessage.Role.TOOL,
         content=[{"type": "tool_result", "tool_use_id": "tu1",
@@ -208,7 +208,7 @@ def test_chat_admin_lets_staff_rename_and_archive_but_not_change_status(admin_cl
 
 
 def test_chat_admin_has_no_add_page_and_lists_chats(admin_client, user) -> None:
-    ChatFactory(owner=user, title="Listed chat")
+    ChatFactory.create(owner=user, title="Listed chat")
     assert admin_client.get("/admin/chats/chat/add/").status_code == 403
     listing = admin_client.get("/admin/chats/chat/")
     assert listing.status_code == 200

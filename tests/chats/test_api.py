@@ -42,10 +42,10 @@ def patch_json(client: APIClient, path: str, body: object) -> object:
 
 
 def test_list_shows_only_the_callers_root_chats_newest_first(api, user, other_user) -> None:
-    older = ChatFactory(owner=user, title="older")
-    newer = ChatFactory(owner=user, title="newer")
-    ChatFactory(owner=user, parent=newer, title="a child")
-    ChatFactory(owner=other_user, title="not mine")
+    older = ChatFactory.create(owner=user, title="older")
+    newer = ChatFactory.create(owner=user, title="newer")
+    ChatFactory.create(owner=user, parent=newer, title="a child")
+    ChatFactory.create(owner=other_user, title="not mine")
     Chat.objects.filter(pk=older.pk).update(updated_at=timezone.now() - timedelta(hours=1))
 
     response = api.get(f"{API}/chats")
@@ -62,7 +62,7 @@ def test_list_shows_only_the_callers_root_chats_newest_first(api, user, other_us
 def test_list_is_paginated(api, user, monkeypatch) -> None:
     monkeypatch.setattr(PageNumberPagination, "page_size", 2)
     for i in range(5):
-        ChatFactory(owner=user, title=f"chat {i}")
+        ChatFactory.create(owner=user, title=f"chat {i}")
 
     first = api.get(f"{API}/chats").json()
     assert first["count"] == 5
@@ -82,9 +82,9 @@ def test_list_is_paginated(api, user, monkeypatch) -> None:
 
 
 def test_list_parent_filter_lists_children(api, user, other_user) -> None:
-    parent = ChatFactory(owner=user)
-    child = ChatFactory(owner=user, parent=parent, mode=Chat.Mode.COMPUTER_USE)
-    ChatFactory(owner=user)
+    parent = ChatFactory.create(owner=user)
+    child = ChatFactory.create(owner=user, parent=parent, mode=Chat.Mode.COMPUTER_USE)
+    ChatFactory.create(owner=user)
 
     body = api.get(f"{API}/chats?parent={parent.id}").json()
     assert [c["id"] for c in body["results"]] == [str(child.id)]
@@ -92,14 +92,14 @@ def test_list_parent_filter_lists_children(api, user, other_user) -> None:
     assert body["results"][0]["root_chat_id"] == str(parent.id)
     assert body["results"][0]["mode"] == "computer_use"
 
-    theirs = ChatFactory(owner=other_user)
-    ChatFactory(owner=other_user, parent=theirs)
+    theirs = ChatFactory.create(owner=other_user)
+    ChatFactory.create(owner=other_user, parent=theirs)
     assert api.get(f"{API}/chats?parent={theirs.id}").json()["count"] == 0
 
 
 def test_list_archived_filter(api, user) -> None:
-    ChatFactory(owner=user, title="active")
-    ChatFactory(owner=user, title="archived", archived=True)
+    ChatFactory.create(owner=user, title="active")
+    ChatFactory.create(owner=user, title="archived", archived=True)
     assert [c["title"] for c in api.get(f"{API}/chats").json()["results"]] == ["active"]
     assert [c["title"] for c in api.get(f"{API}/chats?archived=true").json()["results"]] == ["archived"]
 
@@ -159,29 +159,29 @@ def test_create_with_an_unknown_model_is_a_400(api) -> None:
 
 def test_create_picks_the_callers_most_recently_seen_connected_agent(api, user, other_user) -> None:
     now = timezone.now()
-    WorkspaceAgentFactory(owner=user, name="older", last_seen=now - timedelta(seconds=10))
-    newest = WorkspaceAgentFactory(owner=user, name="newest", last_seen=now - timedelta(seconds=2))
-    WorkspaceAgentFactory(owner=user, name="gone", last_seen=now - timedelta(hours=1))
-    WorkspaceAgentFactory(owner=other_user, name="theirs", last_seen=now)
+    WorkspaceAgentFactory.create(owner=user, name="older", last_seen=now - timedelta(seconds=10))
+    newest = WorkspaceAgentFactory.create(owner=user, name="newest", last_seen=now - timedelta(seconds=2))
+    WorkspaceAgentFactory.create(owner=user, name="gone", last_seen=now - timedelta(hours=1))
+    WorkspaceAgentFactory.create(owner=other_user, name="theirs", last_seen=now)
 
     body = post_json(api, f"{API}/chats", {}).json()
     assert body["workspace_agent"] == str(newest.id)
 
 
 def test_create_without_a_connected_agent_has_none(api, user) -> None:
-    WorkspaceAgentFactory(owner=user, last_seen=timezone.now() - timedelta(hours=1))
+    WorkspaceAgentFactory.create(owner=user, last_seen=timezone.now() - timedelta(hours=1))
     assert post_json(api, f"{API}/chats", {}).json()["workspace_agent"] is None
 
 
 def test_create_with_an_explicit_agent(api, user) -> None:
-    WorkspaceAgentFactory(owner=user, last_seen=timezone.now())
-    chosen = WorkspaceAgentFactory(owner=user)
+    WorkspaceAgentFactory.create(owner=user, last_seen=timezone.now())
+    chosen = WorkspaceAgentFactory.create(owner=user)
     body = post_json(api, f"{API}/chats", {"workspace_agent": str(chosen.id)}).json()
     assert body["workspace_agent"] == str(chosen.id)
 
 
 def test_create_refuses_another_users_agent(api, other_user) -> None:
-    theirs = WorkspaceAgentFactory(owner=other_user)
+    theirs = WorkspaceAgentFactory.create(owner=other_user)
     response = post_json(api, f"{API}/chats", {"workspace_agent": str(theirs.id)})
     assert response.status_code == 400
     assert "workspace_agent" in response.json()
@@ -233,8 +233,8 @@ def test_create_with_a_non_json_content_type_is_a_415(api) -> None:
 
 
 def test_get_patch_delete_a_chat(api, user) -> None:
-    chat = ChatFactory(owner=user, title="before")
-    child = ChatFactory(owner=user, parent=chat)
+    chat = ChatFactory.create(owner=user, title="before")
+    child = ChatFactory.create(owner=user, parent=chat)
 
     assert api.get(f"{API}/chats/{chat.id}").json()["title"] == "before"
 
@@ -257,7 +257,7 @@ def test_get_patch_delete_a_chat(api, user) -> None:
      ({"status": "running"}, "status"), ({"title": ""}, "title")],
 )  # fmt: skip
 def test_patch_with_bad_fields_is_a_400_and_changes_nothing(api, user, body: dict, field: str) -> None:
-    chat = ChatFactory(owner=user, title="kept")
+    chat = ChatFactory.create(owner=user, title="kept")
     response = patch_json(api, f"{API}/chats/{chat.id}", body)
     assert response.status_code == 400
     assert field in response.json()
@@ -266,8 +266,8 @@ def test_patch_with_bad_fields_is_a_400_and_changes_nothing(api, user, body: dic
 
 
 def test_another_users_chat_is_a_404_everywhere(api, other_user) -> None:
-    chat = ChatFactory(owner=other_user, title="theirs")
-    ChatMessageFactory(chat=chat)
+    chat = ChatFactory.create(owner=other_user, title="theirs")
+    ChatMessageFactory.create(chat=chat)
     chat_file = ChatFile.objects.create(chat=chat, file=ContentFile(png_bytes(), name="s.png"))
     base = f"{API}/chats/{chat.id}"
     responses = [
@@ -304,9 +304,9 @@ def test_bad_or_unknown_ids_in_paths_are_a_json_404(api, path: str) -> None:
 
 
 def test_messages_are_listed_in_id_order_after_a_cursor(api, user) -> None:
-    chat = ChatFactory(owner=user)
-    messages = [ChatMessageFactory(chat=chat, content=[{"type": "text", "text": f"m{i}"}]) for i in range(4)]
-    ChatMessageFactory(chat=ChatFactory(owner=user))
+    chat = ChatFactory.create(owner=user)
+    messages = [ChatMessageFactory.create(chat=chat, content=[{"type": "text", "text": f"m{i}"}]) for i in range(4)]
+    ChatMessageFactory.create(chat=ChatFactory.create(owner=user))
 
     everything = api.get(f"{API}/chats/{chat.id}/messages").json()
     assert [m["id"] for m in everything] == [m.id for m in messages]
@@ -321,16 +321,16 @@ def test_messages_are_listed_in_id_order_after_a_cursor(api, user) -> None:
 
 @pytest.mark.parametrize("after_id", ["abc", "-1", "1.5"])
 def test_messages_with_a_bad_cursor_is_a_400(api, user, after_id: str) -> None:
-    chat = ChatFactory(owner=user)
+    chat = ChatFactory.create(owner=user)
     response = api.get(f"{API}/chats/{chat.id}/messages?after_id={after_id}")
     assert response.status_code == 400
     assert "after_id" in response.json()
 
 
 def test_message_images_are_given_as_urls(api, user) -> None:
-    chat = ChatFactory(owner=user)
+    chat = ChatFactory.create(owner=user)
     chat_file = ChatFile.objects.create(chat=chat, file=ContentFile(png_bytes(), name="s.png"))
-    ChatMessageFactory(
+    ChatMessageFactory.create(
         chat=chat,
         role=ChatMessage.Role.TOOL,
         content=[
@@ -348,7 +348,7 @@ def test_message_images_are_given_as_urls(api, user) -> None:
 
 
 def test_send_a_message_to_an_idle_chat_queues_a_turn(api, user) -> None:
-    chat = ChatFactory(owner=user, status=Chat.Status.ERROR, last_error="boom")
+    chat = ChatFactory.create(owner=user, status=Chat.Status.ERROR, last_error="boom")
     response = post_json(api, f"{API}/chats/{chat.id}/messages", {"content": "try again"})
     assert response.status_code == 202
     body = response.json()
@@ -361,7 +361,7 @@ def test_send_a_message_to_an_idle_chat_queues_a_turn(api, user) -> None:
 
 
 def test_send_a_message_while_running_queues_it_behind_the_turn(api, user) -> None:
-    chat = ChatFactory(owner=user, status=Chat.Status.RUNNING)
+    chat = ChatFactory.create(owner=user, status=Chat.Status.RUNNING)
     assert post_json(api, f"{API}/chats/{chat.id}/messages", {"content": "also this"}).status_code == 202
     chat.refresh_from_db()
     assert chat.status == Chat.Status.RUNNING
@@ -380,7 +380,7 @@ def test_send_a_message_while_running_queues_it_behind_the_turn(api, user) -> No
     ],
 )
 def test_send_a_bad_message_is_a_400(api, user, body: dict) -> None:
-    chat = ChatFactory(owner=user)
+    chat = ChatFactory.create(owner=user)
     response = post_json(api, f"{API}/chats/{chat.id}/messages", body)
     assert response.status_code == 400
     assert set(response.json()) & {"content", "role"}
@@ -393,10 +393,10 @@ def test_send_a_bad_message_is_a_400(api, user, body: dict) -> None:
 
 
 def test_children_lists_direct_children(api, user) -> None:
-    parent = ChatFactory(owner=user)
-    first = ChatFactory(owner=user, parent=parent, mode=Chat.Mode.COMPUTER_USE)
-    second = ChatFactory(owner=user, parent=parent, mode=Chat.Mode.COMPUTER_USE)
-    ChatFactory(owner=user, parent=first)
+    parent = ChatFactory.create(owner=user)
+    first = ChatFactory.create(owner=user, parent=parent, mode=Chat.Mode.COMPUTER_USE)
+    second = ChatFactory.create(owner=user, parent=parent, mode=Chat.Mode.COMPUTER_USE)
+    ChatFactory.create(owner=user, parent=first)
 
     body = api.get(f"{API}/chats/{parent.id}/children").json()
     assert [c["id"] for c in body] == [str(first.id), str(second.id)]
@@ -409,7 +409,7 @@ def test_children_lists_direct_children(api, user) -> None:
      ("error", "error")],
 )  # fmt: skip
 def test_interrupt_pauses_only_a_queued_or_running_turn(api, user, before: str, after: str) -> None:
-    chat = ChatFactory(owner=user, status=before)
+    chat = ChatFactory.create(owner=user, status=before)
     response = api.post(f"{API}/chats/{chat.id}/interrupt")
     assert response.status_code == 202
     assert response.json()["status"] == after
@@ -419,7 +419,7 @@ def test_interrupt_pauses_only_a_queued_or_running_turn(api, user, before: str, 
 
 def test_file_is_served_to_its_owner_with_its_content_type(api, other_api, user) -> None:
     data = png_bytes()
-    chat = ChatFactory(owner=user)
+    chat = ChatFactory.create(owner=user)
     chat_file = ChatFile.objects.create(chat=chat, file=ContentFile(data, name="s.png"), size=len(data))
 
     response = api.get(f"{API}/chats/{chat.id}/files/{chat_file.id}")
@@ -429,13 +429,13 @@ def test_file_is_served_to_its_owner_with_its_content_type(api, other_api, user)
 
     assert other_api.get(f"{API}/chats/{chat.id}/files/{chat_file.id}").status_code == 404
     # The file exists, but not under another chat of the owner's.
-    elsewhere = ChatFactory(owner=user)
+    elsewhere = ChatFactory.create(owner=user)
     assert api.get(f"{API}/chats/{elsewhere.id}/files/{chat_file.id}").status_code == 404
 
 
 def test_a_cursor_beyond_any_id_is_an_empty_page_not_an_error(api, user) -> None:
-    chat = ChatFactory(owner=user)
-    ChatMessageFactory(chat=chat)
+    chat = ChatFactory.create(owner=user)
+    ChatMessageFactory.create(chat=chat)
     response = api.get(f"{API}/chats/{chat.id}/messages?after_id=99999999999999999999999")
     assert response.status_code == 200
     assert response.json() == []

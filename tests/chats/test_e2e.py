@@ -45,7 +45,7 @@ XTERM_CLICK = [300, 250]  # inside the xterm started at +100+100
 def desktop_agent(user) -> Iterator[tuple[WorkspaceAgent, Any]]:  # type: ignore[no-untyped-def]
     from tests.support.agent_process import running_agent
 
-    row = WorkspaceAgentFactory(owner=user, name="desk")
+    row = WorkspaceAgentFactory.create(owner=user, name="desk")
     with running_agent(token=row.raw_token, geometry="1280x800") as agent:
         # No daphne here, so no heartbeats: record what a heartbeat would (the worker runs with a long
         # CHATDESK_AGENT_TIMEOUT_SECONDS so the agent stays "connected").
@@ -137,7 +137,7 @@ def test_parent_delegates_gui_work_to_a_child_on_one_worker(
     done_file = tmp_path / "done.txt"
     fake.handle_with(Script(done_file))
     try:
-        with running_worker(tmp_path, concurrency=1, **worker_env(CHATDESK_AGENT_TIMEOUT_SECONDS="3600")):
+        with running_worker(tmp_path, concurrency=1, env=worker_env(CHATDESK_AGENT_TIMEOUT_SECONDS="3600")):
             chat = services.chat_create(owner=user, message="Please write done to a file using the desktop.")
             assert chat.workspace_agent_id == agent_row.pk
             wait_status(chat, Chat.Status.WAITING, Chat.Status.ERROR, timeout=120)
@@ -206,7 +206,7 @@ def test_takeover_pauses_the_child_and_handback_resumes_it_with_the_note(
         return reply(text(f"Resumed; I was told: {' '.join(told)}"))
 
     fake.handle_with(child_script)
-    with running_worker(tmp_path, concurrency=1, **worker_env(CHATDESK_AGENT_TIMEOUT_SECONDS="3600")):
+    with running_worker(tmp_path, concurrency=1, env=worker_env(CHATDESK_AGENT_TIMEOUT_SECONDS="3600")):
         child = services.chat_spawn_child(parent=parent, prompt="Click the corner.")
         wait_status(child, Chat.Status.PAUSED, Chat.Status.ERROR, timeout=60)
         assert child.status == Chat.Status.PAUSED, child.last_error

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 @pytest.fixture
 def worker(tmp_path: Path) -> Iterator[Any]:
-    with running_worker(tmp_path, concurrency=1, **worker_env()) as process:
+    with running_worker(tmp_path, concurrency=1, env=worker_env()) as process:
         yield process
 
 
@@ -84,7 +84,7 @@ def test_server_errors_until_the_retries_run_out_end_in_a_readable_error(
 ) -> None:  # type: ignore[no-untyped-def]
     fake.handle_with(lambda request: error(500, message="upstream exploded sk-ant-secret"))
     with running_worker(
-        tmp_path, **worker_env(CHATDESK_PROVIDER_RETRIES="2", CHATDESK_PROVIDER_RETRY_MAX_DELAY="0.2")
+        tmp_path, env=worker_env(CHATDESK_PROVIDER_RETRIES="2", CHATDESK_PROVIDER_RETRY_MAX_DELAY="0.2")
     ):
         chat = services.chat_create(owner=user, message="Hi")
         wait_status(chat, Chat.Status.ERROR, Chat.Status.WAITING)
@@ -182,7 +182,7 @@ def test_a_turn_whose_worker_died_is_resumed_by_the_sweep(
     fake.script([hang, lambda request: reply(text("Recovered."))])
     lease = {"CHATDESK_TURN_LEASE_SECONDS": "5", "CHATDESK_SWEEP_INTERVAL": "1"}
     try:
-        with running_worker(tmp_path, name="doomed", **worker_env(**lease)) as doomed:
+        with running_worker(tmp_path, name="doomed", env=worker_env(**lease)) as doomed:
             chat = services.chat_create(owner=user, message="Hi")
             fake.wait_for_requests(1, timeout=20)
             wait_status(chat, Chat.Status.RUNNING)
@@ -190,7 +190,7 @@ def test_a_turn_whose_worker_died_is_resumed_by_the_sweep(
             doomed.proc.wait(timeout=10)
         chat.refresh_from_db()
         assert chat.status == Chat.Status.RUNNING  # nobody else knows yet
-        with running_worker(tmp_path, name="rescuer", beat=True, **worker_env(**lease)):
+        with running_worker(tmp_path, name="rescuer", beat=True, env=worker_env(**lease)):
             wait_status(chat, Chat.Status.WAITING, Chat.Status.ERROR, timeout=40)
     finally:
         release.set()

@@ -34,7 +34,7 @@ def screenshot(chat: Chat) -> dict[str, str]:
 
 
 def test_history_maps_roles_tool_results_and_late_user_messages(user) -> None:  # type: ignore[no-untyped-def]
-    chat = ChatFactory(owner=user)
+    chat = ChatFactory.create(owner=user)
     q = add(chat, "user", [{"type": "text", "text": "Q"}])
     use = {"type": "tool_use", "id": "t1", "name": "wait_agent", "input": {"chat_id": "c"}}
     a1 = add(chat, "assistant", [{"type": "text", "text": "A"}, use], context_id=q.id)
@@ -63,7 +63,7 @@ def test_history_maps_roles_tool_results_and_late_user_messages(user) -> None:  
 
 
 def test_an_unanswered_tool_use_gets_an_error_result_in_the_request(user) -> None:  # type: ignore[no-untyped-def]
-    chat = ChatFactory(owner=user)
+    chat = ChatFactory.create(owner=user)
     add(chat, "user", [{"type": "text", "text": "Q"}])
     add(chat, "assistant", [{"type": "tool_use", "id": "t1", "name": "x", "input": {}}])
     add(chat, "user", [{"type": "text", "text": "never mind"}])
@@ -78,7 +78,7 @@ def test_an_unanswered_tool_use_gets_an_error_result_in_the_request(user) -> Non
 
 
 def test_only_the_newest_screenshots_are_loaded_and_sent(user) -> None:  # type: ignore[no-untyped-def]
-    chat = ChatFactory(owner=user)
+    chat = ChatFactory.create(owner=user)
     add(chat, "user", [{"type": "text", "text": "go"}])
     for n in range(5):
         add(chat, "assistant", [{"type": "tool_use", "id": f"t{n}", "name": "computer", "input": {}}])
@@ -91,7 +91,7 @@ def test_only_the_newest_screenshots_are_loaded_and_sent(user) -> None:  # type:
 
 
 def test_claim_is_atomic_and_a_redelivered_task_is_a_no_op(user) -> None:  # type: ignore[no-untyped-def]
-    chat = ChatFactory(owner=user, status=Chat.Status.PENDING)
+    chat = ChatFactory.create(owner=user, status=Chat.Status.PENDING)
     claimed = turn_claim(chat_id=str(chat.pk), worker_id="w1")
     assert claimed is not None and claimed[0].status == Chat.Status.RUNNING and claimed[0].worker_id == "w1"
     assert turn_claim(chat_id=str(chat.pk), worker_id="w2") is None
@@ -100,7 +100,7 @@ def test_claim_is_atomic_and_a_redelivered_task_is_a_no_op(user) -> None:  # typ
 
 
 def test_a_waiting_parent_is_claimed_only_once_its_child_is_done(user) -> None:  # type: ignore[no-untyped-def]
-    parent = ChatFactory(owner=user)
+    parent = ChatFactory.create(owner=user)
     child = services.chat_spawn_child(parent=parent, prompt="work")
     deadline = (timezone.now() + timedelta(minutes=5)).isoformat()
     awaiting = {"tool_use_id": "t1", "chat_id": str(child.pk), "deadline": deadline}
@@ -117,8 +117,8 @@ def test_a_waiting_parent_is_claimed_only_once_its_child_is_done(user) -> None: 
 def test_sweep_requeues_a_dead_workers_turn_once_then_fails_it(user, settings) -> None:  # type: ignore[no-untyped-def]
     settings.CHATDESK_TURN_LEASE_SECONDS = 5
     old = timezone.now() - timedelta(seconds=30)
-    chat = ChatFactory(owner=user, status=Chat.Status.RUNNING, worker_id="dead", heartbeat_at=old)
-    fresh = ChatFactory(
+    chat = ChatFactory.create(owner=user, status=Chat.Status.RUNNING, worker_id="dead", heartbeat_at=old)
+    fresh = ChatFactory.create(
         owner=user, status=Chat.Status.RUNNING, worker_id="alive", heartbeat_at=timezone.now()
     )
     assert turns_sweep()["requeued"] == 1
@@ -154,8 +154,8 @@ def test_deltas_are_coalesced_but_the_first_goes_out_at_once() -> None:
 
 def test_pruned_screenshots_are_visible_in_the_request_and_the_step_limit_holds(user, settings) -> None:  # type: ignore[no-untyped-def]
     settings.CHATDESK_MAX_STEPS = 1
-    chat = ChatFactory(
-        owner=user, status=Chat.Status.PENDING, mode="computer_use", parent=ChatFactory(owner=user)
+    chat = ChatFactory.create(
+        owner=user, status=Chat.Status.PENDING, mode="computer_use", parent=ChatFactory.create(owner=user)
     )
     add(chat, "user", [{"type": "text", "text": "go"}])
     for n in range(4):

@@ -12,16 +12,16 @@ pytestmark = pytest.mark.django_db
 
 
 def test_root_chat_is_its_own_root(user) -> None:
-    chat = ChatFactory(owner=user)
+    chat = ChatFactory.create(owner=user)
     chat.refresh_from_db()
     assert chat.root_id == chat.id
     assert chat.is_root
 
 
 def test_child_and_grandchild_share_the_root_chat(user) -> None:
-    root = ChatFactory(owner=user)
-    child = ChatFactory(owner=user, parent=root, mode=Chat.Mode.COMPUTER_USE)
-    grandchild = ChatFactory(owner=user, parent=child)
+    root = ChatFactory.create(owner=user)
+    child = ChatFactory.create(owner=user, parent=root, mode=Chat.Mode.COMPUTER_USE)
+    grandchild = ChatFactory.create(owner=user, parent=child)
     child.refresh_from_db()
     grandchild.refresh_from_db()
     assert child.root_id == root.id
@@ -31,23 +31,23 @@ def test_child_and_grandchild_share_the_root_chat(user) -> None:
 
 
 def test_root_chat_whose_root_is_another_chat_is_refused(user) -> None:
-    a = ChatFactory(owner=user)
-    b = ChatFactory(owner=user)
+    a = ChatFactory.create(owner=user)
+    b = ChatFactory.create(owner=user)
     with pytest.raises(IntegrityError), transaction.atomic():
         Chat.objects.filter(pk=a.pk).update(root=b)
 
 
 def test_child_chat_that_is_its_own_root_is_refused(user) -> None:
-    root = ChatFactory(owner=user)
-    child = ChatFactory(owner=user, parent=root)
+    root = ChatFactory.create(owner=user)
+    child = ChatFactory.create(owner=user, parent=root)
     with pytest.raises(IntegrityError), transaction.atomic():
         Chat.objects.filter(pk=child.pk).update(root=child.pk)
 
 
 def test_deleting_a_root_chat_deletes_its_children(user) -> None:
-    root = ChatFactory(owner=user)
-    child = ChatFactory(owner=user, parent=root)
-    ChatFactory(owner=user, parent=child)
+    root = ChatFactory.create(owner=user)
+    child = ChatFactory.create(owner=user, parent=root)
+    ChatFactory.create(owner=user, parent=child)
     root.delete()
     assert not Chat.objects.filter(owner=user).exists()
 
@@ -57,20 +57,20 @@ def test_deleting_a_root_chat_deletes_its_children(user) -> None:
     [("status", "sleeping"), ("mode", "browser"), ("status", "")],
 )
 def test_chat_status_and_mode_outside_their_choices_are_refused(user, field: str, value: str) -> None:
-    chat = ChatFactory(owner=user)
+    chat = ChatFactory.create(owner=user)
     with pytest.raises(IntegrityError), transaction.atomic():
         Chat.objects.filter(pk=chat.pk).update(**{field: value})
 
 
 def test_message_role_outside_its_choices_is_refused(user) -> None:
-    message = ChatMessageFactory(chat=ChatFactory(owner=user))
+    message = ChatMessageFactory.create(chat=ChatFactory.create(owner=user))
     with pytest.raises(IntegrityError), transaction.atomic():
         ChatMessage.objects.filter(pk=message.pk).update(role="robot")
 
 
 def test_message_ids_grow_in_creation_order(user) -> None:
-    chat = ChatFactory(owner=user)
-    ids = [ChatMessageFactory(chat=chat).id for _ in range(5)]
+    chat = ChatFactory.create(owner=user)
+    ids = [ChatMessageFactory.create(chat=chat).id for _ in range(5)]
     assert ids == sorted(ids)
     assert list(chat.messages.values_list("id", flat=True)) == ids
 

@@ -110,9 +110,9 @@ async def test_embedded_default_tails_the_event_table(user, api_token: str, sett
 
 
 def test_reconnecting_through_daphne_misses_nothing(tmp_path: Path, user, api_token: str) -> None:  # type: ignore[no-untyped-def]
-    chat = ChatFactory(owner=user)
+    chat = ChatFactory.create(owner=user)
     first = services.message_append(chat=chat, role="user", content=[services.text_part("one")])
-    with running_daphne(tmp_path, **worker_env()) as daphne:
+    with running_daphne(tmp_path, env=worker_env()) as daphne:
         url = f"{daphne.ws_url}/api/experimental/chats/{chat.pk}/stream"
         headers = {"Authorization": f"Bearer {api_token}"}
         with connect(f"{url}?after_id=0", additional_headers=headers, open_timeout=10) as ws:

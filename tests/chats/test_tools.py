@@ -75,7 +75,7 @@ def test_no_key_anywhere_is_not_configured() -> None:
 
 
 def test_sub_agent_tools_only_for_root_chats_with_a_key(user) -> None:  # type: ignore[no-untyped-def]
-    root = ChatFactory(owner=user)
+    root = ChatFactory.create(owner=user)
     assert tools_for_chat(root, provider_configured=False) == []
     names = [d["name"] for t in tools_for_chat(root, provider_configured=True) for d in t.definitions()]
     assert names == ["spawn_computer_use_agent", "wait_agent", "message_agent", "close_agent"]
@@ -88,8 +88,8 @@ def test_sub_agent_tools_only_for_root_chats_with_a_key(user) -> None:  # type: 
 
 
 def test_spawn_creates_a_queued_computer_use_child(user, settings) -> None:  # type: ignore[no-untyped-def]
-    agent = WorkspaceAgentFactory(owner=user)
-    root = ChatFactory(owner=user, workspace_agent=agent, model="claude-haiku-9")
+    agent = WorkspaceAgentFactory.create(owner=user)
+    root = ChatFactory.create(owner=user, workspace_agent=agent, model="claude-haiku-9")
     ChatModelConfig.objects.create(
         model=settings.CHATDESK_COMPUTER_USE_MODEL, options={"max_output_tokens": 99}
     )
@@ -120,10 +120,10 @@ def test_spawn_creates_a_queued_computer_use_child(user, settings) -> None:  # t
 
 
 def test_agent_tools_refuse_chats_that_are_not_descendants(user, other_user) -> None:  # type: ignore[no-untyped-def]
-    root = ChatFactory(owner=user)
-    other_root = ChatFactory(owner=user)
+    root = ChatFactory.create(owner=user)
+    other_root = ChatFactory.create(owner=user)
     stranger = services.chat_spawn_child(parent=other_root, prompt="theirs")
-    foreign = services.chat_spawn_child(parent=ChatFactory(owner=other_user), prompt="not yours")
+    foreign = services.chat_spawn_child(parent=ChatFactory.create(owner=other_user), prompt="not yours")
     for target in (str(stranger.pk), str(foreign.pk), str(root.pk), "not-a-uuid"):
         for tool, extra in (
             (WaitAgentTool(), {}),
@@ -136,7 +136,7 @@ def test_agent_tools_refuse_chats_that_are_not_descendants(user, other_user) -> 
 
 
 def test_wait_suspends_on_a_working_child_and_answers_a_finished_one(user) -> None:  # type: ignore[no-untyped-def]
-    root = ChatFactory(owner=user)
+    root = ChatFactory.create(owner=user)
     child = services.chat_spawn_child(parent=root, prompt="work")
     suspended = WaitAgentTool().run(ctx(root, "toolu_w"), {"chat_id": str(child.pk), "timeout_seconds": 30})
     assert suspended.suspend is not None and suspended.content == []
@@ -167,8 +167,8 @@ def test_wait_suspends_on_a_working_child_and_answers_a_finished_one(user) -> No
 def test_a_child_paused_by_a_takeover_keeps_its_parent_waiting(user) -> None:  # type: ignore[no-untyped-def]
     from desktop.services import desktop_handback, desktop_takeover
 
-    agent = WorkspaceAgentFactory(owner=user)
-    root = ChatFactory(owner=user, workspace_agent=agent)
+    agent = WorkspaceAgentFactory.create(owner=user)
+    root = ChatFactory.create(owner=user, workspace_agent=agent)
     child = services.chat_spawn_child(parent=root, prompt="work")
     suspended = WaitAgentTool().run(ctx(root, "toolu_w"), {"chat_id": str(child.pk), "timeout_seconds": 300})
     assert suspended.suspend is not None
@@ -191,7 +191,7 @@ def test_a_child_paused_by_a_takeover_keeps_its_parent_waiting(user) -> None:  #
 
 
 def test_message_agent_queues_a_turn_and_close_agent_completes(user) -> None:  # type: ignore[no-untyped-def]
-    root = ChatFactory(owner=user)
+    root = ChatFactory.create(owner=user)
     child = services.chat_spawn_child(parent=root, prompt="work")
     Chat.objects.filter(pk=child.pk).update(status=Chat.Status.COMPLETED)
     sent = body(MessageAgentTool().run(ctx(root), {"chat_id": str(child.pk), "message": "Also do this"}))
@@ -204,8 +204,8 @@ def test_message_agent_queues_a_turn_and_close_agent_completes(user) -> None:  #
 
 
 def test_computer_tool_declares_the_agents_display_and_rejects_bad_input(user) -> None:  # type: ignore[no-untyped-def]
-    agent = WorkspaceAgentFactory(owner=user, display_width=1920, display_height=1080)
-    root = ChatFactory(owner=user, workspace_agent=agent)
+    agent = WorkspaceAgentFactory.create(owner=user, display_width=1920, display_height=1080)
+    root = ChatFactory.create(owner=user, workspace_agent=agent)
     child = services.chat_spawn_child(parent=root, prompt="x")
     tool = ComputerTool(child)
     assert tool.display == (1429, 804) and tool.version == "computer_toolset_20260801" and tool.betas() == []

@@ -104,10 +104,10 @@ def shared_agent(agent_token: str) -> Iterator[AgentProcess]:
 
 @pytest.fixture
 def desktop(transactional_db: None, shared_agent: AgentProcess, agent_token: str) -> DesktopSetup:
-    user = UserFactory(username="alice")
+    user = UserFactory.create(username="alice")
     _, raw = api_token_create(user=user, name="desktop-tests")
     agent = agent_row(user, token=agent_token, url=shared_agent.ws_url)
-    chat = ChatFactory(owner=user, workspace_agent=agent)
+    chat = ChatFactory.create(owner=user, workspace_agent=agent)
     return DesktopSetup(user=user, token=raw, chat=chat, agent=agent, process=shared_agent)
 
 

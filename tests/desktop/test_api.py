@@ -54,8 +54,8 @@ def test_screenshot_thumbnail_keeps_the_aspect_ratio(desktop: DesktopSetup) -> N
 @pytest.mark.django_db
 @pytest.mark.parametrize("width", ["15", "4097", "abc", "-1"])
 def test_screenshot_width_out_of_range_is_400(api: APIClient, user, width: str) -> None:  # type: ignore[no-untyped-def]
-    agent = WorkspaceAgentFactory(owner=user, url="ws://127.0.0.1:9", last_seen=timezone.now())
-    chat = ChatFactory(owner=user, workspace_agent=agent)
+    agent = WorkspaceAgentFactory.create(owner=user, url="ws://127.0.0.1:9", last_seen=timezone.now())
+    chat = ChatFactory.create(owner=user, workspace_agent=agent)
     response = api.get(screenshot_url(chat), {"width": width}, HTTP_ACCEPT="image/png")
     assert response.status_code == 400
     assert "width" in response.json()
@@ -63,17 +63,17 @@ def test_screenshot_width_out_of_range_is_400(api: APIClient, user, width: str) 
 
 @pytest.mark.django_db
 def test_screenshot_errors(api: APIClient, other_api: APIClient, user) -> None:  # type: ignore[no-untyped-def]
-    no_agent = ChatFactory(owner=user, workspace_agent=None)
+    no_agent = ChatFactory.create(owner=user, workspace_agent=None)
     response = api.get(screenshot_url(no_agent), HTTP_ACCEPT="image/png")
     assert (response.status_code, response.json()) == (409, {"detail": "Chat has no workspace agent."})
 
-    stale = WorkspaceAgentFactory(owner=user, url="ws://127.0.0.1:9", last_seen=None)
-    disconnected = ChatFactory(owner=user, workspace_agent=stale)
+    stale = WorkspaceAgentFactory.create(owner=user, url="ws://127.0.0.1:9", last_seen=None)
+    disconnected = ChatFactory.create(owner=user, workspace_agent=stale)
     response = api.get(screenshot_url(disconnected))
     assert (response.status_code, response.json()) == (409, {"detail": "Workspace agent is not connected."})
 
-    down = WorkspaceAgentFactory(owner=user, url=f"ws://127.0.0.1:{free_port()}", last_seen=timezone.now())
-    unreachable = ChatFactory(owner=user, workspace_agent=down)
+    down = WorkspaceAgentFactory.create(owner=user, url=f"ws://127.0.0.1:{free_port()}", last_seen=timezone.now())
+    unreachable = ChatFactory.create(owner=user, workspace_agent=down)
     response = api.get(screenshot_url(unreachable))
     assert response.status_code == 502
     assert down.name in response.json()["detail"]
@@ -88,7 +88,7 @@ def test_screenshot_errors(api: APIClient, other_api: APIClient, user) -> None: 
 @pytest.mark.django_db(transaction=True)
 def test_screenshot_with_a_credential_the_agent_refuses_is_502(desktop: DesktopSetup) -> None:
     impostor = agent_row(desktop.user, token="cda_wrong", url=desktop.process.ws_url)
-    chat = ChatFactory(owner=desktop.user, workspace_agent=impostor)
+    chat = ChatFactory.create(owner=desktop.user, workspace_agent=impostor)
     response = client_for(desktop).get(screenshot_url(chat))
     assert response.status_code == 502
     assert "refused the server's credential" in response.json()["detail"]
@@ -110,11 +110,11 @@ def test_screenshot_is_documented_as_png(api: APIClient) -> None:
 @pytest.fixture
 def workspace(user):  # type: ignore[no-untyped-def]
     """A root chat and computer-use children on one agent, in every interesting state."""
-    agent = WorkspaceAgentFactory(owner=user, url="ws://127.0.0.1:9", last_seen=timezone.now())
-    root = ChatFactory(owner=user, workspace_agent=agent, status=Chat.Status.RUNNING)
+    agent = WorkspaceAgentFactory.create(owner=user, url="ws://127.0.0.1:9", last_seen=timezone.now())
+    root = ChatFactory.create(owner=user, workspace_agent=agent, status=Chat.Status.RUNNING)
 
     def child(status: str) -> Chat:
-        return ChatFactory(
+        return ChatFactory.create(
             owner=user, parent=root, workspace_agent=agent, mode=Chat.Mode.COMPUTER_USE, status=status
         )
 
@@ -233,7 +233,7 @@ def test_takeover_of_another_users_chat_is_404(other_api: APIClient, workspace) 
 
 @pytest.mark.django_db
 def test_takeover_without_agent_is_409(api: APIClient, user) -> None:  # type: ignore[no-untyped-def]
-    chat = ChatFactory(owner=user, workspace_agent=None)
+    chat = ChatFactory.create(owner=user, workspace_agent=None)
     response = api.post(takeover_url(chat), format="json")
     assert (response.status_code, response.json()) == (409, {"detail": "Chat has no workspace agent."})
 

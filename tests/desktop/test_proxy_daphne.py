@@ -174,7 +174,7 @@ async def test_a_viewer_that_stops_reading_is_dropped(
     tmp_path: Path, desktop: DesktopSetup, django_db_setup: None
 ) -> None:
     """A browser that does not read must not make daphne buffer the desktop: it is dropped (4408)."""
-    with running_daphne(tmp_path, CHATDESK_DESKTOP_SLOW_VIEWER_SECONDS="1") as server:
+    with running_daphne(tmp_path, env={"CHATDESK_DESKTOP_SLOW_VIEWER_SECONDS": "1"}) as server:
         pid, agent_port = server.proc.pid, desktop.process.port
         sock = socket.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)  # no autotuning: a really slow reader

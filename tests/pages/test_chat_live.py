@@ -39,7 +39,7 @@ def test_text_streams_before_the_turn_ends_and_messages_queue(
             reply("Second answer.", usage={"input_tokens": 1500, "output_tokens": 20}),
         ]
     )
-    UserFactory(username="alice")
+    UserFactory.create(username="alice")
     login(page, "alice")
     chat = start_chat(page, "Make a plan")
 
@@ -77,7 +77,7 @@ def test_text_streams_before_the_turn_ends_and_messages_queue(
 
 def test_interrupt_keeps_the_partial_answer(page: Page, fake: FakeAnthropic) -> None:
     fake.script([reply(LONG_TEXT * 3, chunk_size=4, chunk_delay=0.08)])
-    UserFactory(username="alice")
+    UserFactory.create(username="alice")
     login(page, "alice")
     chat = start_chat(page, "Talk slowly")
     expect(page.locator(".msg--streaming")).to_contain_text("Here is", timeout=20_000)
@@ -113,7 +113,7 @@ def test_tool_calls_and_child_chat_cards_with_live_status(
         return reply(tool_use("wait_agent", {"chat_id": previous["chat_id"]}))
 
     fake.handle_with(handler)
-    UserFactory(username="alice")
+    UserFactory.create(username="alice")
     login(page, "alice")
     chat = start_chat(page, "What is 2+2? Use the computer.")
 
@@ -158,7 +158,7 @@ def test_stream_resumes_after_a_server_restart_with_nothing_missing(
             reply("All done.", chunk_size=3, chunk_delay=0.1),
         ]
     )
-    UserFactory(username="alice")
+    UserFactory.create(username="alice")
     port = free_port()
     with running_daphne(tmp_path, port=port) as first:
         page = new_page(base_url=first.url)
@@ -197,7 +197,7 @@ def test_chat_page_on_a_narrow_screen(
     fake.script(
         [reply("Short answer.", tool_use("wait_agent", {"chat_id": str(uuid.uuid4())})), reply("Done.")]
     )
-    UserFactory(username="alice")
+    UserFactory.create(username="alice")
     page = new_page(viewport=PHONE)
     login(page, "alice")
     start_chat(page, "Answer briefly")

@@ -100,18 +100,18 @@ def canvas_stats(page: Page) -> dict[str, Any]:
 
 @pytest.fixture
 def alice() -> User:
-    return cast("User", UserFactory(username="alice"))
+    return cast("User", UserFactory.create(username="alice"))
 
 
 @pytest.fixture
 def agent_row(alice: User) -> WorkspaceAgent:
-    return cast("WorkspaceAgent", WorkspaceAgentFactory(owner=alice, name="workstation"))
+    return cast("WorkspaceAgent", WorkspaceAgentFactory.create(owner=alice, name="workstation"))
 
 
 def test_desktop_view_only_then_take_control_and_hand_back(
     page: Page, server: Daphne, agent_row: WorkspaceAgent, artifacts_dir: Path
 ) -> None:
-    chat = ChatFactory(owner=agent_row.owner, title="Desktop chat", workspace_agent=agent_row)
+    chat = ChatFactory.create(owner=agent_row.owner, title="Desktop chat", workspace_agent=agent_row)
     with connected_agent(server, agent_row) as agent, xterm(agent):
         agent.call("action", {"action": "mouse_move", "coordinate": [20, 700]})
         login(page, "alice")
@@ -166,7 +166,7 @@ def test_desktop_view_only_then_take_control_and_hand_back(
 def test_desktop_says_when_the_agent_is_down_and_reconnects_when_it_is_back(
     page: Page, server: Daphne, agent_row: WorkspaceAgent
 ) -> None:
-    chat = ChatFactory(owner=agent_row.owner, title="Agent comes and goes", workspace_agent=agent_row)
+    chat = ChatFactory.create(owner=agent_row.owner, title="Agent comes and goes", workspace_agent=agent_row)
     login(page, "alice")
     page.goto(f"/chats/{chat.pk}/")
     state = page.locator("#desktop-state")
@@ -184,7 +184,7 @@ def test_desktop_says_when_the_agent_is_down_and_reconnects_when_it_is_back(
 
 
 def test_chat_without_an_agent_has_no_desktop_panel(page: Page, alice: User) -> None:
-    chat = ChatFactory(owner=alice, title="No agent here")
+    chat = ChatFactory.create(owner=alice, title="No agent here")
     login(page, "alice")
     page.goto(f"/chats/{chat.pk}/")
     expect(page.locator("#desktop-panel")).to_have_count(0)

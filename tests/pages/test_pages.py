@@ -23,7 +23,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
 def test_login_logout_and_login_required(page: Page) -> None:
-    UserFactory(username="alice")
+    UserFactory.create(username="alice")
     page.goto("/")
     expect(page).to_have_url(re.compile(r"/accounts/login/\?next=/$"))
 
@@ -44,11 +44,11 @@ def test_login_logout_and_login_required(page: Page) -> None:
 
 
 def test_chat_list_shows_status_and_time_and_filters_archived(page: Page, artifacts_dir: Path) -> None:
-    alice = UserFactory(username="alice")
-    ChatFactory(owner=alice, title="Book the flights", status=Chat.Status.RUNNING)
-    ChatFactory(owner=alice, title="Summarize <b>the</b> report", status=Chat.Status.ERROR)
-    ChatFactory(owner=alice, title="Old archived chat", archived=True)
-    ChatFactory(title="Someone else's chat")
+    alice = UserFactory.create(username="alice")
+    ChatFactory.create(owner=alice, title="Book the flights", status=Chat.Status.RUNNING)
+    ChatFactory.create(owner=alice, title="Summarize <b>the</b> report", status=Chat.Status.ERROR)
+    ChatFactory.create(owner=alice, title="Old archived chat", archived=True)
+    ChatFactory.create(title="Someone else's chat")
     login(page, "alice")
 
     rows = page.locator(".chat-row")
@@ -74,10 +74,10 @@ def test_chat_list_shows_status_and_time_and_filters_archived(page: Page, artifa
 
 
 def test_new_chat_form_lists_connected_agents_first_and_opens_the_chat(page: Page) -> None:
-    alice = UserFactory(username="alice")
-    WorkspaceAgentFactory(owner=alice, name="aardvark-offline", last_seen=timezone.now() - timedelta(hours=2))
-    online = WorkspaceAgentFactory(owner=alice, name="zebra-online", last_seen=timezone.now())
-    WorkspaceAgentFactory(name="not-mine", last_seen=timezone.now())
+    alice = UserFactory.create(username="alice")
+    WorkspaceAgentFactory.create(owner=alice, name="aardvark-offline", last_seen=timezone.now() - timedelta(hours=2))
+    online = WorkspaceAgentFactory.create(owner=alice, name="zebra-online", last_seen=timezone.now())
+    WorkspaceAgentFactory.create(name="not-mine", last_seen=timezone.now())
     login(page, "alice")
 
     picker = page.get_by_label("Workspace agent")
@@ -102,8 +102,8 @@ def test_new_chat_form_lists_connected_agents_first_and_opens_the_chat(page: Pag
 
 def test_other_users_chat_is_not_found(page: Page, console_errors: ConsoleLog) -> None:
     console_errors.allow(r"status of 404 \(Not Found\) \(http://[^)]+/chats/[0-9a-f-]+/\)$")
-    UserFactory(username="alice")
-    theirs = ChatFactory(title="Private")
+    UserFactory.create(username="alice")
+    theirs = ChatFactory.create(title="Private")
     login(page, "alice")
     response = page.goto(f"/chats/{theirs.pk}/")
     assert response is not None and response.status == 404
@@ -114,7 +114,7 @@ def test_other_users_chat_is_not_found(page: Page, console_errors: ConsoleLog) -
 def test_api_tokens_page_shows_a_new_token_once_and_revokes(
     page: Page, server: Daphne, artifacts_dir: Path
 ) -> None:
-    alice = UserFactory(username="alice")
+    alice = UserFactory.create(username="alice")
     login(page, "alice")
     page.get_by_role("link", name="API tokens").click()
     expect(page.get_by_role("heading", name="API tokens")).to_be_visible()
@@ -149,8 +149,8 @@ def test_api_tokens_page_shows_a_new_token_once_and_revokes(
 def test_agents_page_registers_an_agent_with_its_command_and_deletes_it(
     page: Page, server: Daphne, artifacts_dir: Path
 ) -> None:
-    alice = UserFactory(username="alice")
-    WorkspaceAgentFactory(
+    alice = UserFactory.create(username="alice")
+    WorkspaceAgentFactory.create(
         owner=alice, name="laptop", last_seen=timezone.now(), display_width=1280, display_height=800
     )
     login(page, "alice")
@@ -199,7 +199,7 @@ def test_agents_page_registers_an_agent_with_its_command_and_deletes_it(
 
 
 def test_pages_are_keyboard_reachable_with_landmarks(new_page: Callable[..., Page]) -> None:
-    UserFactory(username="alice")
+    UserFactory.create(username="alice")
     page = new_page()
     login(page, "alice")
     expect(page.get_by_role("banner")).to_have_count(1)

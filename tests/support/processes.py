@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -116,10 +116,13 @@ class Daphne(Process):
 
 
 @contextlib.contextmanager
-def running_daphne(tmp_path: Path, *, port: int | None = None, **env: str) -> Iterator[Daphne]:
+def running_daphne(
+    tmp_path: Path, *, port: int | None = None, env: Mapping[str, str] | None = None
+) -> Iterator[Daphne]:
+    """A real daphne serving chatdesk on ``port`` (a free one by default); ``env`` adds variables."""
     port = port or free_port()
     argv = daphne_argv(host="127.0.0.1", port=port)
-    with _spawn(argv, server_env(**env), tmp_path / f"daphne-{port}.log") as p:
+    with _spawn(argv, server_env(**(env or {})), tmp_path / f"daphne-{port}.log") as p:
         daphne = Daphne(p.proc, p.log, port)
 
         def up() -> bool:
@@ -135,7 +138,12 @@ def running_daphne(tmp_path: Path, *, port: int | None = None, **env: str) -> It
 
 @contextlib.contextmanager
 def running_worker(
-    tmp_path: Path, *, concurrency: int = 1, name: str = "w1", beat: bool = False, **env: str
+    tmp_path: Path,
+    *,
+    concurrency: int = 1,
+    name: str = "w1",
+    beat: bool = False,
+    env: Mapping[str, str] | None = None,
 ) -> Iterator[Process]:
     """A real Celery worker (prefork pool) on this run's queue; ``beat`` embeds the periodic sweep."""
     argv = [
@@ -145,7 +153,7 @@ def running_worker(
     ]  # fmt: skip
     if beat:
         argv += ["-B", "--schedule", str(tmp_path / f"beat-{name}")]
-    with _spawn(argv, server_env(**env), tmp_path / f"celery-{name}.log") as p:
+    with _spawn(argv, server_env(**(env or {})), tmp_path / f"celery-{name}.log") as p:
         wait_until(
             lambda: "ready." in p.output() or (p.proc.poll() is not None and _raise(p)),
             timeout=60,
