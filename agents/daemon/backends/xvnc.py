@@ -10,7 +10,8 @@ Isolation choices, because the desktop is driven by a model and watched by peopl
 * ``-AcceptSetDesktopSize=0`` keeps the geometry fixed: the model's declared size depends on it.
 * The agent's token never reaches the desktop: children get an environment without it.
 * Every child runs in its own session/process group; stopping kills those groups, every process
-  whose environment names this display, then Xvnc, escalating to SIGKILL after a grace period.
+  whose environment names this display and its cookie file, then Xvnc, escalating to SIGKILL after
+  a grace period.
 """
 
 from __future__ import annotations
@@ -86,9 +87,16 @@ def _ancestors() -> set[int]:
     return pids
 
 
-def display_clients(display: str) -> set[int]:
-    """Return the pids of processes whose environment has DISPLAY set to ``display`` (":N")."""
+def display_clients(display: str, xauthority: str) -> set[int]:
+    """Return the pids of processes started for this desktop: DISPLAY is ``display`` (":N") and
+    XAUTHORITY is this desktop's private cookie file.
+
+    DISPLAY alone is not enough: once this desktop's Xvnc is gone, another desktop on the machine may
+    take the same number, and its programs must not be killed with ours. The cookie path is unique to
+    this desktop, and every program that can use it got it from our environment.
+    """
     wanted = {f"DISPLAY={display}".encode(), f"DISPLAY={display}.0".encode()}
+    cookie = f"XAUTHORITY={xauthority}".encode()
     spare = _ancestors()
     found = set()
     for entry in Path("/proc").iterdir():
@@ -98,7 +106,8 @@ def display_clients(display: str) -> set[int]:
             environ = (entry / "environ").read_bytes()
         except OSError:
             continue
-        if wanted.intersection(environ.split(b"\0")):
+        variables = set(environ.split(b"\0"))
+        if cookie in variables and wanted.intersection(variables):
             found.add(int(entry.name))
     return found
 
@@ -252,8 +261,8 @@ class XvncDesktop(Desktop):
             self._x = None
         pgids = {p.pid for p in (self._wm, self._xvnc) if p is not None}
         victims = process_group_members(pgids - {self._xvnc.pid} if self._xvnc else pgids)
-        if self.x_display:
-            victims |= display_clients(self.x_display)
+        if self.x_display and self.xauthority:
+            victims |= display_clients(self.x_display, self.xauthority)
         # Clients first, so they do not log X I/O errors for a server that vanished; then Xvnc.
         await terminate(victims)
         if self._xvnc is not None:
