@@ -5,5 +5,9 @@ from agents import api
 urlpatterns = [
     path("workspace-agents", api.WorkspaceAgentListView.as_view(), name="workspace-agent-list-api"),
     path("workspace-agents/heartbeat", api.HeartbeatView.as_view(), name="workspace-agent-heartbeat"),
-    path("workspace-agents/<uuid:pk>", api.WorkspaceAgentDetailView.as_view(), name="workspace-agent-detail-api"),
+    path(
+        "workspace-agents/<uuid:pk>",
+        api.WorkspaceAgentDetailView.as_view(),
+        name="workspace-agent-detail-api",
+    ),
 ]

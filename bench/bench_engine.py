@@ -92,7 +92,7 @@ def wait_idle(api: httpx.Client, chat_id: str, timeout: float = 30) -> dict[str,
         chat = api.get(f"/chats/{chat_id}").json()
         return chat if chat["status"] in ("waiting", "error", "completed") else None
 
-    return wait_until(idle, timeout=timeout, interval=0.02, what="the chat to be idle")  # type: ignore[return-value]
+    return wait_until(idle, timeout=timeout, interval=0.02, what="the chat to be idle")
 
 
 def bench_message_to_model(api: httpx.Client, fake: FakeAnthropic) -> tuple[str, str, str, bool]:
@@ -108,9 +108,13 @@ def bench_message_to_model(api: httpx.Client, fake: FakeAnthropic) -> tuple[str,
     latencies = []
     for n in range(SAMPLES):
         before = len(arrived)
+
+        def model_called(before: int = before) -> bool:
+            return len(arrived) > before
+
         sent = time.perf_counter()
         api.post(f"/chats/{chat_id}/messages", json={"content": f"question {n}"}).raise_for_status()
-        wait_until(lambda before=before: len(arrived) > before, timeout=30, interval=0.001)
+        wait_until(model_called, timeout=30, interval=0.001)
         latencies.append((arrived[before] - sent) * 1000)
         wait_idle(api, chat_id)
     value = p50(latencies)
@@ -219,8 +223,8 @@ def bench_step_overhead(user: Any, fake: FakeAnthropic) -> tuple[str, str, str, 
     parent = Chat.objects.create(owner=user, workspace_agent=agent, model="claude-sonnet-5-5")
     from chats import services
 
-    engine.stream_reply = timed_stream  # type: ignore[assignment]
-    desktop.client.run_action_sync = instant_agent  # type: ignore[assignment]
+    engine.stream_reply = timed_stream
+    desktop.client.run_action_sync = instant_agent
     try:
         # Created directly (not chat_spawn_child) so no task is queued for workers that are gone.
         child = Chat.objects.create(
@@ -232,7 +236,7 @@ def bench_step_overhead(user: Any, fake: FakeAnthropic) -> tuple[str, str, str, 
         turn_run(chat_id=str(child.pk))
         total = time.perf_counter() - started
     finally:
-        engine.stream_reply = real_stream  # type: ignore[assignment]
+        engine.stream_reply = real_stream
     child.refresh_from_db()
     overhead = (total - spent["model"] - spent["agent"]) / (steps + 1) * 1000
     ok = overhead <= 30 and child.status == "completed"

@@ -214,6 +214,7 @@ else:
         "store_processed": False,
     }
 
+CHANNEL_LAYERS: dict[str, dict[str, Any]]
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {

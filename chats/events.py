@@ -59,7 +59,9 @@ def publish(chat_id: object, event: Event) -> None:
         if uses_channel_layer():
             layer = get_channel_layer()
             if layer is not None:
-                async_to_sync(layer.group_send)(group_name(chat_id), {"type": LAYER_MESSAGE_TYPE, "event": event})
+                async_to_sync(layer.group_send)(
+                    group_name(chat_id), {"type": LAYER_MESSAGE_TYPE, "event": event}
+                )
         else:
             ChatEvent.objects.create(chat_id=str(chat_id), payload=dict(event))
 

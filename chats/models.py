@@ -98,7 +98,9 @@ class Chat(models.Model):
     # SPEC: null for a normal chat (not ""), so the API says `"mode": null`.
     mode = models.CharField(max_length=16, choices=Mode.choices, null=True, blank=True)  # noqa: DJ001
     # A root chat's root is itself; a child's root is its parent's root (enforced in save()).
-    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.CASCADE, related_name="children")
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.CASCADE, related_name="children"
+    )
     root = models.ForeignKey("self", on_delete=models.CASCADE, related_name="descendants")
     workspace_agent = models.ForeignKey(
         "agents.WorkspaceAgent", null=True, blank=True, on_delete=models.SET_NULL, related_name="chats"
@@ -132,7 +134,8 @@ class Chat(models.Model):
         ]
         constraints = [
             models.CheckConstraint(
-                condition=(Q(parent__isnull=True) & Q(root=F("id"))) | (Q(parent__isnull=False) & ~Q(root=F("id"))),
+                condition=(Q(parent__isnull=True) & Q(root=F("id")))
+                | (Q(parent__isnull=False) & ~Q(root=F("id"))),
                 name="chat_root_is_self_iff_no_parent",
             ),
             models.CheckConstraint(
@@ -229,7 +232,9 @@ class ChatMessage(models.Model):
 
     @property
     def text(self) -> str:
-        return "".join(p.get("text", "") for p in self.content if isinstance(p, dict) and p.get("type") == "text")
+        return "".join(
+            p.get("text", "") for p in self.content if isinstance(p, dict) and p.get("type") == "text"
+        )
 
 
 class ChatEvent(models.Model):

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
+from django.contrib.auth.models import User
 from rest_framework.test import APIClient
 
 from chatdesk.celery import app as celery_app
@@ -30,17 +31,17 @@ def isolated_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
 
 
 @pytest.fixture
-def user(db: None):  # type: ignore[no-untyped-def]
+def user(db: None) -> User:
     return UserFactory.create(username="alice")
 
 
 @pytest.fixture
-def other_user(db: None):  # type: ignore[no-untyped-def]
+def other_user(db: None) -> User:
     return UserFactory.create(username="mallory")
 
 
 @pytest.fixture
-def api_token(user) -> str:  # type: ignore[no-untyped-def]
+def api_token(user: User) -> str:
     _, raw = api_token_create(user=user, name="tests")
     return raw
 
@@ -54,7 +55,7 @@ def api(api_token: str) -> APIClient:
 
 
 @pytest.fixture
-def other_api(other_user) -> APIClient:  # type: ignore[no-untyped-def]
+def other_api(other_user: User) -> APIClient:
     _, raw = api_token_create(user=other_user, name="tests")
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")

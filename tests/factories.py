@@ -34,6 +34,12 @@ class WorkspaceAgentFactory(factory.django.DjangoModelFactory[WorkspaceAgent]):
             self.save()
 
 
+def agent_token(agent: WorkspaceAgent) -> str:
+    """Return the raw token WorkspaceAgentFactory gave ``agent``, so a test can act as the agent."""
+    token: str = vars(agent)["raw_token"]  # set by WorkspaceAgentFactory.token, not a model field
+    return token
+
+
 class ChatFactory(factory.django.DjangoModelFactory[Chat]):
     class Meta:
         model = Chat

@@ -19,7 +19,9 @@ def still_working(child: Chat) -> bool:
     if child.status in ACTIVE_STATUSES:
         return True
     if child.status == Chat.Status.PAUSED and child.is_computer_use and child.workspace_agent_id is not None:
-        return WorkspaceAgent.objects.filter(pk=child.workspace_agent_id, desktop_held_by__isnull=False).exists()
+        return WorkspaceAgent.objects.filter(
+            pk=child.workspace_agent_id, desktop_held_by__isnull=False
+        ).exists()
     return False
 
 

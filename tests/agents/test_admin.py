@@ -9,7 +9,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from agents.models import WorkspaceAgent
-from tests.factories import WorkspaceAgentFactory
+from tests.factories import WorkspaceAgentFactory, agent_token
 
 pytestmark = pytest.mark.django_db
 
@@ -54,7 +54,7 @@ def test_editing_an_agent_keeps_its_token(admin_client, user) -> None:
     assert not TOKEN.search(response.content.decode())
     agent.refresh_from_db()
     assert agent.name == "after"
-    assert WorkspaceAgent.objects.for_raw_token(agent.raw_token) == agent
+    assert WorkspaceAgent.objects.for_raw_token(agent_token(agent)) == agent
 
 
 def test_agent_admin_refuses_a_duplicate_name(admin_client, user) -> None:

@@ -2,7 +2,9 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Mapping
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 import pytest
 from django.test import override_settings
@@ -11,7 +13,10 @@ from rest_framework.test import APIClient
 
 from agents.models import WorkspaceAgent
 from chats.models import Chat
-from tests.factories import ChatFactory, WorkspaceAgentFactory
+from tests.factories import ChatFactory, WorkspaceAgentFactory, agent_token
+
+if TYPE_CHECKING:
+    from rest_framework.response import _MonkeyPatchedResponse
 
 pytestmark = pytest.mark.django_db
 
@@ -20,8 +25,10 @@ HEARTBEAT = f"{API}/workspace-agents/heartbeat"
 GOOD_BEAT = {"url": "ws://10.0.0.5:7420", "display": {"width": 1280, "height": 800}}
 
 
-def post_json(client: APIClient, path: str, body: object, **headers: str) -> object:
-    return client.post(path, json.dumps(body), content_type="application/json", **headers)
+def post_json(
+    client: APIClient, path: str, body: object, headers: Mapping[str, str] | None = None
+) -> _MonkeyPatchedResponse:
+    return client.post(path, json.dumps(body), content_type="application/json", headers=headers)
 
 
 def as_agent(raw: str) -> APIClient:
@@ -93,14 +100,14 @@ def test_delete_an_agent_revokes_its_token_and_keeps_its_chats(api, user) -> Non
     chat = ChatFactory.create(owner=user, workspace_agent=agent)
     assert api.delete(f"{API}/workspace-agents/{agent.id}").status_code == 204
     assert not WorkspaceAgent.objects.filter(pk=agent.pk).exists()
-    assert post_json(as_agent(agent.raw_token), HEARTBEAT, GOOD_BEAT).status_code == 401
+    assert post_json(as_agent(agent_token(agent)), HEARTBEAT, GOOD_BEAT).status_code == 401
     chat.refresh_from_db()
     assert chat.workspace_agent is None
 
 
 def test_heartbeat_marks_the_agent_connected_with_its_url_and_display(api, user) -> None:
     agent = WorkspaceAgentFactory.create(owner=user)
-    response = post_json(as_agent(agent.raw_token), HEARTBEAT, GOOD_BEAT)
+    response = post_json(as_agent(agent_token(agent)), HEARTBEAT, GOOD_BEAT)
     assert response.status_code == 200
     assert response.json() == {"id": str(agent.id), "status": "connected"}
 
@@ -115,7 +122,7 @@ def test_agent_without_recent_heartbeat_shows_disconnected(api, user) -> None:
     agent = WorkspaceAgentFactory.create(owner=user, last_seen=timezone.now() - timedelta(seconds=31))
     with override_settings(CHATDESK_AGENT_TIMEOUT_SECONDS=30):
         assert api.get(f"{API}/workspace-agents/{agent.id}").json()["status"] == "disconnected"
-        post_json(as_agent(agent.raw_token), HEARTBEAT, GOOD_BEAT)
+        post_json(as_agent(agent_token(agent)), HEARTBEAT, GOOD_BEAT)
         assert api.get(f"{API}/workspace-agents/{agent.id}").json()["status"] == "connected"
 
 
@@ -124,8 +131,8 @@ def test_agent_without_recent_heartbeat_shows_disconnected(api, user) -> None:
 )
 def test_heartbeat_without_a_valid_agent_token_is_a_401(user, authorization: str | None) -> None:
     agent = WorkspaceAgentFactory.create(owner=user)
-    headers = {"HTTP_AUTHORIZATION": authorization} if authorization is not None else {}
-    response = post_json(APIClient(), HEARTBEAT, GOOD_BEAT, **headers)
+    headers = {"Authorization": authorization} if authorization is not None else {}
+    response = post_json(APIClient(), HEARTBEAT, GOOD_BEAT, headers)
     assert response.status_code == 401
     assert "detail" in response.json()
     agent.refresh_from_db()
@@ -141,7 +148,7 @@ def test_heartbeat_refuses_a_users_api_token(api_token: str, user) -> None:
 
 def test_agent_token_is_not_a_user_credential(user) -> None:
     agent = WorkspaceAgentFactory.create(owner=user)
-    client = as_agent(agent.raw_token)
+    client = as_agent(agent_token(agent))
     assert client.get(f"{API}/chats").status_code == 401
     assert client.get(f"{API}/workspace-agents").status_code == 401
 
@@ -165,7 +172,7 @@ def test_agent_token_is_not_a_user_credential(user) -> None:
 )
 def test_heartbeat_with_bad_fields_is_a_400(user, body: dict, field: str) -> None:
     agent = WorkspaceAgentFactory.create(owner=user)
-    response = post_json(as_agent(agent.raw_token), HEARTBEAT, body)
+    response = post_json(as_agent(agent_token(agent)), HEARTBEAT, body)
     assert response.status_code == 400
     assert field in response.json()
     agent.refresh_from_db()
@@ -174,13 +181,13 @@ def test_heartbeat_with_bad_fields_is_a_400(user, body: dict, field: str) -> Non
 
 def test_heartbeat_with_malformed_json_is_a_400(user) -> None:
     agent = WorkspaceAgentFactory.create(owner=user)
-    response = as_agent(agent.raw_token).post(HEARTBEAT, '{"url": ', content_type="application/json")
+    response = as_agent(agent_token(agent)).post(HEARTBEAT, '{"url": ', content_type="application/json")
     assert response.status_code == 400
 
 
 def test_chat_created_after_a_heartbeat_uses_that_agent(api, user) -> None:
     agent = WorkspaceAgentFactory.create(owner=user)
-    post_json(as_agent(agent.raw_token), HEARTBEAT, GOOD_BEAT)
+    post_json(as_agent(agent_token(agent)), HEARTBEAT, GOOD_BEAT)
     body = post_json(api, f"{API}/chats", {}).json()
     assert body["workspace_agent"] == str(agent.id)
     assert Chat.objects.get(pk=body["id"]).workspace_agent == agent

@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from agents.daemon.credentials import accepts, server_credential
 from agents.models import WorkspaceAgent
-from tests.factories import WorkspaceAgentFactory
+from tests.factories import WorkspaceAgentFactory, agent_token
 
 pytestmark = pytest.mark.django_db
 
@@ -23,7 +23,7 @@ def _stored_row(agent: WorkspaceAgent) -> tuple[str, ...]:
 
 def test_agent_token_is_stored_only_as_its_sha256(user) -> None:
     agent = WorkspaceAgentFactory.create(owner=user)
-    raw = agent.raw_token
+    raw = agent_token(agent)
     assert raw.startswith("cda_")
     row = _stored_row(agent)
     assert not any(raw in column for column in row)
@@ -34,14 +34,14 @@ def test_agent_token_is_stored_only_as_its_sha256(user) -> None:
 
 def test_server_credential_is_encrypted_and_matches_the_agents_derivation(user) -> None:
     agent = WorkspaceAgentFactory.create(owner=user)
-    expected = server_credential(agent.raw_token)
+    expected = server_credential(agent_token(agent))
     row = _stored_row(agent)
     assert not any(expected in column for column in row)
     fresh = WorkspaceAgent.objects.get(pk=agent.pk)
     assert fresh.get_server_credential() == expected
     # What the daemon checks the server's calls against.
-    assert accepts(fresh.get_server_credential(), agent.raw_token)
-    assert not accepts(fresh.get_server_credential(), WorkspaceAgentFactory.create(owner=user).raw_token)
+    assert accepts(fresh.get_server_credential(), agent_token(agent))
+    assert not accepts(fresh.get_server_credential(), agent_token(WorkspaceAgentFactory.create(owner=user)))
 
 
 def test_agent_never_seen_is_disconnected(user) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 import pytest
 from django.test import override_settings
@@ -13,6 +14,9 @@ from agents.models import WorkspaceAgent
 from chatdesk.models import ApiToken
 from chats.models import ChatProvider
 
+if TYPE_CHECKING:
+    from rest_framework.response import _MonkeyPatchedResponse
+
 pytestmark = pytest.mark.django_db
 
 API = "/api/experimental"
@@ -20,7 +24,7 @@ PROVIDER_KEY = "sk-ant-api03-provider-key-never-shown-Zq81"
 ENV_KEY = "sk-ant-api03-environment-key-never-shown-Yp02"
 
 
-def _post(client: APIClient, path: str, body: object) -> object:
+def _post(client: APIClient, path: str, body: object) -> _MonkeyPatchedResponse:
     return client.post(path, json.dumps(body), content_type="application/json")
 
 

@@ -79,7 +79,7 @@ def test_secret_key_from_the_environment_wins(monkeypatch, tmp_path) -> None:
     assert not (tmp_path / "secret_key").exists()
 
 
-def _ids(**overrides: object) -> set[str]:
+def _ids(**overrides: object) -> set[str | None]:
     with override_settings(**overrides):
         return {problem.id for problem in check_settings(None)}
 

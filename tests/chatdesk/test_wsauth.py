@@ -15,7 +15,7 @@ from chatdesk.wsauth import OriginOrBearerValidator
 from tests.factories import UserFactory
 
 
-class WhoAmI(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
+class WhoAmI(AsyncJsonWebsocketConsumer):
     async def connect(self) -> None:
         await self.accept()
         user = self.scope["user"]
@@ -59,7 +59,7 @@ async def test_a_websocket_from_our_origin_is_admitted() -> None:
 
 @pytest.mark.django_db(transaction=True)
 async def test_a_bearer_websocket_needs_no_origin_and_authenticates_its_user() -> None:
-    user = await sync_to_async(UserFactory)(username="ws-user")
+    user = await sync_to_async(UserFactory.create)(username="ws-user")
     _, raw = await sync_to_async(api_token_create)(user=user, name="ws")
     communicator = WebsocketCommunicator(
         application(), "/ws", headers=[(b"authorization", f"Bearer {raw}".encode())]

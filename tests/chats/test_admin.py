@@ -4,6 +4,7 @@ import io
 import re
 
 import pytest
+from django.contrib.auth.models import User
 from django.core.files.base import ContentFile
 from PIL import Image
 
@@ -138,7 +139,7 @@ def test_model_config_admin_refuses_a_second_default(admin_client) -> None:
     assert ChatModelConfig.objects.count() == 1
 
 
-def _chat_with_screenshot(owner) -> tuple[Chat, ChatFile, bytes]:  # type: ignore[no-untyped-def]
+def _chat_with_screenshot(owner: User) -> tuple[Chat, ChatFile, bytes]:
     chat = ChatFactory.create(owner=owner, title="Admin view", mode=None)
     data = png_bytes()
     chat_file = ChatFile.objects.create(chat=chat, file=ContentFile(data, name="s.png"), size=len(data))
@@ -157,7 +158,7 @@ def _chat_with_screenshot(owner) -> tuple[Chat, ChatFile, bytes]:  # type: ignor
     return chat, chat_file, data
 
 
-def test_chat_admin_shows_messages_read_only_with_screenshot_thumbnails(admin_client, user) -> None:
+def test_chat_admin_shows_messages_read_only_with_screenshot_thumbnails(admin_client, user: User) -> None:
     chat, _, data = _chat_with_screenshot(user)
 
     response = admin_client.get(f"/admin/chats/chat/{chat.id}/change/")
@@ -179,7 +180,7 @@ def test_chat_admin_shows_messages_read_only_with_screenshot_thumbnails(admin_cl
     assert b"".join(image.streaming_content) == data
 
 
-def test_chat_admin_files_need_staff_allowed_to_view_chats(client, user, other_user) -> None:
+def test_chat_admin_files_need_staff_allowed_to_view_chats(client, user: User, other_user: User) -> None:
     chat, chat_file, _ = _chat_with_screenshot(user)
     url = f"/admin/chats/chat/{chat.id}/files/{chat_file.id}/"
     client.force_login(user)
@@ -193,7 +194,7 @@ def test_chat_admin_files_need_staff_allowed_to_view_chats(client, user, other_u
     assert client.get(url).status_code == 403
 
 
-def test_chat_admin_lets_staff_rename_and_archive_but_not_change_status(admin_client, user) -> None:
+def test_chat_admin_lets_staff_rename_and_archive_but_not_change_status(admin_client, user: User) -> None:
     chat, _, _ = _chat_with_screenshot(user)
     response = admin_client.post(
         f"/admin/chats/chat/{chat.id}/change/",
@@ -207,7 +208,7 @@ def test_chat_admin_lets_staff_rename_and_archive_but_not_change_status(admin_cl
     assert chat.messages.count() == 3
 
 
-def test_chat_admin_has_no_add_page_and_lists_chats(admin_client, user) -> None:
+def test_chat_admin_has_no_add_page_and_lists_chats(admin_client, user: User) -> None:
     ChatFactory.create(owner=user, title="Listed chat")
     assert admin_client.get("/admin/chats/chat/add/").status_code == 403
     listing = admin_client.get("/admin/chats/chat/")

@@ -4,6 +4,7 @@ import io
 import json
 import uuid
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 import pytest
 from django.core.files.base import ContentFile
@@ -14,6 +15,9 @@ from rest_framework.test import APIClient
 
 from chats.models import Chat, ChatFile, ChatMessage, ChatModelConfig
 from tests.factories import ChatFactory, ChatMessageFactory, WorkspaceAgentFactory
+
+if TYPE_CHECKING:
+    from rest_framework.response import _MonkeyPatchedResponse
 
 pytestmark = pytest.mark.django_db
 
@@ -30,11 +34,11 @@ def png_bytes(width: int = 4, height: int = 3) -> bytes:
     return buffer.getvalue()
 
 
-def post_json(client: APIClient, path: str, body: object) -> object:
+def post_json(client: APIClient, path: str, body: object) -> _MonkeyPatchedResponse:
     return client.post(path, json.dumps(body), content_type="application/json")
 
 
-def patch_json(client: APIClient, path: str, body: object) -> object:
+def patch_json(client: APIClient, path: str, body: object) -> _MonkeyPatchedResponse:
     return client.patch(path, json.dumps(body), content_type="application/json")
 
 
@@ -305,7 +309,9 @@ def test_bad_or_unknown_ids_in_paths_are_a_json_404(api, path: str) -> None:
 
 def test_messages_are_listed_in_id_order_after_a_cursor(api, user) -> None:
     chat = ChatFactory.create(owner=user)
-    messages = [ChatMessageFactory.create(chat=chat, content=[{"type": "text", "text": f"m{i}"}]) for i in range(4)]
+    messages = [
+        ChatMessageFactory.create(chat=chat, content=[{"type": "text", "text": f"m{i}"}]) for i in range(4)
+    ]
     ChatMessageFactory.create(chat=ChatFactory.create(owner=user))
 
     everything = api.get(f"{API}/chats/{chat.id}/messages").json()

@@ -13,9 +13,10 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+from django.contrib.auth.models import User
 from django.db import connection
 from django.utils import timezone
 
@@ -23,9 +24,12 @@ from agents.models import WorkspaceAgent
 from chats import services
 from chats.models import Chat, ChatFile, ChatMessage, ChatProvider
 from tests.chats.conftest import wait_status, worker_env
-from tests.factories import WorkspaceAgentFactory
+from tests.factories import WorkspaceAgentFactory, agent_token
 from tests.support.fake_anthropic import FakeAnthropic, RecordedRequest, Reply, reply, text, tool_use
 from tests.support.processes import running_worker, wait_until
+
+if TYPE_CHECKING:
+    from tests.support.agent_process import AgentProcess
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -42,11 +46,11 @@ XTERM_CLICK = [300, 250]  # inside the xterm started at +100+100
 
 
 @pytest.fixture
-def desktop_agent(user) -> Iterator[tuple[WorkspaceAgent, Any]]:  # type: ignore[no-untyped-def]
+def desktop_agent(user: User) -> Iterator[tuple[WorkspaceAgent, AgentProcess]]:
     from tests.support.agent_process import running_agent
 
     row = WorkspaceAgentFactory.create(owner=user, name="desk")
-    with running_agent(token=row.raw_token, geometry="1280x800") as agent:
+    with running_agent(token=agent_token(row), geometry="1280x800") as agent:
         # No daphne here, so no heartbeats: record what a heartbeat would (the worker runs with a long
         # CHATDESK_AGENT_TIMEOUT_SECONDS so the agent stays "connected").
         WorkspaceAgent.objects.filter(pk=row.pk).update(
@@ -56,7 +60,7 @@ def desktop_agent(user) -> Iterator[tuple[WorkspaceAgent, Any]]:  # type: ignore
         yield row, agent
 
 
-def start_xterm(agent: Any) -> subprocess.Popen[bytes]:
+def start_xterm(agent: AgentProcess) -> subprocess.Popen[bytes]:
     env = agent.x_env()
     proc = subprocess.Popen(
         ["xterm", "-geometry", "80x24+100+100", "-e", "bash", "--norc", "--noprofile"],
@@ -130,8 +134,12 @@ class Script:
 
 
 def test_parent_delegates_gui_work_to_a_child_on_one_worker(
-    tmp_path: Path, user, fake: FakeAnthropic, anthropic_provider: ChatProvider, desktop_agent
-) -> None:  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+    user: User,
+    fake: FakeAnthropic,
+    anthropic_provider: ChatProvider,
+    desktop_agent: tuple[WorkspaceAgent, AgentProcess],
+) -> None:
     agent_row, agent = desktop_agent
     xterm = start_xterm(agent)
     done_file = tmp_path / "done.txt"
@@ -177,8 +185,12 @@ def test_parent_delegates_gui_work_to_a_child_on_one_worker(
 
 
 def test_takeover_pauses_the_child_and_handback_resumes_it_with_the_note(
-    tmp_path: Path, user, fake: FakeAnthropic, anthropic_provider: ChatProvider, desktop_agent
-) -> None:  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+    user: User,
+    fake: FakeAnthropic,
+    anthropic_provider: ChatProvider,
+    desktop_agent: tuple[WorkspaceAgent, AgentProcess],
+) -> None:
     from desktop.services import desktop_handback, desktop_takeover
 
     agent_row, _agent = desktop_agent

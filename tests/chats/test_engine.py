@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+from django.contrib.auth.models import User
 
 from chats import services
 from chats.events import group_name
@@ -41,8 +42,8 @@ def user_texts(request: RecordedRequest) -> list[str]:
 
 
 def test_a_turn_streams_saves_and_records_usage(
-    worker: Any, user, fake: FakeAnthropic, anthropic_provider: ChatProvider
-) -> None:  # type: ignore[no-untyped-def]
+    worker: Any, user: User, fake: FakeAnthropic, anthropic_provider: ChatProvider
+) -> None:
     fake.add_response(
         reply(text("Hello\x00 there"), chunk_size=2, usage={"input_tokens": 7, "output_tokens": 3})
     )
@@ -60,8 +61,8 @@ def test_a_turn_streams_saves_and_records_usage(
 
 
 def test_rate_limit_is_retried_after_the_providers_delay(
-    worker: Any, user, fake: FakeAnthropic, anthropic_provider: ChatProvider
-) -> None:  # type: ignore[no-untyped-def]
+    worker: Any, user: User, fake: FakeAnthropic, anthropic_provider: ChatProvider
+) -> None:
     arrived: list[float] = []
 
     def at(response: Any) -> Any:
@@ -75,13 +76,14 @@ def test_rate_limit_is_retried_after_the_providers_delay(
     chat = services.chat_create(owner=user, message="Hi")
     wait_status(chat, Chat.Status.WAITING, Chat.Status.ERROR)
     assert chat.status == Chat.Status.WAITING, chat.last_error
-    assert chat.messages.last().text == "Made it."  # type: ignore[union-attr]
+    last = chat.messages.last()
+    assert last is not None and last.text == "Made it."
     assert arrived[1] - arrived[0] >= 1.4
 
 
 def test_server_errors_until_the_retries_run_out_end_in_a_readable_error(
-    tmp_path: Path, user, fake: FakeAnthropic, anthropic_provider: ChatProvider
-) -> None:  # type: ignore[no-untyped-def]
+    tmp_path: Path, user: User, fake: FakeAnthropic, anthropic_provider: ChatProvider
+) -> None:
     fake.handle_with(lambda request: error(500, message="upstream exploded sk-ant-secret"))
     with running_worker(
         tmp_path, env=worker_env(CHATDESK_PROVIDER_RETRIES="2", CHATDESK_PROVIDER_RETRY_MAX_DELAY="0.2")
@@ -94,15 +96,15 @@ def test_server_errors_until_the_retries_run_out_end_in_a_readable_error(
     assert not chat.messages.filter(role=ChatMessage.Role.ASSISTANT).exists()
 
 
-def test_without_any_key_the_chat_errors_clearly(worker: Any, user) -> None:  # type: ignore[no-untyped-def]
+def test_without_any_key_the_chat_errors_clearly(worker: Any, user: User) -> None:
     chat = services.chat_create(owner=user, message="Hi")
     wait_status(chat, Chat.Status.ERROR, Chat.Status.WAITING)
     assert chat.last_error == "No Anthropic API key is configured."
 
 
 def test_interrupt_stops_the_stream_and_keeps_the_partial_text(
-    worker: Any, user, fake: FakeAnthropic, anthropic_provider: ChatProvider
-) -> None:  # type: ignore[no-untyped-def]
+    worker: Any, user: User, fake: FakeAnthropic, anthropic_provider: ChatProvider
+) -> None:
     long_text = "word " * 400
     fake.add_response(reply(text(long_text), chunk_size=10, chunk_delay=0.02))
     chat = services.chat_create(owner=user, message="Talk for a while")
@@ -144,8 +146,8 @@ def first_live_events(chat: Chat, kind: str, *, count: int, timeout: float = 15)
 
 
 def test_a_message_sent_during_a_turn_gets_its_own_turn_after_it(
-    worker: Any, user, fake: FakeAnthropic, anthropic_provider: ChatProvider
-) -> None:  # type: ignore[no-untyped-def]
+    worker: Any, user: User, fake: FakeAnthropic, anthropic_provider: ChatProvider
+) -> None:
     release = threading.Event()
 
     def slow_first(request: RecordedRequest) -> Reply:
@@ -171,8 +173,8 @@ def test_a_message_sent_during_a_turn_gets_its_own_turn_after_it(
 
 
 def test_a_turn_whose_worker_died_is_resumed_by_the_sweep(
-    tmp_path: Path, user, fake: FakeAnthropic, anthropic_provider: ChatProvider
-) -> None:  # type: ignore[no-untyped-def]
+    tmp_path: Path, user: User, fake: FakeAnthropic, anthropic_provider: ChatProvider
+) -> None:
     release = threading.Event()
 
     def hang(request: RecordedRequest) -> Reply:
@@ -200,8 +202,8 @@ def test_a_turn_whose_worker_died_is_resumed_by_the_sweep(
 
 
 def test_a_child_cannot_spawn_and_its_error_reaches_the_waiting_parent(
-    worker: Any, user, fake: FakeAnthropic, anthropic_provider: ChatProvider
-) -> None:  # type: ignore[no-untyped-def]
+    worker: Any, user: User, fake: FakeAnthropic, anthropic_provider: ChatProvider
+) -> None:
     """No desktop here: the child fails (its model errors), and wait_agent reports that error."""
 
     def script(request: RecordedRequest) -> Any:

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import pytest
+from django.contrib.auth.models import User
 from django.core.files.base import ContentFile
 from django.utils import timezone
+from pytest_django.fixtures import Settings
 
 from chats import services
 from chats.engine import turn_run
 from chats.engine.history import build_api_messages, unanswered_tool_uses
 from chats.engine.lease import WORKER_LOST_MESSAGE, turn_claim, turns_sweep
 from chats.engine.parts import PartPublisher
+from chats.events import MessagePartEvent
 from chats.models import Chat, ChatFile, ChatMessage, ChatProvider
 from tests.factories import ChatFactory
 from tests.support.fake_anthropic import FakeAnthropic, reply
@@ -22,7 +26,7 @@ pytestmark = pytest.mark.django_db
 PNG = b"\x89PNG\r\n\x1a\n fake pixels"
 
 
-def add(chat: Chat, role: str, content: list[dict], **kw) -> ChatMessage:  # type: ignore[no-untyped-def,type-arg]
+def add(chat: Chat, role: str, content: list[dict[str, Any]], **kw: Any) -> ChatMessage:
     return ChatMessage.objects.create(chat=chat, role=role, content=content, **kw)
 
 
@@ -33,7 +37,7 @@ def screenshot(chat: Chat) -> dict[str, str]:
     return {"type": "image", "file_id": str(chat_file.pk)}
 
 
-def test_history_maps_roles_tool_results_and_late_user_messages(user) -> None:  # type: ignore[no-untyped-def]
+def test_history_maps_roles_tool_results_and_late_user_messages(user: User) -> None:
     chat = ChatFactory.create(owner=user)
     q = add(chat, "user", [{"type": "text", "text": "Q"}])
     use = {"type": "tool_use", "id": "t1", "name": "wait_agent", "input": {"chat_id": "c"}}
@@ -62,7 +66,7 @@ def test_history_maps_roles_tool_results_and_late_user_messages(user) -> None:  
     assert messages[2]["content"][1]["text"] == "late" and a1.context_id == q.id
 
 
-def test_an_unanswered_tool_use_gets_an_error_result_in_the_request(user) -> None:  # type: ignore[no-untyped-def]
+def test_an_unanswered_tool_use_gets_an_error_result_in_the_request(user: User) -> None:
     chat = ChatFactory.create(owner=user)
     add(chat, "user", [{"type": "text", "text": "Q"}])
     add(chat, "assistant", [{"type": "tool_use", "id": "t1", "name": "x", "input": {}}])
@@ -77,7 +81,7 @@ def test_an_unanswered_tool_use_gets_an_error_result_in_the_request(user) -> Non
     }
 
 
-def test_only_the_newest_screenshots_are_loaded_and_sent(user) -> None:  # type: ignore[no-untyped-def]
+def test_only_the_newest_screenshots_are_loaded_and_sent(user: User) -> None:
     chat = ChatFactory.create(owner=user)
     add(chat, "user", [{"type": "text", "text": "go"}])
     for n in range(5):
@@ -90,7 +94,7 @@ def test_only_the_newest_screenshots_are_loaded_and_sent(user) -> None:  # type:
     assert inner[-1]["source"]["media_type"] == "image/png" and inner[-1]["source"]["type"] == "base64"
 
 
-def test_claim_is_atomic_and_a_redelivered_task_is_a_no_op(user) -> None:  # type: ignore[no-untyped-def]
+def test_claim_is_atomic_and_a_redelivered_task_is_a_no_op(user: User) -> None:
     chat = ChatFactory.create(owner=user, status=Chat.Status.PENDING)
     claimed = turn_claim(chat_id=str(chat.pk), worker_id="w1")
     assert claimed is not None and claimed[0].status == Chat.Status.RUNNING and claimed[0].worker_id == "w1"
@@ -99,7 +103,7 @@ def test_claim_is_atomic_and_a_redelivered_task_is_a_no_op(user) -> None:  # typ
     assert chat.worker_id == "w1" and chat.heartbeat_at is not None
 
 
-def test_a_waiting_parent_is_claimed_only_once_its_child_is_done(user) -> None:  # type: ignore[no-untyped-def]
+def test_a_waiting_parent_is_claimed_only_once_its_child_is_done(user: User) -> None:
     parent = ChatFactory.create(owner=user)
     child = services.chat_spawn_child(parent=parent, prompt="work")
     deadline = (timezone.now() + timedelta(minutes=5)).isoformat()
@@ -114,7 +118,7 @@ def test_a_waiting_parent_is_claimed_only_once_its_child_is_done(user) -> None: 
     assert parent.awaiting is None
 
 
-def test_sweep_requeues_a_dead_workers_turn_once_then_fails_it(user, settings) -> None:  # type: ignore[no-untyped-def]
+def test_sweep_requeues_a_dead_workers_turn_once_then_fails_it(user: User, settings: Settings) -> None:
     settings.CHATDESK_TURN_LEASE_SECONDS = 5
     old = timezone.now() - timedelta(seconds=30)
     chat = ChatFactory.create(owner=user, status=Chat.Status.RUNNING, worker_id="dead", heartbeat_at=old)
@@ -133,7 +137,7 @@ def test_sweep_requeues_a_dead_workers_turn_once_then_fails_it(user, settings) -
 
 
 def test_deltas_are_coalesced_but_the_first_goes_out_at_once() -> None:
-    sent: list[tuple[object, dict]] = []  # type: ignore[type-arg]
+    sent: list[tuple[object, MessagePartEvent]] = []
     now = [0.0]
     parts = PartPublisher(
         "c", clock=lambda: now[0], send=lambda chat_id, event: sent.append((chat_id, event))
@@ -152,7 +156,9 @@ def test_deltas_are_coalesced_but_the_first_goes_out_at_once() -> None:
     assert sent[-1][1]["part"] == {"index": 1, "type": "tool_input", "delta": '{"a"'}
 
 
-def test_pruned_screenshots_are_visible_in_the_request_and_the_step_limit_holds(user, settings) -> None:  # type: ignore[no-untyped-def]
+def test_pruned_screenshots_are_visible_in_the_request_and_the_step_limit_holds(
+    user: User, settings: Settings
+) -> None:
     settings.CHATDESK_MAX_STEPS = 1
     chat = ChatFactory.create(
         owner=user, status=Chat.Status.PENDING, mode="computer_use", parent=ChatFactory.create(owner=user)

@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
+from django.contrib.auth.models import User
+from pytest_django.fixtures import Settings
 from websockets.sync.client import connect
 
 from chatdesk.asgi import application
@@ -56,9 +58,9 @@ def say(chat: Chat, role: str, words: str) -> ChatMessage:
     ],
 )
 async def test_refused_connections_close_with_a_code_that_says_why(
-    user, other_user, who: str, query: str, code: int
-) -> None:  # type: ignore[no-untyped-def]
-    chat = await database_sync_to_async(ChatFactory)(owner=user)
+    user: User, other_user: User, who: str, query: str, code: int
+) -> None:
+    chat = await database_sync_to_async(ChatFactory.create)(owner=user)
     owner = user if who == "owner" else other_user
     token = (
         None if who == "nobody" else (await database_sync_to_async(api_token_create)(user=owner, name="t"))[1]
@@ -69,8 +71,8 @@ async def test_refused_connections_close_with_a_code_that_says_why(
     await communicator.disconnect()
 
 
-async def test_replay_then_live_events_without_duplicates(user, api_token: str) -> None:  # type: ignore[no-untyped-def]
-    chat = await database_sync_to_async(ChatFactory)(owner=user)
+async def test_replay_then_live_events_without_duplicates(user: User, api_token: str) -> None:
+    chat = await database_sync_to_async(ChatFactory.create)(owner=user)
     first = await say(chat, "user", "one")
     second = await say(chat, "assistant", "two")
 
@@ -96,10 +98,10 @@ async def test_replay_then_live_events_without_duplicates(user, api_token: str) 
     await communicator.disconnect()
 
 
-async def test_embedded_default_tails_the_event_table(user, api_token: str, settings) -> None:  # type: ignore[no-untyped-def]
+async def test_embedded_default_tails_the_event_table(user: User, api_token: str, settings: Settings) -> None:
     """Without Redis, events are ChatEvent rows the consumer polls."""
     settings.REDIS_URL = ""
-    chat = await database_sync_to_async(ChatFactory)(owner=user)
+    chat = await database_sync_to_async(ChatFactory.create)(owner=user)
     communicator = await open_stream(chat.pk, api_token)
     assert (await receive(communicator))["type"] == "status"
     message = await say(chat, "user", "hello")
@@ -109,7 +111,7 @@ async def test_embedded_default_tails_the_event_table(user, api_token: str, sett
     await communicator.disconnect()
 
 
-def test_reconnecting_through_daphne_misses_nothing(tmp_path: Path, user, api_token: str) -> None:  # type: ignore[no-untyped-def]
+def test_reconnecting_through_daphne_misses_nothing(tmp_path: Path, user: User, api_token: str) -> None:
     chat = ChatFactory.create(owner=user)
     first = services.message_append(chat=chat, role="user", content=[services.text_part("one")])
     with running_daphne(tmp_path, env=worker_env()) as daphne:

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
+from django.contrib.auth.models import User
+from pytest_django.fixtures import Settings
 
 from chatdesk.exceptions import ProviderNotConfigured
 from chats import services
 from chats.models import Chat, ChatModelConfig, ChatProvider
 from chats.providers import provider_configured, provider_resolve
 from chats.tools import tools_for_chat
-from chats.tools.base import ToolContext
+from chats.tools.base import ToolContext, ToolResult
 from chats.tools.close import CloseAgentTool
 from chats.tools.computer import ComputerTool
 from chats.tools.message import MessageAgentTool
@@ -23,7 +26,7 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture(autouse=True)
-def no_env_key(settings) -> None:  # type: ignore[no-untyped-def]
+def no_env_key(settings: Settings) -> None:
     settings.ANTHROPIC_API_KEY = ""
     settings.ANTHROPIC_BASE_URL = ""
 
@@ -32,7 +35,7 @@ def ctx(chat: Chat, tool_use_id: str = "toolu_1") -> ToolContext:
     return ToolContext(chat=chat, tool_use_id=tool_use_id)
 
 
-def body(result) -> dict:  # type: ignore[no-untyped-def]
+def body(result: ToolResult) -> dict[str, Any]:
     return json.loads(result.content[0]["text"])
 
 
@@ -52,7 +55,7 @@ def test_child_title_is_the_first_six_words_of_the_prompt(prompt: str, title: st
     assert made == title and len(made) <= 80
 
 
-def test_provider_row_with_a_key_wins_over_the_environment(settings) -> None:  # type: ignore[no-untyped-def]
+def test_provider_row_with_a_key_wins_over_the_environment(settings: Settings) -> None:
     settings.ANTHROPIC_API_KEY = "env-key"
     settings.ANTHROPIC_BASE_URL = "http://env.invalid"
     assert provider_resolve().api_key == "env-key"
@@ -74,7 +77,7 @@ def test_no_key_anywhere_is_not_configured() -> None:
     assert provider_configured() is False
 
 
-def test_sub_agent_tools_only_for_root_chats_with_a_key(user) -> None:  # type: ignore[no-untyped-def]
+def test_sub_agent_tools_only_for_root_chats_with_a_key(user: User) -> None:
     root = ChatFactory.create(owner=user)
     assert tools_for_chat(root, provider_configured=False) == []
     names = [d["name"] for t in tools_for_chat(root, provider_configured=True) for d in t.definitions()]
@@ -87,7 +90,7 @@ def test_sub_agent_tools_only_for_root_chats_with_a_key(user) -> None:  # type: 
     assert refused.is_error and refused.content[0]["text"] == "delegated chats cannot create child subagents"
 
 
-def test_spawn_creates_a_queued_computer_use_child(user, settings) -> None:  # type: ignore[no-untyped-def]
+def test_spawn_creates_a_queued_computer_use_child(user: User, settings: Settings) -> None:
     agent = WorkspaceAgentFactory.create(owner=user)
     root = ChatFactory.create(owner=user, workspace_agent=agent, model="claude-haiku-9")
     ChatModelConfig.objects.create(
@@ -119,7 +122,7 @@ def test_spawn_creates_a_queued_computer_use_child(user, settings) -> None:  # t
     assert titled["title"] == "Mine"
 
 
-def test_agent_tools_refuse_chats_that_are_not_descendants(user, other_user) -> None:  # type: ignore[no-untyped-def]
+def test_agent_tools_refuse_chats_that_are_not_descendants(user: User, other_user: User) -> None:
     root = ChatFactory.create(owner=user)
     other_root = ChatFactory.create(owner=user)
     stranger = services.chat_spawn_child(parent=other_root, prompt="theirs")
@@ -135,7 +138,7 @@ def test_agent_tools_refuse_chats_that_are_not_descendants(user, other_user) -> 
             assert result.content[0]["text"] == "target chat is not a descendant of current chat"
 
 
-def test_wait_suspends_on_a_working_child_and_answers_a_finished_one(user) -> None:  # type: ignore[no-untyped-def]
+def test_wait_suspends_on_a_working_child_and_answers_a_finished_one(user: User) -> None:
     root = ChatFactory.create(owner=user)
     child = services.chat_spawn_child(parent=root, prompt="work")
     suspended = WaitAgentTool().run(ctx(root, "toolu_w"), {"chat_id": str(child.pk), "timeout_seconds": 30})
@@ -164,7 +167,7 @@ def test_wait_suspends_on_a_working_child_and_answers_a_finished_one(user) -> No
     )
 
 
-def test_a_child_paused_by_a_takeover_keeps_its_parent_waiting(user) -> None:  # type: ignore[no-untyped-def]
+def test_a_child_paused_by_a_takeover_keeps_its_parent_waiting(user: User) -> None:
     from desktop.services import desktop_handback, desktop_takeover
 
     agent = WorkspaceAgentFactory.create(owner=user)
@@ -190,20 +193,21 @@ def test_a_child_paused_by_a_takeover_keeps_its_parent_waiting(user) -> None:  #
     assert wait_resolvable(awaiting)
 
 
-def test_message_agent_queues_a_turn_and_close_agent_completes(user) -> None:  # type: ignore[no-untyped-def]
+def test_message_agent_queues_a_turn_and_close_agent_completes(user: User) -> None:
     root = ChatFactory.create(owner=user)
     child = services.chat_spawn_child(parent=root, prompt="work")
     Chat.objects.filter(pk=child.pk).update(status=Chat.Status.COMPLETED)
     sent = body(MessageAgentTool().run(ctx(root), {"chat_id": str(child.pk), "message": "Also do this"}))
     assert sent["status"] == "pending"
-    assert child.messages.last().text == "Also do this"  # type: ignore[union-attr]
+    last = child.messages.last()
+    assert last is not None and last.text == "Also do this"
     closed = body(CloseAgentTool().run(ctx(root), {"chat_id": str(child.pk)}))
     assert closed["status"] == "completed"
     child.refresh_from_db()
     assert child.status == Chat.Status.COMPLETED
 
 
-def test_computer_tool_declares_the_agents_display_and_rejects_bad_input(user) -> None:  # type: ignore[no-untyped-def]
+def test_computer_tool_declares_the_agents_display_and_rejects_bad_input(user: User) -> None:
     agent = WorkspaceAgentFactory.create(owner=user, display_width=1920, display_height=1080)
     root = ChatFactory.create(owner=user, workspace_agent=agent)
     child = services.chat_spawn_child(parent=root, prompt="x")

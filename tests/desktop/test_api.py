@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import io
 import uuid
+from typing import TypedDict
 
 import pytest
+from django.contrib.auth.models import User
 from django.urls import reverse
 from django.utils import timezone
 from PIL import Image
+from pytest_django.fixtures import DjangoCaptureOnCommitCallbacks
 from rest_framework.test import APIClient
 
 from agents.models import WorkspaceAgent
@@ -53,7 +56,7 @@ def test_screenshot_thumbnail_keeps_the_aspect_ratio(desktop: DesktopSetup) -> N
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("width", ["15", "4097", "abc", "-1"])
-def test_screenshot_width_out_of_range_is_400(api: APIClient, user, width: str) -> None:  # type: ignore[no-untyped-def]
+def test_screenshot_width_out_of_range_is_400(api: APIClient, user: User, width: str) -> None:
     agent = WorkspaceAgentFactory.create(owner=user, url="ws://127.0.0.1:9", last_seen=timezone.now())
     chat = ChatFactory.create(owner=user, workspace_agent=agent)
     response = api.get(screenshot_url(chat), {"width": width}, HTTP_ACCEPT="image/png")
@@ -62,7 +65,7 @@ def test_screenshot_width_out_of_range_is_400(api: APIClient, user, width: str) 
 
 
 @pytest.mark.django_db
-def test_screenshot_errors(api: APIClient, other_api: APIClient, user) -> None:  # type: ignore[no-untyped-def]
+def test_screenshot_errors(api: APIClient, other_api: APIClient, user: User) -> None:
     no_agent = ChatFactory.create(owner=user, workspace_agent=None)
     response = api.get(screenshot_url(no_agent), HTTP_ACCEPT="image/png")
     assert (response.status_code, response.json()) == (409, {"detail": "Chat has no workspace agent."})
@@ -72,7 +75,9 @@ def test_screenshot_errors(api: APIClient, other_api: APIClient, user) -> None: 
     response = api.get(screenshot_url(disconnected))
     assert (response.status_code, response.json()) == (409, {"detail": "Workspace agent is not connected."})
 
-    down = WorkspaceAgentFactory.create(owner=user, url=f"ws://127.0.0.1:{free_port()}", last_seen=timezone.now())
+    down = WorkspaceAgentFactory.create(
+        owner=user, url=f"ws://127.0.0.1:{free_port()}", last_seen=timezone.now()
+    )
     unreachable = ChatFactory.create(owner=user, workspace_agent=down)
     response = api.get(screenshot_url(unreachable))
     assert response.status_code == 502
@@ -107,8 +112,17 @@ def test_screenshot_is_documented_as_png(api: APIClient) -> None:
 # -- take-over and hand-back ------------------------------------------------------------------------------
 
 
+class Workspace(TypedDict):
+    agent: WorkspaceAgent
+    root: Chat
+    running: Chat
+    pending: Chat
+    waiting: Chat
+    paused_before: Chat
+
+
 @pytest.fixture
-def workspace(user):  # type: ignore[no-untyped-def]
+def workspace(user: User) -> Workspace:
     """A root chat and computer-use children on one agent, in every interesting state."""
     agent = WorkspaceAgentFactory.create(owner=user, url="ws://127.0.0.1:9", last_seen=timezone.now())
     root = ChatFactory.create(owner=user, workspace_agent=agent, status=Chat.Status.RUNNING)
@@ -153,9 +167,9 @@ def status(chat: Chat) -> str:
 @pytest.mark.django_db
 def test_takeover_holds_the_desktop_and_pauses_computer_use_chats(
     api: APIClient,
-    user,  # type: ignore[no-untyped-def]
-    workspace,  # type: ignore[no-untyped-def]
-    django_capture_on_commit_callbacks,  # type: ignore[no-untyped-def]
+    user: User,
+    workspace: Workspace,
+    django_capture_on_commit_callbacks: DjangoCaptureOnCommitCallbacks,
 ) -> None:
     response = api.post(takeover_url(workspace["root"]), {}, format="json")
     assert response.status_code == 200
@@ -183,9 +197,9 @@ def test_takeover_holds_the_desktop_and_pauses_computer_use_chats(
     assert response.json()["desktop_held"] is False
     agent.refresh_from_db()
     assert agent.desktop_held_by is None and agent.desktop_held_at is None
-    for name in ("running", "pending"):
-        assert status(workspace[name]) == Chat.Status.PENDING  # a turn is queued
-        (text,) = user_texts(workspace[name])
+    for resumed in (workspace["running"], workspace["pending"]):
+        assert status(resumed) == Chat.Status.PENDING  # a turn is queued
+        (text,) = user_texts(resumed)
         assert text.startswith("A person took control of the desktop and has handed it back.")
         assert "Their note: I closed the cookie banner." in text
     # One turn enqueued per resumed chat, after commit.
@@ -197,7 +211,7 @@ def test_takeover_holds_the_desktop_and_pauses_computer_use_chats(
 
 
 @pytest.mark.django_db
-def test_handback_without_note_asks_for_a_screenshot(api: APIClient, workspace) -> None:  # type: ignore[no-untyped-def]
+def test_handback_without_note_asks_for_a_screenshot(api: APIClient, workspace: Workspace) -> None:
     api.post(takeover_url(workspace["root"]), format="json")
     response = api.post(handback_url(workspace["root"]), format="json")
     assert response.status_code == 200
@@ -206,14 +220,14 @@ def test_handback_without_note_asks_for_a_screenshot(api: APIClient, workspace) 
 
 
 @pytest.mark.django_db
-def test_handback_when_not_held_is_409(api: APIClient, workspace) -> None:  # type: ignore[no-untyped-def]
+def test_handback_when_not_held_is_409(api: APIClient, workspace: Workspace) -> None:
     response = api.post(handback_url(workspace["root"]), {"note": "x"}, format="json")
     assert response.status_code == 409
     assert "not held" in response.json()["detail"]
 
 
 @pytest.mark.django_db
-def test_takeover_input_is_validated(api: APIClient, workspace) -> None:  # type: ignore[no-untyped-def]
+def test_takeover_input_is_validated(api: APIClient, workspace: Workspace) -> None:
     root = workspace["root"]
     assert api.post(takeover_url(root), {"force": True}, format="json").status_code == 400
     api.post(takeover_url(root), format="json")
@@ -225,21 +239,21 @@ def test_takeover_input_is_validated(api: APIClient, workspace) -> None:  # type
 
 
 @pytest.mark.django_db
-def test_takeover_of_another_users_chat_is_404(other_api: APIClient, workspace) -> None:  # type: ignore[no-untyped-def]
+def test_takeover_of_another_users_chat_is_404(other_api: APIClient, workspace: Workspace) -> None:
     assert other_api.post(takeover_url(workspace["root"]), format="json").status_code == 404
     assert other_api.post(handback_url(workspace["root"]), format="json").status_code == 404
     assert status(workspace["running"]) == Chat.Status.RUNNING
 
 
 @pytest.mark.django_db
-def test_takeover_without_agent_is_409(api: APIClient, user) -> None:  # type: ignore[no-untyped-def]
+def test_takeover_without_agent_is_409(api: APIClient, user: User) -> None:
     chat = ChatFactory.create(owner=user, workspace_agent=None)
     response = api.post(takeover_url(chat), format="json")
     assert (response.status_code, response.json()) == (409, {"detail": "Chat has no workspace agent."})
 
 
 @pytest.mark.django_db
-def test_session_takeover_needs_csrf(user, workspace) -> None:  # type: ignore[no-untyped-def]
+def test_session_takeover_needs_csrf(user: User, workspace: Workspace) -> None:
     client = APIClient(enforce_csrf_checks=True)
     client.force_login(user)
     assert client.post(takeover_url(workspace["root"]), format="json").status_code == 403

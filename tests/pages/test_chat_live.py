@@ -148,7 +148,9 @@ def test_stream_resumes_after_a_server_restart_with_nothing_missing(
         r"WebSocket connection to 'ws://127\.0\.0\.1:\d+/api/experimental/chats/[0-9a-f-]+/stream"
     )
     # A request in flight when daphne stops gets an empty response or a reset instead.
-    console_errors.allow(r"Failed to load resource: net::ERR_(CONNECTION_REFUSED|EMPTY_RESPONSE|CONNECTION_RESET)")
+    console_errors.allow(
+        r"Failed to load resource: net::ERR_(CONNECTION_REFUSED|EMPTY_RESPONSE|CONNECTION_RESET)"
+    )
     nobody = str(uuid.uuid4())  # wait_agent on a chat that is not a child: an error result, the turn goes on
     fake.script(
         [

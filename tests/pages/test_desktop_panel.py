@@ -9,14 +9,14 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from playwright.sync_api import Page, expect
 
 from agents.models import WorkspaceAgent
 from chats.models import Chat
-from tests.factories import ChatFactory, UserFactory, WorkspaceAgentFactory
+from tests.factories import ChatFactory, UserFactory, WorkspaceAgentFactory, agent_token
 from tests.pages.conftest import PHONE, login, result_json, screenshot, start_chat
 from tests.support.agent_process import AgentProcess, running_agent
 from tests.support.fake_anthropic import FakeAnthropic, RecordedRequest, Reply, reply, tool_use
@@ -50,7 +50,7 @@ CANVAS_STATS = """() => {
 @contextlib.contextmanager
 def connected_agent(server: Daphne, row: WorkspaceAgent) -> Iterator[AgentProcess]:
     """Run a real agent with ``row``'s token, heartbeating to ``server``; return once it is connected."""
-    with running_agent(token=row.raw_token, server_url=server.url, geometry="1280x800") as agent:  # type: ignore[attr-defined]
+    with running_agent(token=agent_token(row), server_url=server.url, geometry="1280x800") as agent:
         wait_until(
             lambda: (
                 WorkspaceAgent.objects.get(pk=row.pk).url == agent.ws_url
@@ -100,12 +100,12 @@ def canvas_stats(page: Page) -> dict[str, Any]:
 
 @pytest.fixture
 def alice() -> User:
-    return cast("User", UserFactory.create(username="alice"))
+    return UserFactory.create(username="alice")
 
 
 @pytest.fixture
 def agent_row(alice: User) -> WorkspaceAgent:
-    return cast("WorkspaceAgent", WorkspaceAgentFactory.create(owner=alice, name="workstation"))
+    return WorkspaceAgentFactory.create(owner=alice, name="workstation")
 
 
 def test_desktop_view_only_then_take_control_and_hand_back(

@@ -75,7 +75,9 @@ def test_chat_list_shows_status_and_time_and_filters_archived(page: Page, artifa
 
 def test_new_chat_form_lists_connected_agents_first_and_opens_the_chat(page: Page) -> None:
     alice = UserFactory.create(username="alice")
-    WorkspaceAgentFactory.create(owner=alice, name="aardvark-offline", last_seen=timezone.now() - timedelta(hours=2))
+    WorkspaceAgentFactory.create(
+        owner=alice, name="aardvark-offline", last_seen=timezone.now() - timedelta(hours=2)
+    )
     online = WorkspaceAgentFactory.create(owner=alice, name="zebra-online", last_seen=timezone.now())
     WorkspaceAgentFactory.create(name="not-mine", last_seen=timezone.now())
     login(page, "alice")

@@ -17,10 +17,13 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from django.conf import settings
 
 from chatdesk.serving import daphne_argv
+
+T = TypeVar("T")
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -33,8 +36,8 @@ def free_port() -> int:
 
 
 def wait_until(
-    predicate: Callable[[], object], *, timeout: float, interval: float = 0.05, what: str = ""
-) -> object:
+    predicate: Callable[[], T | None], *, timeout: float, interval: float = 0.05, what: str = ""
+) -> T:
     """Return predicate()'s first truthy value; raise AssertionError naming ``what`` at the deadline."""
     deadline = time.monotonic() + timeout
     while True:

@@ -8,10 +8,24 @@ from typing import Any
 
 import anthropic
 import pytest
+from anthropic.types import TextBlock, ToolUseBlock
+from anthropic.types.beta import BetaToolUnionParam
 
-from tests.support.fake_anthropic import FakeAnthropic, RecordedRequest, error, reply, text, tool_use
+from tests.support.fake_anthropic import FakeAnthropic, RecordedRequest, Reply, error, reply, text, tool_use
 
 MESSAGES: Any = [{"role": "user", "content": "Hello"}]
+
+
+def block_text(block: object) -> str:
+    """Return a text block's text; fail the test on any other kind of block."""
+    assert isinstance(block, TextBlock), block
+    return block.text
+
+
+def tool_use_input(block: object) -> object:
+    """Return a tool_use block's input; fail the test on any other kind of block."""
+    assert isinstance(block, ToolUseBlock), block
+    return block.input
 
 
 @pytest.fixture
@@ -76,8 +90,8 @@ def test_streaming_accumulates_text_chunks_and_tool_input(
     assert len(deltas) > 1, "text should arrive in several deltas"
     assert "".join(deltas) == "Hello, streaming world"
     assert len(json_deltas) > 1
-    assert message.content[0].text == "Hello, streaming world"  # type: ignore[union-attr]
-    assert message.content[1].input == tool_input  # type: ignore[union-attr]
+    assert block_text(message.content[0]) == "Hello, streaming world"
+    assert tool_use_input(message.content[1]) == tool_input
     assert message.stop_reason == "tool_use"
     assert message.usage.input_tokens == 11
     assert message.usage.output_tokens == 22
@@ -87,7 +101,7 @@ def test_streaming_accumulates_text_chunks_and_tool_input(
 
 def test_beta_stream_records_betas_tools_and_system(fake: FakeAnthropic, client: anthropic.Anthropic) -> None:
     fake.add_response(reply(tool_use("left_click", {"coordinate": [0, 0]}, toolset_name="computer")))
-    tools = [
+    tools: list[BetaToolUnionParam] = [
         {"type": "computer_20251124", "name": "computer", "display_width_px": 800, "display_height_px": 600}
     ]
 
@@ -96,7 +110,7 @@ def test_beta_stream_records_betas_tools_and_system(fake: FakeAnthropic, client:
         max_tokens=50,
         system=[{"type": "text", "text": "Be careful.", "cache_control": {"type": "ephemeral"}}],
         messages=MESSAGES,
-        tools=tools,  # type: ignore[arg-type]
+        tools=tools,
         betas=["computer-use-2025-11-24"],
     ) as stream:
         message = stream.get_final_message()
@@ -122,7 +136,7 @@ def test_list_of_blocks_is_shorthand_for_a_reply(fake: FakeAnthropic, client: an
     first = client.messages.create(model="m", max_tokens=5, messages=MESSAGES)
     second = client.messages.create(model="m", max_tokens=5, messages=MESSAGES)
 
-    assert [first.content[0].text, second.content[0].text] == ["one", "two"]  # type: ignore[union-attr]
+    assert [block_text(first.content[0]), block_text(second.content[0])] == ["one", "two"]
     assert first.stop_reason == "end_turn"
     assert fake.pending == 0
 
@@ -178,7 +192,7 @@ def test_sdk_sees_a_retryable_error_like_the_real_api(fake: FakeAnthropic) -> No
 
     message = sdk.messages.create(model="m", max_tokens=5, messages=MESSAGES)
 
-    assert message.content[0].text == "ok"  # type: ignore[union-attr]
+    assert block_text(message.content[0]) == "ok"
     assert len(fake.requests) == 2
 
 
@@ -215,13 +229,13 @@ def test_exhausted_script_fails_loudly(fake: FakeAnthropic, client: anthropic.An
 
 
 def test_callable_handler_reacts_to_the_request(fake: FakeAnthropic, client: anthropic.Anthropic) -> None:
-    def handler(request: RecordedRequest) -> object:
+    def handler(request: RecordedRequest) -> Reply:
         results = request.tool_results()
         if not results:
             return reply(tool_use("computer", {"action": "screenshot"}, id="toolu_s"))
         return reply(text(f"saw {results[0]['tool_use_id']}"))
 
-    fake.handle_with(handler)  # type: ignore[arg-type]
+    fake.handle_with(handler)
 
     first = client.messages.create(model="m", max_tokens=5, messages=MESSAGES)
     followup = [
@@ -232,7 +246,7 @@ def test_callable_handler_reacts_to_the_request(fake: FakeAnthropic, client: ant
     second = client.messages.create(model="m", max_tokens=5, messages=followup)
 
     assert first.stop_reason == "tool_use"
-    assert second.content[0].text == "saw toolu_s"  # type: ignore[union-attr]
+    assert block_text(second.content[0]) == "saw toolu_s"
 
 
 def test_queued_callable_is_used_once(fake: FakeAnthropic, client: anthropic.Anthropic) -> None:
@@ -241,8 +255,8 @@ def test_queued_callable_is_used_once(fake: FakeAnthropic, client: anthropic.Ant
     first = client.messages.create(model="dynamic-model", max_tokens=5, messages=MESSAGES)
     second = client.messages.create(model="m", max_tokens=5, messages=MESSAGES)
 
-    assert first.content[0].text == "dynamic-model"  # type: ignore[union-attr]
-    assert second.content[0].text == "static"  # type: ignore[union-attr]
+    assert block_text(first.content[0]) == "dynamic-model"
+    assert block_text(second.content[0]) == "static"
 
 
 def test_chunk_delay_lets_a_test_observe_a_stream_in_progress(
@@ -291,7 +305,7 @@ def test_concurrent_requests_each_get_one_response(fake: FakeAnthropic) -> None:
         sdk = anthropic.Anthropic(api_key="test", base_url=fake.base_url, max_retries=0)
         message = sdk.messages.create(model="m", max_tokens=5, messages=MESSAGES)
         with lock:
-            answers.append(message.content[0].text)  # type: ignore[union-attr]
+            answers.append(block_text(message.content[0]))
 
     workers = [threading.Thread(target=call) for _ in range(8)]
     for worker in workers:
@@ -313,10 +327,10 @@ def test_count_tokens(fake: FakeAnthropic, client: anthropic.Anthropic) -> None:
 def test_a_failing_handler_answers_500_and_is_recorded(
     fake: FakeAnthropic, client: anthropic.Anthropic
 ) -> None:
-    def handler(request: RecordedRequest) -> object:
+    def handler(request: RecordedRequest) -> Reply:
         raise KeyError("oops")
 
-    fake.add_response(handler)  # type: ignore[arg-type]
+    fake.add_response(handler)
 
     with pytest.raises(anthropic.InternalServerError, match="handler raised KeyError"):
         client.messages.create(model="m", max_tokens=5, messages=MESSAGES)

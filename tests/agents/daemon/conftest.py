@@ -6,15 +6,17 @@ import re
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
 from tests.support.agent_process import AgentProcess, running_agent
 
 TOKEN = "test-agent-token-0123456789"
+T = TypeVar("T")
 
 needs_desktop = pytest.mark.skipif(
     not all(shutil.which(b) for b in ("Xvnc", "openbox", "xdotool", "xterm", "xev")),
@@ -22,7 +24,12 @@ needs_desktop = pytest.mark.skipif(
 )
 
 
-def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05, message: str = "condition"):
+def wait_until(
+    predicate: Callable[[], T | None],
+    timeout: float = 10.0,
+    interval: float = 0.05,
+    message: str = "condition",
+) -> T:
     """Return predicate()'s first truthy value; fail the test after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while True:

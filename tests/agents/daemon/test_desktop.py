@@ -5,15 +5,18 @@ from __future__ import annotations
 import asyncio
 import io
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from PIL import Image, ImageChops, ImageStat
 
 from agents.daemon.client import AgentClient, AgentRequestError, open_vnc
-from tests.agents.daemon.conftest import TOKEN, Xev, needs_desktop, wait_until
+from tests.agents.daemon.conftest import TOKEN, Xev, XEvent, needs_desktop, wait_until
 from tests.support.agent_process import AgentProcess
+
+T = TypeVar("T")
 
 pytestmark = [needs_desktop, pytest.mark.desktop]
 
@@ -107,7 +110,7 @@ def test_click_lands_on_the_intended_pixel(agent: AgentProcess, point: tuple[int
     }
 
 
-def _wait_events(xev: Xev, predicate, message: str):
+def _wait_events(xev: Xev, predicate: Callable[[list[XEvent]], T | None], message: str) -> T:
     return wait_until(lambda: predicate(xev.events()), message=message)
 
 
@@ -130,9 +133,11 @@ def test_clicks_with_held_modifiers_reach_the_x_server(agent: AgentProcess, xev:
     for name, count in (("double_click", 2), ("triple_click", 3)):
         xev.clear()
         action(agent, action=name, coordinate=[540, 440])
-        presses = _wait_events(
-            xev, lambda ev, n=count: [e for e in ev if e.kind == "ButtonRelease"][n - 1 : n], f"{name}"
-        )
+
+        def nth_release(ev: list[XEvent], n: int = count) -> list[XEvent]:
+            return [e for e in ev if e.kind == "ButtonRelease"][n - 1 : n]
+
+        presses = _wait_events(xev, nth_release, f"{name}")
         assert presses
 
 
@@ -215,8 +220,8 @@ def test_zoom_returns_the_requested_region(agent: AgentProcess, xterm: subproces
 
 
 async def test_concurrent_clients_never_interleave(agent: AgentProcess) -> None:
-    async def stream(x: int) -> list[str]:
-        outputs = []
+    async def stream(x: int) -> list[tuple[str | None, str]]:
+        outputs: list[tuple[str | None, str]] = []
         async with AgentClient(agent.ws_url, TOKEN) as client:
             for i in range(15):
                 point = [x, 100 + i * 10]
@@ -240,7 +245,7 @@ async def test_pipelined_calls_run_in_order_on_one_connection(agent: AgentProces
     assert [r["output"] for r in results[1::2]] == [f"X={50 + i},Y=60" for i in range(10)]
 
 
-BAD_INPUTS = [
+BAD_INPUTS: list[tuple[dict[str, Any], str]] = [
     ({"action": "zoomx"}, "Unknown action: zoomx"),
     ({"action": "key"}, 'Missing "text" for key action.'),
     (
@@ -268,7 +273,8 @@ async def test_bad_input_gets_a_clear_error_and_the_agent_keeps_serving(agent: A
             await client.call("nope")
         with pytest.raises(AgentRequestError, match="Action 2: Unknown action: x"):
             await client.batch([{"action": "cursor_position"}, {"action": "x"}])
-        assert (await client.action({"action": "cursor_position"})).output.startswith("X=")
+        position = (await client.action({"action": "cursor_position"})).output
+        assert position is not None and position.startswith("X=")
     # Garbage on the wire is answered too.
     from websockets.asyncio.client import connect
 
@@ -284,9 +290,10 @@ async def test_vnc_route_relays_rfb_bytes_to_each_viewer(agent: AgentProcess) ->
     try:
         for ws in viewers:
             greeting = await asyncio.wait_for(ws.recv(), 10)
-            assert greeting.startswith(b"RFB 003.00")
+            assert isinstance(greeting, bytes) and greeting.startswith(b"RFB 003.00")
             await ws.send(b"RFB 003.008\n")
             security = await asyncio.wait_for(ws.recv(), 10)
+            assert isinstance(security, bytes)
             assert security[0] >= 1 and 1 in security[1:]  # security type None offered
     finally:
         for ws in viewers:

@@ -17,11 +17,11 @@ SECRET = "hb-secret-token-5f2a9c"
 
 
 class Recorder(BaseHTTPRequestHandler):
-    requests: list[dict[str, Any]]
+    server: RecordingServer
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        self.server.requests.append(  # type: ignore[attr-defined]
+        self.server.requests.append(
             {"path": self.path, "auth": self.headers.get("Authorization"), "body": json.loads(body)}
         )
         payload = b'{"status": "connected"}'
@@ -40,17 +40,24 @@ def server_port() -> int:
     return free_port()
 
 
-def serve(port: int) -> tuple[ThreadingHTTPServer, threading.Thread]:
-    httpd = ThreadingHTTPServer(("127.0.0.1", port), Recorder)
-    httpd.requests = []  # type: ignore[attr-defined]
+class RecordingServer(ThreadingHTTPServer):
+    """Keeps every heartbeat request it receives, in order."""
+
+    def __init__(self, address: tuple[str, int]) -> None:
+        super().__init__(address, Recorder)
+        self.requests: list[dict[str, Any]] = []
+
+
+def serve(port: int) -> tuple[RecordingServer, threading.Thread]:
+    httpd = RecordingServer(("127.0.0.1", port))
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     return httpd, thread
 
 
 @pytest.fixture
-def late_server(server_port: int) -> Iterator[list[ThreadingHTTPServer]]:
-    holder: list[ThreadingHTTPServer] = []
+def late_server(server_port: int) -> Iterator[list[RecordingServer]]:
+    holder: list[RecordingServer] = []
     yield holder
     for httpd in holder:
         httpd.shutdown()
@@ -58,7 +65,7 @@ def late_server(server_port: int) -> Iterator[list[ThreadingHTTPServer]]:
 
 
 def test_heartbeat_survives_a_server_that_starts_late(
-    server_port: int, late_server: list[ThreadingHTTPServer]
+    server_port: int, late_server: list[RecordingServer]
 ) -> None:
     with running_agent(
         token=SECRET,
@@ -71,8 +78,8 @@ def test_heartbeat_survives_a_server_that_starts_late(
         )
         httpd, _ = serve(server_port)
         late_server.append(httpd)
-        requests = wait_until(lambda: httpd.requests[1:], timeout=15, message="two heartbeats")  # type: ignore[attr-defined]
-        first = httpd.requests[0]  # type: ignore[attr-defined]
+        requests = wait_until(lambda: httpd.requests[1:], timeout=15, message="two heartbeats")
+        first = httpd.requests[0]
         assert first["path"] == "/api/experimental/workspace-agents/heartbeat"
         assert first["auth"] == f"Bearer {SECRET}"
         assert first["body"] == {"url": agent.ws_url, "display": {"width": 1366, "height": 768}}
@@ -85,7 +92,7 @@ def test_heartbeat_survives_a_server_that_starts_late(
     assert SECRET not in log
 
 
-def test_advertise_url_is_sent_as_given(server_port: int, late_server: list[ThreadingHTTPServer]) -> None:
+def test_advertise_url_is_sent_as_given(server_port: int, late_server: list[RecordingServer]) -> None:
     httpd, _ = serve(server_port)
     late_server.append(httpd)
     with running_agent(
@@ -93,5 +100,5 @@ def test_advertise_url_is_sent_as_given(server_port: int, late_server: list[Thre
         server_url=f"http://127.0.0.1:{server_port}/",
         extra_args=["--heartbeat-interval", "5", "--advertise-url", "ws://agent.internal:7420"],
     ):
-        wait_until(lambda: httpd.requests, message="a heartbeat")  # type: ignore[attr-defined]
-    assert httpd.requests[0]["body"]["url"] == "ws://agent.internal:7420"  # type: ignore[attr-defined]
+        wait_until(lambda: httpd.requests, message="a heartbeat")
+    assert httpd.requests[0]["body"]["url"] == "ws://agent.internal:7420"
