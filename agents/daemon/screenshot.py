@@ -167,6 +167,26 @@ class XConnection:
         root_x, root_y, _win_x, _win_y, mask = struct.unpack_from("<hhhhH", head, 16)
         return root_x, root_y, mask
 
+    async def intern_atom(self, name: str, *, only_if_exists: bool = True) -> int:
+        """Return the atom named ``name`` (0 when it does not exist and ``only_if_exists``)."""
+        encoded = name.encode()
+        units = 2 + (len(encoded) + _pad(len(encoded))) // 4
+        head, _extra = await self._request(
+            struct.pack("<BBHHxx", 16, int(only_if_exists), units, len(encoded))
+            + encoded
+            + b"\0" * _pad(len(encoded))
+        )
+        return int(struct.unpack_from("<I", head, 8)[0])
+
+    async def root_property_window(self, atom: int) -> int | None:
+        """Return the WINDOW value of the root window's property ``atom``, or None when it is unset."""
+        # GetProperty(delete=False, window=root, property=atom, type=WINDOW(33), offset 0, length 1)
+        head, extra = await self._request(struct.pack("<BBHIIIII", 20, 0, 6, self.root, atom, 33, 0, 1))
+        fmt, (value_len,) = head[1], struct.unpack_from("<I", head, 16)
+        if fmt != 32 or value_len < 1 or len(extra) < 4:
+            return None
+        return int(struct.unpack_from("<I", extra, 0)[0])
+
     def close(self) -> None:
         """Close the socket (idempotent)."""
         self._sock.close()

@@ -31,10 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-try:  # the anthropic SDK 2.x ships httpx's successor under this name; same API
-    import httpx2 as httpx
-except ImportError:  # pragma: no cover
-    import httpx  # type: ignore[no-redef]
+import httpx2 as httpx
 from websockets.sync.client import connect
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

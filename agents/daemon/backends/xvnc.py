@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 
 START_TIMEOUT = 15.0
 STOP_GRACE = 3.0
+# openbox announces itself (EWMH) within milliseconds; past this, go on without waiting any longer.
+WM_START_TIMEOUT = 5.0
 XDOTOOL_TIMEOUT = 15.0
 TYPE_CHUNK = 100
 TYPE_DELAY_MS = 5
@@ -254,6 +256,26 @@ class XvncDesktop(Desktop):
             start_new_session=True,
             env=self._env,
         )
+        await self._wait_for_wm()
+
+    async def _wait_for_wm(self) -> None:
+        """Wait (bounded) until the window manager has taken over the root window.
+
+        A window mapped before openbox selects SubstructureRedirect on the root may never be managed
+        (no frame, no focus): the desktop is not ready until the WM says so. EWMH window managers say
+        so by setting _NET_SUPPORTING_WM_CHECK on the root window once they are running.
+        """
+        assert self._x is not None and self._wm is not None
+        deadline = asyncio.get_running_loop().time() + WM_START_TIMEOUT
+        while asyncio.get_running_loop().time() < deadline:
+            atom = await self._x.intern_atom("_NET_SUPPORTING_WM_CHECK")
+            if atom and await self._x.root_property_window(atom):
+                return
+            if self._wm.returncode is not None:
+                log.warning("openbox exited during start-up (code %s)", self._wm.returncode)
+                return
+            await asyncio.sleep(0.02)
+        log.warning("openbox did not announce itself within %.0fs; going on", WM_START_TIMEOUT)
 
     async def stop(self) -> None:
         if self._x is not None:

@@ -7,6 +7,7 @@ import signal
 import subprocess
 from pathlib import Path
 
+import httpx2 as httpx
 import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
@@ -14,11 +15,6 @@ from websockets.sync.client import connect
 from agents.daemon.client import AgentClient, AgentUnauthorized, AgentUnreachable, open_vnc
 from tests.agents.daemon.conftest import TOKEN, needs_desktop, wait_until
 from tests.support.agent_process import running_agent
-
-try:
-    import httpx2 as httpx
-except ImportError:  # pragma: no cover
-    import httpx  # type: ignore[no-redef]
 
 pytestmark = [needs_desktop, pytest.mark.desktop]
 
