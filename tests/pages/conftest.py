@@ -64,7 +64,9 @@ def browser() -> Iterator[Browser]:
             os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
 
 
-@pytest.fixture(scope="session")
+# Package scope: the browser tests' daphne and worker stop when tests/pages is done, so the worker never
+# takes another suite's tasks (they share the run's queue), whatever order the suites run in.
+@pytest.fixture(scope="package")
 def server(
     django_db_setup: None, django_db_blocker: object, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Daphne]:
@@ -157,9 +159,9 @@ def http(method: str, url: str, *, token: str, json: Any = None) -> tuple[int, A
     return status, jsonlib.loads(body) if body else None
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def worker(server: Daphne, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Process]:
-    """A real Celery worker (concurrency 1) for the session."""
+    """A real Celery worker (concurrency 1) for the browser tests."""
     with running_worker(tmp_path_factory.mktemp("worker"), name="pages") as process:
         yield process
 
