@@ -8,6 +8,8 @@ chat (deleted at the end), starts daphne and a real agent itself, and prints one
 
 * throughput: a client that keeps two non-incremental raw FramebufferUpdateRequests for the whole
   screen in flight and counts the bytes received for N seconds (MB/s), as a ratio to websockify;
+  with the CPU each process used meanwhile (this client included: all of them share the machine),
+  as % of one core and as ms of CPU per MB delivered;
 * latency: a 1x1 non-incremental FramebufferUpdateRequest → its update, round trip p50/p95, and the
   p50 the proxy adds over websockify;
 * memory per idle viewer: daphne's RSS with 0 and with 50 idle (handshaken) viewers;
@@ -70,7 +72,7 @@ class Viewer:
 
     async def read(self, n: int) -> bytes:
         while len(self.buffer) < n:
-            data = await self.ws.recv()
+            data = await self.ws.recv(decode=False)
             self.received += len(data)
             self.buffer += data
         out = bytes(self.buffer[:n])
@@ -85,7 +87,7 @@ class Viewer:
                 del self.buffer[:take]
                 n -= take
                 continue
-            data = await self.ws.recv()
+            data = await self.ws.recv(decode=False)
             self.received += len(data)
             self.buffer += data
 
@@ -176,12 +178,14 @@ def cpu_seconds(pid: int) -> float:
 async def timed_throughput(
     url: str, token: str | None, seconds: float, pids: list[int]
 ) -> tuple[float, list[float]]:
-    """Return (MB/s, CPU % of each of ``pids`` during the run)."""
+    """Return (MB/s, CPU % of each of ``pids`` during the run, then of this client)."""
     before, start = [cpu_seconds(p) for p in pids], time.perf_counter()
+    client_before = time.process_time()
     mbs = await throughput(url, token, seconds)
     elapsed = time.perf_counter() - start
+    client = 100 * (time.process_time() - client_before) / elapsed
     await asyncio.sleep(0.5)  # let websockify reap the child that served us
-    return mbs, [100 * (cpu_seconds(p) - b) / elapsed for p, b in zip(pids, before, strict=True)]
+    return mbs, [*(100 * (cpu_seconds(p) - b) / elapsed for p, b in zip(pids, before, strict=True)), client]
 
 
 def rss_kib(pid: int) -> int:
@@ -245,7 +249,7 @@ def websockify(unix_socket: str) -> Iterator[tuple[str, int]]:
         proc.wait(10)
 
 
-def create_rows(agent_token: str) -> tuple[Chat, str]:
+def create_rows(agent_token: str) -> tuple[Chat, WorkspaceAgent, str]:
     from django.contrib.auth import get_user_model
 
     user = get_user_model().objects.create_user(username=f"bench-{secrets.token_hex(4)}")
@@ -259,7 +263,12 @@ def create_rows(agent_token: str) -> tuple[Chat, str]:
         last_seen=timezone.now(),
     )
     chat = Chat.objects.create(owner=user, workspace_agent=agent, title="bench")
-    return chat, api_token
+    return chat, agent, api_token
+
+
+def per_mb(cpu_percents: list[float], mbs: float) -> str:
+    """Return CPU ms per MB delivered, from CPU % of one core at ``mbs`` MB/s."""
+    return " / ".join(f"{10 * c / mbs:.2f}" for c in cpu_percents)
 
 
 def row(name: str, value: str, target: str, ok: bool | None) -> tuple[str, str, str, str]:
@@ -285,12 +294,24 @@ async def measure(
     cores = os.cpu_count() or 1
     rows.append(row("throughput websockify (MB/s)", f"{d_mbs:.0f}", "", None))
     rows.append(
-        row("  CPU % websockify / Xvnc", " / ".join(f"{c:.0f}" for c in d_cpu), f"{cores} cores", None)
+        row(
+            "  CPU % websockify / Xvnc / client",
+            " / ".join(f"{c:.0f}" for c in d_cpu),
+            f"{cores} cores",
+            None,
+        )
     )
+    rows.append(row("  CPU ms/MB websockify / Xvnc / client", per_mb(d_cpu, d_mbs), "", None))
     rows.append(row("throughput proxy (MB/s)", f"{p_mbs:.0f}", "", None))
     rows.append(
-        row("  CPU % daphne / agent / Xvnc", " / ".join(f"{c:.0f}" for c in p_cpu), f"{cores} cores", None)
+        row(
+            "  CPU % daphne / agent / Xvnc / client",
+            " / ".join(f"{c:.0f}" for c in p_cpu),
+            f"{cores} cores",
+            None,
+        )
     )
+    rows.append(row("  CPU ms/MB daphne / agent / Xvnc / client", per_mb(p_cpu, p_mbs), "", None))
     rows.append(
         row("throughput ratio proxy/websockify", f"{p_mbs / d_mbs:.2f}", ">= 0.70", p_mbs / d_mbs >= 0.7)
     )
@@ -330,7 +351,7 @@ def main() -> int:
 
     call_command("migrate", interactive=False, verbosity=0)
     agent_token = f"cda_{secrets.token_urlsafe(24)}"
-    chat, api_token = create_rows(agent_token)
+    chat, workspace_agent, api_token = create_rows(agent_token)
     try:
         with (
             tempfile.TemporaryDirectory(prefix="chatdesk-bench-") as tmp,
@@ -338,7 +359,7 @@ def main() -> int:
         ):
             with running_agent(token=agent_token, geometry=f"{GEOMETRY[0]}x{GEOMETRY[1]}") as agent:
                 info = agent.info()
-                WorkspaceAgent.objects.filter(pk=chat.workspace_agent_id).update(
+                WorkspaceAgent.objects.filter(pk=workspace_agent.pk).update(
                     url=agent.ws_url, last_seen=timezone.now() + timedelta(hours=1)
                 )
                 rfb_socket = str(Path(info["xauthority"]).parent / "rfb.sock")

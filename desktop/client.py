@@ -24,25 +24,26 @@ from urllib.parse import urlsplit, urlunsplit
 
 from asgiref.sync import async_to_sync
 from django.conf import settings
-from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus, InvalidURI, WebSocketException
 
 from agents.daemon import client as agent_client
 from agents.models import WorkspaceAgent
 from chatdesk.exceptions import AgentError, AgentNotConnected, AgentUnreachable
 from chats.models import Chat
+from desktop.wsframes import VncUpstream, connect_upstream
 
 logger = logging.getLogger(__name__)
 
 NO_AGENT = "Chat has no workspace agent."
 NOT_CONNECTED = "Workspace agent is not connected."
 
-# VNC upstream (per viewer). The agent reads the VNC server in 64 KiB chunks, so frames are small;
-# max_queue bounds what is buffered per viewer when the browser side is slow (frames, high/low water).
+# VNC upstream (per viewer). The agent sends the VNC server's bytes in frames of at most 256 KiB;
+# VNC_BUFFER bounds the whole frames buffered per viewer when the browser side is slow (reading from
+# the agent pauses beyond it), VNC_MAX_FRAME the one frame that may be in progress besides.
 VNC_PING_INTERVAL = 15.0
 VNC_PING_TIMEOUT = 15.0
 VNC_MAX_FRAME = 4 * 1024 * 1024
-VNC_MAX_QUEUE = (16, 4)
+VNC_BUFFER = 1024 * 1024
 VNC_WRITE_LIMIT = 64 * 1024
 VNC_CLOSE_TIMEOUT = 2.0
 
@@ -115,29 +116,29 @@ async def open_agent(agent: WorkspaceAgent) -> AsyncIterator[agent_client.AgentC
         await client.close()
 
 
-async def open_vnc_upstream(agent: WorkspaceAgent) -> ClientConnection:
+async def open_vnc_upstream(agent: WorkspaceAgent) -> VncUpstream:
     """Return a WebSocket to the agent's VNC route (raw RFB in binary frames) for one viewer.
 
-    Connected here rather than through ``agents.daemon.client.open_vnc`` because the proxy owns this
-    connection's keepalive (ping every 15 s) and its buffer bounds (flow control per viewer).
+    Connected here rather than through ``agents.daemon.client.open_vnc`` because the proxy splices
+    the agent's frames through to the browser (``desktop.wsframes``) and owns this connection's
+    keepalive (ping every 15 s) and its buffer bounds (flow control per viewer). The agent is reached
+    directly, whatever HTTP(S)_PROXY says; no extension (compression) is negotiated.
     The whole handshake is bounded by CHATDESK_AGENT_CONNECT_TIMEOUT.
     Raise AgentUnreachable (no answer, refused, timeout) or AgentError (credential refused).
     """
     url = _agent_url(agent) + "/vnc"
     try:
-        return await connect(
+        return await connect_upstream(
             url,
-            additional_headers={"Authorization": f"Bearer {agent.get_server_credential()}"},
+            headers={"Authorization": f"Bearer {agent.get_server_credential()}"},
             open_timeout=settings.CHATDESK_AGENT_CONNECT_TIMEOUT,
-            compression=None,  # RFB is already compressed or raw pixels; deflate costs CPU for little
-            max_size=VNC_MAX_FRAME,
-            max_queue=VNC_MAX_QUEUE,
+            max_frame=VNC_MAX_FRAME,
+            buffer_limit=VNC_BUFFER,
             write_limit=VNC_WRITE_LIMIT,
             ping_interval=VNC_PING_INTERVAL,
             ping_timeout=VNC_PING_TIMEOUT,
             close_timeout=VNC_CLOSE_TIMEOUT,
-            user_agent_header="chatdesk-server",
-            proxy=None,  # the agent is reached directly, whatever HTTP(S)_PROXY says
+            user_agent="chatdesk-server",
         )
     except InvalidStatus as exc:
         status = exc.response.status_code

@@ -23,15 +23,23 @@ Flow control, so a slow browser cannot make the server buffer without bound:
 * agent → browser: under daphne, ASGI ``send`` never blocks (Twisted buffers whatever it is given), so
   the consumer registers a push producer on the browser's Twisted transport (``_DaphneBrowser``).
   Twisted pauses it when more than BROWSER_BUFFER (512 KiB) wait for the browser; the pump then
-  stops reading the agent, whose frames back up in the upstream connection's bounded queue
-  (16 frames of at most 64 KiB) and then in TCP, back to the agent and Xvnc. If the browser stays
-  unwritable for longer than CHATDESK_DESKTOP_SLOW_VIEWER_SECONDS (default 10), it is dropped with
-  4408 "Viewer too slow." rather than holding the upstream open forever. Elsewhere (tests through
-  the ASGI app, other servers) ``send`` itself is the back-pressure.
-* browser → agent: frames go through a bounded queue; when it is full, reading from the browser's
-  socket is paused until the agent has taken them.
+  stops reading the agent, whose frames back up in the upstream connection's bounded buffer
+  (``desktop.client.VNC_BUFFER``, then reading from the agent's socket pauses) and then in TCP,
+  back to the agent and Xvnc. If the browser stays unwritable for longer than
+  CHATDESK_DESKTOP_SLOW_VIEWER_SECONDS (default 10), it is dropped with 4408 "Viewer too slow."
+  rather than holding the upstream open forever. Elsewhere (tests through the ASGI app, other
+  servers) ``send`` itself is the back-pressure.
+* browser → agent: each frame is written to the agent's socket at once; while more than
+  ``VNC_WRITE_LIMIT`` bytes wait for it, the consumer waits, and reading from the browser's socket is
+  paused.
 
-Keepalive: the upstream connection pings the agent every 15 s (a dead agent closes the viewer);
+Speed: under daphne the agent's frames are spliced, not re-encoded: ``desktop.wsframes`` reads only
+their headers and hands whole frames, byte for byte, to the browser's transport (server frames are
+unmasked on both legs; see that module for the RFC 6455 invariants relied on). Elsewhere the
+payloads are extracted and sent through ASGI.
+
+Keepalive: the upstream connection pings the agent every 15 s and answers its pings (a dead agent
+closes the viewer);
 daphne pings browsers itself (``--ping-interval``). When either side ends, the other is closed, and
 the tasks and the upstream socket are released in ``disconnect()`` (and, as a last resort, when the
 consumer's coroutine ends for any other reason). No database access happens per frame.
@@ -43,21 +51,19 @@ import asyncio
 import contextlib
 import functools
 import logging
-import struct
 from typing import Any
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
-from websockets.asyncio.client import ClientConnection
-from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
 
 from agents.models import WorkspaceAgent
 from chatdesk.exceptions import AgentError, AgentNotConnected
 from chats.models import Chat
 from desktop.client import agent_for_chat, open_vnc_upstream
 from desktop.rfb import RfbClientFilter, RfbProtocolError
+from desktop.wsframes import DataFrames, VncUpstream, payload_of
 
 logger = logging.getLogger(__name__)
 
@@ -72,10 +78,10 @@ REASON_NOT_AUTHENTICATED = "Not authenticated."
 REASON_NO_SUCH_CHAT = "No such chat."
 REASON_AGENT_UNREACHABLE = "Workspace agent unreachable."
 REASON_AGENT_LOST = "Workspace agent connection lost."
+REASON_AGENT_PROTOCOL = "Workspace agent protocol error."
 REASON_TOO_SLOW = "Viewer too slow."
 REASON_MALFORMED = "Malformed RFB stream."
 
-TO_AGENT_QUEUE_FRAMES = 64
 # The agent accepts frames up to 1 MiB; RFB is a byte stream, so bigger browser frames are split.
 MAX_UPSTREAM_FRAME = 256 * 1024
 MAX_CLOSE_REASON = 123
@@ -115,15 +121,6 @@ def _daphne_protocol(send: Any) -> Any | None:
     return None
 
 
-def _binary_frame_header(length: int) -> bytes:
-    """Return the header of one unmasked, unfragmented binary WebSocket frame (RFC 6455 §5.2)."""
-    if length < 126:
-        return bytes((0x82, length))
-    if length < 1 << 16:
-        return struct.pack(">BBH", 0x82, 126, length)
-    return struct.pack(">BBQ", 0x82, 127, length)
-
-
 class _DaphneBrowser:
     """The browser's connection under daphne, reached below ASGI for flow control and speed.
 
@@ -131,10 +128,11 @@ class _DaphneBrowser:
       ``pauseProducing`` when more than ``BROWSER_BUFFER`` bytes wait for the browser and
       ``resumeProducing`` once they are sent; ``writable`` mirrors that. (After daphne upgrades an
       HTTP connection, the dead HTTPChannel is still the registered producer; this replaces it.)
-    * Sending: RFB frames are written to the transport as whole WebSocket binary frames, skipping the
-      per-frame cost of ASGI, Channels and autobahn (which formats debug log arguments for every
-      frame). Autobahn writes every frame it sends (pings, close) whole as well, so frames never
-      interleave; once autobahn leaves the OPEN state (closing), frames go through ASGI again.
+    * Sending: the agent's whole WebSocket frames are written to the transport as they came
+      (``desktop.wsframes``), skipping the per-frame cost of ASGI, Channels and autobahn (which
+      formats debug log arguments for every frame). Autobahn writes every frame it sends (pings,
+      close) whole as well, so frames never interleave; once autobahn leaves the OPEN state
+      (closing), nothing more is sent this way.
     * Reading: ``pause_reading`` stops reading the browser's socket (TCP back-pressure).
     """
 
@@ -159,11 +157,11 @@ class _DaphneBrowser:
     def stopProducing(self) -> None:
         self.writable.set()  # the connection is gone; websocket.disconnect follows
 
-    def send_binary(self, data: bytes) -> bool:
-        """Write ``data`` as one binary frame; return False when the connection is not open."""
+    def send_frames(self, frames: DataFrames) -> bool:
+        """Write whole, unmasked data frames as they are; return False when the connection is not open."""
         if self.protocol.state != self.protocol.STATE_OPEN or not self.transport.connected:
             return False
-        self.transport.writeSequence((_binary_frame_header(len(data)), data))
+        self.transport.writeSequence(frames)
         return True
 
     def pause_reading(self) -> None:
@@ -190,10 +188,9 @@ class DesktopProxyConsumer(AsyncWebsocketConsumer):
     # cost a Redis connection and a blocking read loop each (an unknown alias means "none").
     channel_layer_alias = "desktop-proxy-uses-no-channel-layer"
 
-    upstream: ClientConnection | None = None
+    upstream: VncUpstream | None = None
     rfb_filter: RfbClientFilter | None = None
     _browser: _DaphneBrowser | None = None
-    _to_agent: asyncio.Queue[bytes]
     _tasks: tuple[asyncio.Task[None], ...] = ()
     _closing = False
 
@@ -226,11 +223,7 @@ class DesktopProxyConsumer(AsyncWebsocketConsumer):
         protocol = _daphne_protocol(self.base_send)
         if protocol is not None:
             self._browser = _DaphneBrowser(protocol)
-        self._to_agent = asyncio.Queue(maxsize=TO_AGENT_QUEUE_FRAMES)
-        self._tasks = (
-            asyncio.create_task(self._agent_to_browser(), name="desktop-agent-to-browser"),
-            asyncio.create_task(self._browser_to_agent(), name="desktop-browser-to-agent"),
-        )
+        self._tasks = (asyncio.create_task(self._agent_to_browser(), name="desktop-agent-to-browser"),)
 
     @database_sync_to_async
     def _authorize(self) -> WorkspaceAgent:
@@ -257,7 +250,7 @@ class DesktopProxyConsumer(AsyncWebsocketConsumer):
         await self._release()
 
     async def _release(self) -> None:
-        """Cancel both pumps, close the upstream socket. Idempotent."""
+        """Cancel the pump, close the upstream socket. Idempotent."""
         tasks, self._tasks = self._tasks, ()
         current = asyncio.current_task()
         for task in tasks:
@@ -301,44 +294,29 @@ class DesktopProxyConsumer(AsyncWebsocketConsumer):
                 return
             if not data:
                 return
-        try:
-            self._to_agent.put_nowait(data)
-        except asyncio.QueueFull:
-            await self._put_when_agent_ready(data)
+        upstream = self.upstream
+        if len(data) <= MAX_UPSTREAM_FRAME:
+            upstream.send(data)
+        else:
+            view = memoryview(data)
+            for start in range(0, len(view), MAX_UPSTREAM_FRAME):
+                upstream.send(view[start : start + MAX_UPSTREAM_FRAME])
+        if not upstream.writable:
+            await self._wait_for_agent(upstream)
 
-    async def _put_when_agent_ready(self, data: bytes) -> None:
-        """Queue ``data`` once the agent has taken earlier frames; meanwhile stop reading the browser.
+    async def _wait_for_agent(self, upstream: VncUpstream) -> None:
+        """Wait until the agent's socket takes what was written; meanwhile stop reading the browser.
 
-        Gives up when a pump ends (the upstream closed): the consumer must stay free to handle the
-        browser's disconnect.
+        Ends as well when the upstream connection does (the pump then closes the viewer): the
+        consumer must stay free to handle the browser's disconnect.
         """
         if self._browser is not None:
             self._browser.pause_reading()
-        put = asyncio.ensure_future(self._to_agent.put(data))
         try:
-            await asyncio.wait({put, *self._tasks}, return_when=asyncio.FIRST_COMPLETED)
+            await upstream.drain()
         finally:
-            put.cancel()
             if self._browser is not None:
                 self._browser.resume_reading()
-
-    async def _browser_to_agent(self) -> None:
-        upstream = self.upstream
-        assert upstream is not None
-        try:
-            while True:
-                data = await self._to_agent.get()
-                if len(data) <= MAX_UPSTREAM_FRAME:
-                    await upstream.send(data)
-                else:
-                    view = memoryview(data)
-                    for start in range(0, len(view), MAX_UPSTREAM_FRAME):
-                        await upstream.send(view[start : start + MAX_UPSTREAM_FRAME])
-        except ConnectionClosed:
-            return  # _agent_to_browser sees the same close and closes the browser
-        except Exception:
-            logger.exception("desktop proxy: browser-to-agent copy failed")
-            await self._close_viewer(1011, "Proxy error.")
 
     # -- agent → browser -------------------------------------------------------------------------------
 
@@ -351,31 +329,31 @@ class DesktopProxyConsumer(AsyncWebsocketConsumer):
         send = self.base_send
         code, reason = 1000, ""
         try:
-            async for message in upstream:
-                data = message if isinstance(message, bytes) else message.encode()
-                if rfb_filter is not None and rfb_filter.needs_server_bytes:
-                    rfb_filter.observe_server(data)
-                if browser is None:
-                    await send({"type": "websocket.send", "bytes": data})  # back-pressure is send's
-                    continue
-                if not browser.writable.is_set():
+            while True:
+                if browser is not None and not browser.writable.is_set():
                     try:
                         await asyncio.wait_for(browser.writable.wait(), grace)
                     except TimeoutError:
                         code, reason = CLOSE_TOO_SLOW, REASON_TOO_SLOW
                         break
-                if not browser.send_binary(data):
-                    await send({"type": "websocket.send", "bytes": data})
-        except ConnectionClosedOK:
-            pass
-        except ConnectionClosed:
-            code, reason = CLOSE_AGENT_UNREACHABLE, REASON_AGENT_LOST
+                frames = await upstream.read()  # whole data frames, as the agent sent them
+                if not frames:
+                    break  # the upstream connection ended
+                if rfb_filter is not None and rfb_filter.needs_server_bytes:
+                    rfb_filter.observe_server(payload_of(frames))
+                if browser is None or not browser.send_frames(frames):
+                    # Not under daphne (or the browser is closing): the payloads through ASGI,
+                    # whose send is the back-pressure.
+                    await send({"type": "websocket.send", "bytes": payload_of(frames)})
         except Exception:
             logger.exception("desktop proxy: agent-to-browser copy failed")
             code, reason = 1011, "Proxy error."
-        else:
-            if code == 1000 and upstream.close_code not in (None, 1000, 1001):
-                code, reason = CLOSE_AGENT_UNREACHABLE, REASON_AGENT_LOST
+        if code == 1000 and upstream.failure is not None:
+            protocol_error = upstream.failure.startswith("protocol error")
+            code, reason = (
+                CLOSE_AGENT_UNREACHABLE,
+                REASON_AGENT_PROTOCOL if protocol_error else REASON_AGENT_LOST,
+            )
         await self._close_viewer(code, reason)
         # Let go of the agent now rather than when the browser acknowledges the close (a slow
         # viewer may take a while); disconnect() finishes the rest.

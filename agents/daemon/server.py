@@ -29,7 +29,10 @@ RPC_PATH = "/rpc"
 VNC_PATH = "/vnc"
 HEALTH_PATH = "/health"
 MAX_REQUEST_BYTES = 1 << 20  # the biggest legitimate request is a batch of long ``type`` texts
-VNC_CHUNK = 64 * 1024
+VNC_CHUNK = 256 * 1024  # per read of the VNC server, and so per frame to the viewer
+# Bytes a connection may hold for its socket before send() waits (high-water mark): a few frames, so
+# reading the VNC server and writing the viewer overlap instead of taking turns.
+VNC_WRITE_LIMIT = 1024 * 1024
 
 
 def _json_response(connection: ServerConnection, status: HTTPStatus, payload: dict[str, Any]) -> Response:
@@ -189,6 +192,7 @@ class AgentServer:
             compression=None,  # RFB and PNG bytes do not deflate usefully; save the CPU
             max_size=MAX_REQUEST_BYTES,
             max_queue=16,
+            write_limit=VNC_WRITE_LIMIT,
             ping_interval=20,
             ping_timeout=20,
             server_header="chatdesk-agent",

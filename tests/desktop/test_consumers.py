@@ -6,12 +6,14 @@ import asyncio
 import os
 import signal
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.test import Client
+from websockets.asyncio.server import ServerConnection, serve
 
 from chatdesk.asgi import application
 from chatdesk.services import api_token_create
@@ -35,7 +37,9 @@ pytestmark = [pytest.mark.desktop, pytest.mark.django_db(transaction=True)]
 CAPS_LOCK = 0xFFE5
 
 
-def viewer(setup: DesktopSetup, *, query: str = "", headers: list[tuple[bytes, bytes]] | None = None):  # type: ignore[no-untyped-def]
+def viewer(
+    setup: DesktopSetup, *, query: str = "", headers: list[tuple[bytes, bytes]] | None = None
+) -> WebsocketCommunicator:
     path = setup.path + (f"?{query}" if query else "")
     return WebsocketCommunicator(application, path, headers=setup.headers if headers is None else headers)
 
@@ -72,7 +76,7 @@ async def test_invalid_api_token_is_refused(desktop: DesktopSetup) -> None:
 
 
 async def test_other_users_chat_looks_like_a_missing_one(desktop: DesktopSetup) -> None:
-    mallory = await sync_to_async(UserFactory)(username="mallory")
+    mallory = await sync_to_async(UserFactory.create)(username="mallory")
     _, raw = await sync_to_async(api_token_create)(user=mallory, name="t")
     headers = [(b"authorization", f"Bearer {raw}".encode())]
     assert await refused(viewer(desktop, headers=headers)) == (4404, "No such chat.")
@@ -101,7 +105,7 @@ async def test_session_cookie_from_a_foreign_origin_is_refused(desktop: DesktopS
 
 
 async def test_chat_without_agent_is_refused(desktop: DesktopSetup) -> None:
-    chat = await sync_to_async(ChatFactory)(owner=desktop.user, workspace_agent=None)
+    chat = await sync_to_async(ChatFactory.create)(owner=desktop.user, workspace_agent=None)
     communicator = WebsocketCommunicator(
         application, f"/api/experimental/chats/{chat.pk}/desktop", headers=desktop.headers
     )
@@ -122,7 +126,7 @@ async def test_unreachable_agent_is_refused(desktop: DesktopSetup) -> None:
 
 async def test_agent_refusing_the_credential_is_unreachable(desktop: DesktopSetup) -> None:
     impostor = await sync_to_async(agent_row)(desktop.user, token="cda_other", url=desktop.process.ws_url)
-    chat = await sync_to_async(ChatFactory)(owner=desktop.user, workspace_agent=impostor)
+    chat = await sync_to_async(ChatFactory.create)(owner=desktop.user, workspace_agent=impostor)
     communicator = WebsocketCommunicator(
         application, f"/api/experimental/chats/{chat.pk}/desktop", headers=desktop.headers
     )
@@ -216,12 +220,12 @@ async def test_several_viewers_at_once(desktop: DesktopSetup) -> None:
 
 async def test_many_viewers_can_handshake_at_the_same_time(transactional_db: None) -> None:
     # Its own agent: when this fails, Xvnc keeps refusing everyone for a while.
-    user = await sync_to_async(UserFactory)(username="dave")
+    user = await sync_to_async(UserFactory.create)(username="dave")
     _, raw = await sync_to_async(api_token_create)(user=user, name="t")
     token = f"cda_{uuid.uuid4().hex}"
     with running_agent(token=token, geometry="640x480") as process:
         agent = await sync_to_async(agent_row)(user, token=token, url=process.ws_url)
-        chat = await sync_to_async(ChatFactory)(owner=user, workspace_agent=agent)
+        chat = await sync_to_async(ChatFactory.create)(owner=user, workspace_agent=agent)
         path = f"/api/experimental/chats/{chat.pk}/desktop?view_only=1"
         headers = [(b"authorization", f"Bearer {raw}".encode())]
         communicators = [WebsocketCommunicator(application, path, headers=headers) for _ in range(8)]
@@ -266,7 +270,7 @@ def established_connections(port: int, pid: int | None = None) -> int:
     return count
 
 
-async def wait_for(predicate, timeout: float, what: str):  # type: ignore[no-untyped-def]
+async def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> object:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
@@ -297,13 +301,13 @@ async def test_closing_the_browser_closes_the_upstream_every_time(desktop: Deskt
 
 
 async def test_agent_dying_closes_the_browser(transactional_db: None) -> None:
-    user = await sync_to_async(UserFactory)(username="carol")
+    user = await sync_to_async(UserFactory.create)(username="carol")
     _, raw = await sync_to_async(api_token_create)(user=user, name="t")
     token = f"cda_{uuid.uuid4().hex}"
     with running_agent(token=token, geometry="640x480") as process:
         await sync_to_async(process.info)()
         agent = await sync_to_async(agent_row)(user, token=token, url=process.ws_url)
-        chat = await sync_to_async(ChatFactory)(owner=user, workspace_agent=agent)
+        chat = await sync_to_async(ChatFactory.create)(owner=user, workspace_agent=agent)
         communicator = WebsocketCommunicator(
             application,
             f"/api/experimental/chats/{chat.pk}/desktop",
@@ -327,3 +331,34 @@ async def test_agent_dying_closes_the_browser(transactional_db: None) -> None:
                     os.killpg(int(child), signal.SIGKILL)
                 except (ProcessLookupError, PermissionError):
                     pass
+
+
+@pytest.mark.parametrize("bad_frame", [b"\x82\x81\0\0\0\0x", b"\xc2\x01x"], ids=["masked", "rsv1"])
+async def test_agent_breaking_the_websocket_protocol_closes_the_viewer(
+    transactional_db: None, bad_frame: bytes
+) -> None:
+    """A fake agent sends a frame a server may not send (masked, or RSV1 without an extension)."""
+    token = f"cda_{uuid.uuid4().hex}"
+
+    async def fake_vnc(ws: ServerConnection) -> None:
+        await ws.send(b"RFB 003.008\n")  # may or may not reach the viewer: the connection fails
+        ws.transport.write(bad_frame)  # below websockets, which would never send it
+        await ws.wait_closed()
+
+    async with serve(fake_vnc, "127.0.0.1", 0, compression=None) as server:
+        port = server.sockets[0].getsockname()[1]
+        user = await sync_to_async(UserFactory.create)(username="erin")
+        _, raw = await sync_to_async(api_token_create)(user=user, name="t")
+        agent = await sync_to_async(agent_row)(user, token=token, url=f"ws://127.0.0.1:{port}")
+        chat = await sync_to_async(ChatFactory.create)(owner=user, workspace_agent=agent)
+        communicator = WebsocketCommunicator(
+            application,
+            f"/api/experimental/chats/{chat.pk}/desktop",
+            headers=[(b"authorization", f"Bearer {raw}".encode())],
+        )
+        try:
+            assert (await communicator.connect(timeout=20))[0]
+            assert await expect_close(communicator) == (4502, "Workspace agent protocol error.")
+            await wait_for(lambda: established_connections(port) == 0, 10, "the upstream socket to close")
+        finally:
+            await communicator.disconnect()
