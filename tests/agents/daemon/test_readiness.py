@@ -18,6 +18,10 @@ def test_the_window_manager_runs_before_the_desktop_is_reported_started() -> Non
         # EWMH: a running window manager names its check window on the root. Without it, a window
         # opened right now could be mapped before openbox takes over, and never get managed.
         prop = subprocess.run(
-            ["xprop", "-root", "_NET_SUPPORTING_WM_CHECK"], env=env, capture_output=True, text=True, check=True
+            ["xprop", "-root", "_NET_SUPPORTING_WM_CHECK"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
         )
         assert "window id #" in prop.stdout, prop.stdout
