@@ -2,14 +2,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib import admin, messages
+from django.contrib import admin
 from django.http import HttpRequest
 
 from agents.models import WorkspaceAgent
+from chatdesk.admin import ShowsNewTokenOnceAdmin
 
 
 @admin.register(WorkspaceAgent)
-class WorkspaceAgentAdmin(admin.ModelAdmin):
+class WorkspaceAgentAdmin(ShowsNewTokenOnceAdmin):
     list_display = ["name", "owner", "status", "url", "display", "last_seen", "token_prefix"]
     search_fields = ["name", "owner__username"]
     fields = [
@@ -32,12 +33,7 @@ class WorkspaceAgentAdmin(admin.ModelAdmin):
     def display(self, agent: WorkspaceAgent) -> str:
         return f"{agent.display_width}x{agent.display_height}" if agent.display_width else "—"
 
-    def save_model(self, request: HttpRequest, obj: WorkspaceAgent, form: Any, change: bool) -> None:
-        raw = None if change else obj.assign_new_token()
-        super().save_model(request, obj, form, change)
-        if raw:
-            # Shown once: only the hash is stored.
-            messages.warning(
-                request,
-                f"Token for {obj.name} (copy it now, it will not be shown again): {raw}",
-            )
+    credential_kind = "Agent token"
+
+    def token_usage(self, request: HttpRequest, obj: Any, token: str) -> str:
+        return f"chatdesk-agent --server {request.build_absolute_uri('/').rstrip('/')} --token {token}"

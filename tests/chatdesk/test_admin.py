@@ -17,9 +17,12 @@ TOKEN = re.compile(r"cdk_[A-Za-z0-9_-]{20,}")
 def test_creating_an_api_token_shows_it_exactly_once(admin_client, user) -> None:
     response = admin_client.post(f"{TOKENS}add/", {"user": user.pk, "name": "from admin"}, follow=True)
     assert response.status_code == 200
-    tokens = TOKEN.findall(response.content.decode())
+    # One token on the page (in the copy field and, for agents, in the command line using it).
+    tokens = set(TOKEN.findall(response.content.decode()))
     assert len(tokens) == 1
     [raw] = tokens
+    assert "no-store" in response["Cache-Control"]
+    assert not any(raw in morsel.value for morsel in admin_client.cookies.values())
     token = ApiToken.objects.get(name="from admin")
     assert token.user == user
 
