@@ -9,6 +9,8 @@ DEB_PACKAGES := tigervnc-standalone-server tigervnc-tools openbox xdotool xterm 
 DESKTOP_BINARIES := Xvnc openbox xdotool xterm chromium
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/chatdesk
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
+# The benchmarks write real rows: they get a database of their own, created when missing.
+BENCH_DATABASE ?= chatdesk_bench
 
 .PHONY: run test lint bench setup python-deps system-deps assets services migrate clean
 
@@ -68,7 +70,9 @@ lint: python-deps
 	$(VENV)/bin/mypy .
 
 bench: setup services
-	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(PY) bench/run.py
+	@psql -h 127.0.0.1 -U postgres -tAc "SELECT 1 FROM pg_database WHERE datname='$(BENCH_DATABASE)'" | grep -q 1 \
+	  || createdb -h 127.0.0.1 -U postgres $(BENCH_DATABASE)
+	DATABASE_URL=postgres://postgres@127.0.0.1:5432/$(BENCH_DATABASE) REDIS_URL=$(TEST_REDIS_URL) $(PY) bench/run.py
 
 clean:
 	rm -rf $(VENV) node_modules staticfiles .pytest_cache .mypy_cache .ruff_cache

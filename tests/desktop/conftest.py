@@ -255,18 +255,6 @@ async def expect_close(communicator: WebsocketCommunicator, timeout: float = 15)
 # -- desktop state ------------------------------------------------------------------------------------
 
 
-def mouse_location(process: AgentProcess) -> tuple[int, int]:
-    out = subprocess.run(
-        ["xdotool", "getmouselocation", "--shell"],
-        env=process.x_env(),
-        capture_output=True,
-        text=True,
-        timeout=10,
-    ).stdout
-    values = dict(line.split("=", 1) for line in out.split())
-    return int(values["X"]), int(values["Y"])
-
-
 def move_mouse(process: AgentProcess, x: int, y: int) -> None:
     subprocess.run(
         ["xdotool", "mousemove", "--sync", str(x), str(y)], env=process.x_env(), check=True, timeout=10

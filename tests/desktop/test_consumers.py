@@ -25,7 +25,6 @@ from tests.desktop.conftest import (
     caps_lock_on,
     communicator_client,
     expect_close,
-    mouse_location,
     move_mouse,
 )
 from tests.factories import ChatFactory, UserFactory
@@ -146,7 +145,7 @@ async def test_view_only_input_never_reaches_the_desktop(desktop: DesktopSetup) 
         await watch.key(CAPS_LOCK, down=True)
         await watch.key(CAPS_LOCK, down=False)
         await watch.sync()  # the server has handled everything the proxy forwarded before this
-        assert await sync_to_async(mouse_location)(desktop.process) == (5, 5)
+        assert await sync_to_async(desktop.process.mouse_location)() == (5, 5)
         assert not await sync_to_async(caps_lock_on)(desktop.process)
 
         # The same bytes from a controlling viewer do reach it (so the check above can fail).
@@ -157,7 +156,7 @@ async def test_view_only_input_never_reaches_the_desktop(desktop: DesktopSetup) 
         await control.key(CAPS_LOCK, down=True)
         await control.key(CAPS_LOCK, down=False)
         await control.sync()
-        assert await sync_to_async(mouse_location)(desktop.process) == (300, 200)
+        assert await sync_to_async(desktop.process.mouse_location)() == (300, 200)
         assert await sync_to_async(caps_lock_on)(desktop.process)
         await control.key(CAPS_LOCK, down=True)
         await control.key(CAPS_LOCK, down=False)

@@ -22,7 +22,6 @@ from chatdesk.services import api_token_create
 from tests.desktop.conftest import (
     GEOMETRY,
     DesktopSetup,
-    mouse_location,
     move_mouse,
     websocket_client,
 )
@@ -150,13 +149,13 @@ async def test_view_only_pointer_never_moves_the_cursor_through_daphne(
         for x in range(100, 400, 50):
             await watch.pointer(x, x // 2, mask=0)
         await watch.sync()
-        assert await sync_to_async(mouse_location)(desktop.process) == (7, 9)
+        assert await sync_to_async(desktop.process.mouse_location)() == (7, 9)
     async with ws_connect(daphne, desktop.path, token=desktop.token) as ws:
         control = websocket_client(ws)
         await control.handshake()
         await control.pointer(350, 175)
         await control.sync()
-        assert await sync_to_async(mouse_location)(desktop.process) == (350, 175)
+        assert await sync_to_async(desktop.process.mouse_location)() == (350, 175)
 
 
 async def test_no_upstream_connection_outlives_its_viewer(daphne: Daphne, desktop: DesktopSetup) -> None:

@@ -107,6 +107,19 @@ class AgentProcess:
             env["XAUTHORITY"] = info["xauthority"]
         return env
 
+    def mouse_location(self) -> tuple[int, int]:
+        """Return where the X server says the pointer is, in native pixels (what a person would see)."""
+        out = subprocess.run(
+            ["xdotool", "getmouselocation", "--shell"],
+            env=self.x_env(),
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout
+        values = dict(line.split("=", 1) for line in out.split())
+        return int(values["X"]), int(values["Y"])
+
     def log_text(self) -> str:
         """Return what the agent wrote to stderr/stdout so far."""
         return self.log_path.read_text(errors="replace")

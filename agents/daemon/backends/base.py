@@ -27,6 +27,35 @@ class InputError(Exception):
     """An input command failed on a running desktop (e.g. xdotool exited non-zero)."""
 
 
+async def run_command(
+    argv: list[str], *, what: str, time_limit: float, env: dict[str, str] | None = None
+) -> str:
+    """Run ``argv`` (never through a shell) and return its stdout.
+
+    The process is killed when ``time_limit`` passes or the caller is cancelled, so no input command
+    outlives the action that ran it. Raise InputError naming ``what`` with the last line of stderr.
+    """
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), time_limit)
+    except (TimeoutError, asyncio.CancelledError) as exc:
+        proc.kill()
+        await proc.wait()
+        if isinstance(exc, TimeoutError):
+            raise InputError(f"{what} timed out.") from None
+        raise
+    if proc.returncode != 0:
+        lines = err.decode(errors="replace").strip().splitlines()
+        raise InputError(f"{what} failed: {lines[-1] if lines else f'exit {proc.returncode}'}")
+    return out.decode(errors="replace")
+
+
 class Desktop(abc.ABC):
     """One desktop session; see module docstring."""
 

@@ -31,7 +31,7 @@ import logging
 import shutil
 from typing import Any
 
-from agents.daemon.backends.base import Desktop, DesktopError, InputError, ScrollDirection
+from agents.daemon.backends.base import Desktop, DesktopError, InputError, ScrollDirection, run_command
 from agents.daemon.screenshot import Frame
 
 log = logging.getLogger(__name__)
@@ -57,27 +57,9 @@ class PortableDesktop(Desktop):
         """Run ``portabledesktop ARGS`` and return stdout; raise InputError on failure."""
         if shutil.which(CLI) is None:
             raise DesktopError("Failed to start desktop session: portabledesktop is not on PATH.")
-        proc = await asyncio.create_subprocess_exec(
-            CLI,
-            *map(str, args),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
+        return await run_command(
+            [CLI, *map(str, args)], what=f"portabledesktop {args[0]}", time_limit=time_limit
         )
-        try:
-            out, err = await asyncio.wait_for(proc.communicate(), time_limit)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
-            raise InputError(f"portabledesktop {args[0]} timed out.") from None
-        except asyncio.CancelledError:
-            proc.kill()
-            await proc.wait()
-            raise
-        if proc.returncode != 0:
-            lines = err.decode(errors="replace").strip().splitlines()
-            raise InputError(f"portabledesktop {args[0]} failed: {lines[-1] if lines else proc.returncode}")
-        return out.decode(errors="replace")
 
     async def _json(self, *args: str | int) -> dict[str, Any]:
         out = await self.run(*args)

@@ -27,7 +27,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from agents.daemon.backends.base import SCROLL_BUTTONS, Desktop, DesktopError, InputError, ScrollDirection
+from agents.daemon.backends.base import (
+    SCROLL_BUTTONS,
+    Desktop,
+    DesktopError,
+    ScrollDirection,
+    run_command,
+)
 from agents.daemon.screenshot import Frame, XConnection, XProtocolError
 
 log = logging.getLogger(__name__)
@@ -340,28 +346,9 @@ class XvncDesktop(Desktop):
         """
         if self.x_display is None:
             raise DesktopError("Desktop is not running.")
-        proc = await asyncio.create_subprocess_exec(
-            "xdotool",
-            *map(str, args),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env=self._env,
+        return await run_command(
+            ["xdotool", *map(str, args)], what="xdotool", time_limit=time_limit, env=self._env
         )
-        try:
-            out, err = await asyncio.wait_for(proc.communicate(), time_limit)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
-            raise InputError("xdotool timed out.") from None
-        except asyncio.CancelledError:
-            proc.kill()
-            await proc.wait()
-            raise
-        if proc.returncode != 0:
-            message = err.decode(errors="replace").strip().splitlines()
-            raise InputError(f"xdotool failed: {message[-1] if message else f'exit {proc.returncode}'}")
-        return out.decode(errors="replace")
 
     @staticmethod
     def _move(at: tuple[int, int] | None) -> list[str | int]:

@@ -31,18 +31,6 @@ def distinct_colours(img: Image.Image) -> int:
     return len(img.getcolors(maxcolors=1 << 20) or [])
 
 
-def mouse_location(agent: AgentProcess) -> tuple[int, int]:
-    out = subprocess.run(
-        ["xdotool", "getmouselocation", "--shell"],
-        env=agent.x_env(),
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    values = dict(line.split("=", 1) for line in out.split())
-    return int(values["X"]), int(values["Y"])
-
-
 def action(agent: AgentProcess, **params: Any) -> dict[str, Any]:
     return agent.call("action", params)
 
@@ -103,7 +91,7 @@ def test_typing_into_an_xterm_runs_the_command(
 def test_click_lands_on_the_intended_pixel(agent: AgentProcess, point: tuple[int, int]) -> None:
     result = action(agent, action="left_click", coordinate=list(point))
     assert result["screenshot"]["width"] == 1280
-    assert mouse_location(agent) == point
+    assert agent.mouse_location() == point
     assert action(agent, action="cursor_position") == {
         "output": f"X={point[0]},Y={point[1]}",
         "screenshot": None,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 
 import pytest
@@ -19,18 +18,6 @@ pytestmark = [needs_desktop, pytest.mark.desktop]
 def wide_agent() -> Iterator[AgentProcess]:
     with running_agent(token=TOKEN, geometry="1920x1080") as proc:
         yield proc
-
-
-def mouse_location(agent: AgentProcess) -> tuple[int, int]:
-    out = subprocess.run(
-        ["xdotool", "getmouselocation", "--shell"],
-        env=agent.x_env(),
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    values = dict(line.split("=", 1) for line in out.split())
-    return int(values["X"]), int(values["Y"])
 
 
 async def test_declared_size_and_screenshots(wide_agent: AgentProcess) -> None:
@@ -53,7 +40,7 @@ async def test_click_at_declared_coordinates_hits_the_native_pixel(
         await client.action(
             {"action": "left_click", "coordinate": list(point), "scaled_width": 1429, "scaled_height": 804}
         )
-        assert mouse_location(wide_agent) == to_native(*point, declared, native)
+        assert wide_agent.mouse_location() == to_native(*point, declared, native)
         position = await client.action(
             {"action": "cursor_position", "scaled_width": 1429, "scaled_height": 804}
         )
