@@ -13,8 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -22,6 +21,7 @@ from typing import TypeVar
 from django.conf import settings
 
 from chatdesk.serving import daphne_argv
+from tests.support.waiting import wait_until
 
 T = TypeVar("T")
 
@@ -33,20 +33,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def wait_until(
-    predicate: Callable[[], T | None], *, timeout: float, interval: float = 0.05, what: str = ""
-) -> T:
-    """Return predicate()'s first truthy value; raise AssertionError naming ``what`` at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
-        time.sleep(interval)
 
 
 def server_env(**extra: str) -> dict[str, str]:

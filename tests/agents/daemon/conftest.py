@@ -5,8 +5,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -14,6 +13,7 @@ from typing import TypeVar
 import pytest
 
 from tests.support.agent_process import AgentProcess, running_agent
+from tests.support.waiting import wait_until
 
 TOKEN = "test-agent-token-0123456789"
 T = TypeVar("T")
@@ -22,23 +22,6 @@ needs_desktop = pytest.mark.skipif(
     not all(shutil.which(b) for b in ("Xvnc", "openbox", "xdotool", "xterm", "xev")),
     reason="needs Xvnc, openbox, xdotool, xterm and xev",
 )
-
-
-def wait_until(
-    predicate: Callable[[], T | None],
-    timeout: float = 10.0,
-    interval: float = 0.05,
-    message: str = "condition",
-) -> T:
-    """Return predicate()'s first truthy value; fail the test after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {message}")
-        time.sleep(interval)
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +102,11 @@ def xev(agent: AgentProcess, tmp_path: Path) -> Iterator[Xev]:
     """An xev window covering most of the agent's desktop, mapped and ready."""
     win = Xev(agent.x_env(), tmp_path / "xev.log")
     try:
-        wait_until(lambda: any(e.kind in ("MapNotify", "Expose") for e in win.events()), message="xev window")
+        wait_until(
+            lambda: any(e.kind in ("MapNotify", "Expose") for e in win.events()),
+            timeout=10,
+            what="xev window",
+        )
         yield win
     finally:
         win.close()

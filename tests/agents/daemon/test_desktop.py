@@ -77,13 +77,13 @@ def test_typing_into_an_xterm_runs_the_command(
     agent: AgentProcess, xterm: subprocess.Popen[bytes], tmp_path: Path
 ) -> None:
     target = tmp_path / "typed.txt"
-    wait_until(lambda: screenshot_colours(agent) > 2, message="xterm drawn")
+    wait_until(lambda: screenshot_colours(agent) > 2, what="xterm drawn")
     action(agent, action="left_click", coordinate=[200, 150])  # focus it
     result = action(agent, action="type", text=f"echo ok > {target}")
     assert result["screenshot"]["width"] == 1280 and result["output"] is None
     action(agent, action="key", text="Return")
     wait_until(
-        lambda: target.exists() and target.read_text() == "ok\n", message=f"{target} written by the shell"
+        lambda: target.exists() and target.read_text() == "ok\n", what=f"{target} written by the shell"
     )
 
 
@@ -99,7 +99,7 @@ def test_click_lands_on_the_intended_pixel(agent: AgentProcess, point: tuple[int
 
 
 def _wait_events(xev: Xev, predicate: Callable[[list[XEvent]], T | None], message: str) -> T:
-    return wait_until(lambda: predicate(xev.events()), message=message)
+    return wait_until(lambda: predicate(xev.events()), timeout=10, what=message)
 
 
 def test_clicks_with_held_modifiers_reach_the_x_server(agent: AgentProcess, xev: Xev) -> None:
@@ -190,7 +190,7 @@ def test_keys_and_hold_key_reach_the_x_server(agent: AgentProcess, xev: Xev) -> 
 def test_zoom_returns_the_requested_region(agent: AgentProcess, xterm: subprocess.Popen[bytes]) -> None:
     import base64
 
-    wait_until(lambda: screenshot_colours(agent) > 2, message="xterm drawn")
+    wait_until(lambda: screenshot_colours(agent) > 2, what="xterm drawn")
     full = image(base64.b64decode(action(agent, action="screenshot")["screenshot"]["png_base64"]))
     result = action(agent, action="zoom", region=[0, 0, 640, 400])
     assert result["output"] is None

@@ -73,19 +73,17 @@ def test_heartbeat_survives_a_server_that_starts_late(
         geometry="1366x768",
         extra_args=["--heartbeat-interval", "0.3"],
     ) as agent:
-        wait_until(
-            lambda: "heartbeat" in agent.log_text() and "failed" in agent.log_text(), message="a failure"
-        )
+        wait_until(lambda: "heartbeat" in agent.log_text() and "failed" in agent.log_text(), what="a failure")
         httpd, _ = serve(server_port)
         late_server.append(httpd)
-        requests = wait_until(lambda: httpd.requests[1:], timeout=15, message="two heartbeats")
+        requests = wait_until(lambda: httpd.requests[1:], timeout=15, what="two heartbeats")
         first = httpd.requests[0]
         assert first["path"] == "/api/experimental/workspace-agents/heartbeat"
         assert first["auth"] == f"Bearer {SECRET}"
         assert first["body"] == {"url": agent.ws_url, "display": {"width": 1366, "height": 768}}
         assert requests
         wait_until(
-            lambda: "heartbeat to" in agent.log_text() and " ok" in agent.log_text(), message="ok log line"
+            lambda: "heartbeat to" in agent.log_text() and " ok" in agent.log_text(), what="ok log line"
         )
         log = agent.log_text()
         assert agent.health()["desktop"] == "stopped"  # heartbeats never start the desktop
@@ -100,5 +98,5 @@ def test_advertise_url_is_sent_as_given(server_port: int, late_server: list[Reco
         server_url=f"http://127.0.0.1:{server_port}/",
         extra_args=["--heartbeat-interval", "5", "--advertise-url", "ws://agent.internal:7420"],
     ):
-        wait_until(lambda: httpd.requests, message="a heartbeat")
+        wait_until(lambda: httpd.requests, what="a heartbeat")
     assert httpd.requests[0]["body"]["url"] == "ws://agent.internal:7420"

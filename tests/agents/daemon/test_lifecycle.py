@@ -93,7 +93,7 @@ def test_a_killed_desktop_is_restarted_on_the_next_request() -> None:
         [xvnc] = children(agent.pid, "Xvnc")
         old_wm = children(agent.pid, "openbox")
         os.kill(xvnc, signal.SIGKILL)
-        wait_until(lambda: not alive(xvnc), message="Xvnc to die")
+        wait_until(lambda: not alive(xvnc), what="Xvnc to die")
         shot = agent.call("screenshot")
         assert (shot["width"], shot["height"]) == (1280, 800)
         [new_xvnc] = children(agent.pid, "Xvnc")

@@ -182,6 +182,6 @@ def test_stopping_the_agent_runs_down(tmp_path: Path) -> None:
     try:
         with running_agent(token=TOKEN, backend="portabledesktop", env=env) as agent:
             agent.info()
-        wait_until(lambda: ["down"] in calls(log), message="portabledesktop down")
+        wait_until(lambda: ["down"] in calls(log), what="portabledesktop down")
     finally:
         vnc.close()
