@@ -37,11 +37,8 @@ class Command(BaseCommand):
     def handle(self, *args: Any, port: int, host: str, no_agent: bool, **options: Any) -> None:
         admin = self.ensure_admin()
         bin_dir = os.path.dirname(sys.executable)
-        commands: list[tuple[str, list[str]]] = [
-            (
-                "web",
-                daphne_argv(host=host, port=port),
-            ),
+        commands: list[tuple[str, list[str], dict[str, str] | None]] = [
+            ("web", daphne_argv(host=host, port=port), None),
             (
                 "worker",
                 [
@@ -59,6 +56,7 @@ class Command(BaseCommand):
                     "--schedule",
                     str(settings.VAR_DIR / "celerybeat-schedule"),
                 ],
+                None,
             ),
         ]
         if not no_agent:
@@ -71,20 +69,10 @@ class Command(BaseCommand):
                 # The agent heartbeats over loopback even when the web server listens on every interface.
                 loopback = host in ("0.0.0.0", "::")  # noqa: S104 (a comparison, not a bind)
                 server = f"http://{'127.0.0.1' if loopback else host}:{port}"
-                commands.append(
-                    (
-                        "agent",
-                        [
-                            os.path.join(bin_dir, "chatdesk-agent"),
-                            "--server",
-                            server,
-                            "--token",
-                            token,
-                            "--listen",
-                            AGENT_LISTEN,
-                        ],
-                    )
-                )
+                argv = [os.path.join(bin_dir, "chatdesk-agent"), "--server", server, "--listen", AGENT_LISTEN]
+                # The token goes in the environment, not argv: every local user can read argv in `ps`.
+                agent_env = {**os.environ, "CHATDESK_AGENT_TOKEN": token}
+                commands.append(("agent", argv, agent_env))
         self.supervise(commands, port=port, host=host)
 
     def ensure_admin(self) -> Any:
@@ -116,7 +104,9 @@ class Command(BaseCommand):
         agent.save()
         return raw
 
-    def supervise(self, commands: list[tuple[str, list[str]]], *, port: int, host: str) -> None:
+    def supervise(
+        self, commands: list[tuple[str, list[str], dict[str, str] | None]], *, port: int, host: str
+    ) -> None:
         procs: dict[str, subprocess.Popen[bytes]] = {}
         stopping = False
 
@@ -127,8 +117,8 @@ class Command(BaseCommand):
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGTERM, stop)
         try:
-            for name, argv in commands:
-                procs[name] = subprocess.Popen(argv, start_new_session=True)
+            for name, argv, env in commands:
+                procs[name] = subprocess.Popen(argv, env=env, start_new_session=True)
             self.stdout.write(
                 self.style.SUCCESS(f"chatdesk is running on http://{host}:{port}/  (Ctrl+C stops it)")
             )
