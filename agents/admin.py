@@ -6,6 +6,7 @@ from django.contrib import admin
 from django.http import HttpRequest
 
 from agents.models import WorkspaceAgent
+from agents.services import workspace_agent_command
 from chatdesk.admin import ShowsNewTokenOnceAdmin
 
 
@@ -36,4 +37,4 @@ class WorkspaceAgentAdmin(ShowsNewTokenOnceAdmin):
     credential_kind = "Agent token"
 
     def token_usage(self, request: HttpRequest, obj: Any, token: str) -> str:
-        return f"chatdesk-agent --server {request.build_absolute_uri('/').rstrip('/')} --token {token}"
+        return workspace_agent_command(request=request, token=token)

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import shlex
 from typing import TYPE_CHECKING
 
 from django.db import IntegrityError, transaction
+from django.http import HttpRequest
 from django.utils import timezone
 
 from agents.models import WorkspaceAgent
@@ -35,6 +37,12 @@ def workspace_agent_heartbeat(*, agent: WorkspaceAgent, url: str, width: int, he
     agent.last_seen = timezone.now()
     agent.save(update_fields=["url", "display_width", "display_height", "last_seen", "updated_at"])
     return agent
+
+
+def workspace_agent_command(*, request: HttpRequest, token: str) -> str:
+    """Return the shell command that runs an agent against this server (as the browser reached it)."""
+    server = request.build_absolute_uri("/").rstrip("/")
+    return f"chatdesk-agent --server {shlex.quote(server)} --token {shlex.quote(token)}"
 
 
 def workspace_agent_for_user(*, owner: User) -> WorkspaceAgent | None:

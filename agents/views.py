@@ -3,8 +3,6 @@ see each agent's status, delete one."""
 
 from __future__ import annotations
 
-import shlex
-
 from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -21,11 +19,6 @@ from chatdesk.views import page_user
 
 class AgentForm(forms.Form):
     name = forms.CharField(max_length=100, widget=forms.TextInput(attrs={"placeholder": "e.g. my-laptop"}))
-
-
-def server_url(request: HttpRequest) -> str:
-    """Return this server's base URL as the browser reached it (what `chatdesk-agent --server` wants)."""
-    return request.build_absolute_uri("/").rstrip("/")
 
 
 @login_required
@@ -47,9 +40,7 @@ def agent_list(request: HttpRequest) -> HttpResponse:
             except ChatdeskError as exc:
                 form.add_error("name", exc.message)
             else:
-                command = (
-                    f"chatdesk-agent --server {shlex.quote(server_url(request))} --token {shlex.quote(raw)}"
-                )
+                command = services.workspace_agent_command(request=request, token=raw)
                 created = {"agent": agent, "token": raw, "command": command}
                 form = AgentForm()
     agents = WorkspaceAgent.objects.filter(owner=page_user(request)).order_by(
