@@ -168,7 +168,13 @@ class AgentServer:
 
         tasks = [asyncio.create_task(viewer_to_vnc()), asyncio.create_task(vnc_to_viewer())]
         try:
-            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                side = "viewer" if task is tasks[0] else "VNC server"
+                error = None if task.cancelled() else task.exception()
+                log.debug(
+                    "VNC relay ended by the %s side%s", side, f": {error!r}" if error else "", exc_info=error
+                )
         finally:
             for task in tasks:
                 task.cancel()

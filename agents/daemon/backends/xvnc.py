@@ -22,6 +22,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import struct
 import tempfile
 import time
@@ -93,6 +94,34 @@ def _ancestors() -> set[int]:
         except (OSError, ValueError, IndexError):
             break
     return pids
+
+
+async def connect_unix(path: str, *, time_limit: float) -> socket.socket:
+    """Return a socket connected to the unix socket ``path``, retrying while its backlog is full.
+
+    A non-blocking AF_UNIX connect() to a listener whose backlog is full fails with EAGAIN, which
+    means "try again", not "in progress" as for TCP; asyncio's connect treats it as in progress and
+    hands back a socket that never connected (its first recv() fails with EINVAL). Several viewers
+    opening at once fill Xvnc's backlog, so connect here and retry until ``time_limit``.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + time_limit
+    delay = 0.005
+    while True:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        try:
+            sock.connect(path)
+            return sock
+        except BlockingIOError:
+            sock.close()
+            if loop.time() + delay > deadline:
+                raise TimeoutError(f"{path}: the listener's backlog stayed full") from None
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.1)
+        except BaseException:
+            sock.close()
+            raise
 
 
 def display_clients(display: str, xauthority: str) -> set[int]:
@@ -311,8 +340,9 @@ class XvncDesktop(Desktop):
         if self.rfb_socket is None:
             raise DesktopError("Desktop is not running.")
         try:
-            return await asyncio.open_unix_connection(self.rfb_socket)
-        except OSError as exc:
+            sock = await connect_unix(self.rfb_socket, time_limit=START_TIMEOUT)
+            return await asyncio.open_unix_connection(sock=sock)
+        except (OSError, TimeoutError) as exc:
             raise DesktopError("Failed to connect to VNC server.") from exc
 
     def _xconn(self) -> XConnection:
@@ -332,10 +362,6 @@ class XvncDesktop(Desktop):
         except (OSError, asyncio.IncompleteReadError, XProtocolError) as exc:
             raise DesktopError("Failed to read the pointer position.") from exc
         return x, y
-
-    async def pointer_mask(self) -> int:
-        """Return the X key/button mask (used by tests and diagnostics)."""
-        return (await self._xconn().query_pointer())[2]
 
     # -- input ---------------------------------------------------------------------------------
 
