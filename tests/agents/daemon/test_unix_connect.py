@@ -16,7 +16,7 @@ def full_listener(path: Path) -> tuple[socket.socket, list[socket.socket]]:
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(str(path))
     listener.listen(0)
-    fillers = []
+    fillers: list[socket.socket] = []
     while True:
         client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         client.setblocking(False)
