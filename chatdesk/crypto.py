@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import hmac
 import secrets
 from functools import lru_cache
 
@@ -58,7 +57,3 @@ def new_token(prefix: str) -> str:
 def hash_token(token: str) -> str:
     """Return the hex SHA-256 of ``token``: what is stored and looked up."""
     return hashlib.sha256(token.encode()).hexdigest()
-
-
-def tokens_equal(a: str, b: str) -> bool:
-    return hmac.compare_digest(a.encode(), b.encode())

@@ -23,11 +23,6 @@ class ValidationError(ChatdeskError):
     status_code = 400
 
 
-class NotFound(ChatdeskError):
-    status_code = 404
-    default_message = "Not found."
-
-
 class Conflict(ChatdeskError):
     status_code = 409
 

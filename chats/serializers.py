@@ -3,7 +3,6 @@ from __future__ import annotations
 from typing import Any
 
 from django.urls import reverse
-from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from agents.models import WorkspaceAgent
@@ -123,8 +122,3 @@ class ChatListQuerySerializer(serializers.Serializer):
     # Declared fields are popped off the class, so this does not shadow Field.parent at run time.
     parent = serializers.UUIDField(required=False)  # type: ignore[assignment]
     archived = serializers.BooleanField(required=False, default=False)
-
-
-@extend_schema_field({"type": "string", "format": "binary"})
-class BinaryField(serializers.Field):
-    pass

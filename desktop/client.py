@@ -198,13 +198,3 @@ async def agent_info(agent: WorkspaceAgent) -> dict[str, Any]:
 def run_action_sync(agent: WorkspaceAgent, params: dict[str, Any]) -> agent_client.ActionResult:
     """Synchronous :func:`run_action` for Celery tasks and other sync code (no event loop running)."""
     return async_to_sync(run_action)(agent, params)
-
-
-def agent_info_sync(agent: WorkspaceAgent) -> dict[str, Any]:
-    """Synchronous :func:`agent_info`."""
-    return async_to_sync(agent_info)(agent)
-
-
-def screenshot_sync(agent: WorkspaceAgent, width: int | None = None) -> agent_client.Screenshot:
-    """Synchronous :func:`screenshot`."""
-    return async_to_sync(screenshot)(agent, width)

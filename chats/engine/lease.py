@@ -80,11 +80,6 @@ def turn_claim(*, chat_id: str, worker_id: str) -> tuple[Chat, dict[str, Any] | 
     return chat, awaiting
 
 
-def turn_owned(*, chat_id: UUID | str, worker_id: str) -> bool:
-    """Return True while ``worker_id`` still owns the chat's running turn."""
-    return Chat.objects.filter(pk=chat_id, status=Chat.Status.RUNNING, worker_id=worker_id).exists()
-
-
 @transaction.atomic
 def turn_end(
     *,
