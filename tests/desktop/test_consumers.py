@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import uuid
 from collections.abc import Callable
@@ -304,7 +305,7 @@ async def test_agent_dying_closes_the_browser(transactional_db: None) -> None:
     _, raw = await sync_to_async(api_token_create)(user=user, name="t")
     token = f"cda_{uuid.uuid4().hex}"
     with running_agent(token=token, geometry="640x480") as process:
-        await sync_to_async(process.info)()
+        desktop_dir = Path((await sync_to_async(process.info)())["xauthority"]).parent
         agent = await sync_to_async(agent_row)(user, token=token, url=process.ws_url)
         chat = await sync_to_async(ChatFactory.create)(owner=user, workspace_agent=agent)
         communicator = WebsocketCommunicator(
@@ -330,6 +331,7 @@ async def test_agent_dying_closes_the_browser(transactional_db: None) -> None:
                     os.killpg(int(child), signal.SIGKILL)
                 except (ProcessLookupError, PermissionError):
                     pass
+            shutil.rmtree(desktop_dir, ignore_errors=True)
 
 
 @pytest.mark.parametrize("bad_frame", [b"\x82\x81\0\0\0\0x", b"\xc2\x01x"], ids=["masked", "rsv1"])
