@@ -15,9 +15,12 @@ import statistics
 import subprocess
 import sys
 import time
+from io import BytesIO
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from PIL import Image
 
 from agents.daemon.client import AgentClient
 from tests.support.agent_process import running_agent
@@ -62,10 +65,6 @@ async def bench(n: int) -> int:
                 deadline = time.monotonic() + 10
                 while True:  # wait until the xterm is on screen (a screenshot that is not uniform)
                     shot = await client.screenshot(64, 40)
-                    from io import BytesIO
-
-                    from PIL import Image
-
                     if len(Image.open(BytesIO(shot.png)).getcolors(4096) or []) > 1:
                         break
                     if time.monotonic() > deadline:

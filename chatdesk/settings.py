@@ -189,8 +189,8 @@ MIDDLEWARE.insert(0, "chatdesk.middleware.BodySizeLimitMiddleware")
 REDIS_URL = env_str("REDIS_URL")
 
 # Celery: Redis in production, kombu's filesystem transport in the embedded default.
-CELERY_TASK_ALWAYS_EAGER = False
 CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_IGNORE_RESULT = True  # turns report through the database, never through a result backend
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # Separate deployments (or test runs) sharing one Redis use different queue names and key prefixes.
@@ -198,14 +198,12 @@ CELERY_TASK_DEFAULT_QUEUE = env_str("CHATDESK_CELERY_QUEUE", "chatdesk")
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 if REDIS_URL:
     CELERY_BROKER_URL = REDIS_URL
-    CELERY_RESULT_BACKEND = None
     CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {"visibility_timeout": 3600}
 else:
     _queue_dir = VAR_DIR / "celery"
     for _sub in ("in", "processed", "control"):
         (_queue_dir / _sub).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_URL = "filesystem://"
-    CELERY_RESULT_BACKEND = None
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_queue_dir / "in"),
         "data_folder_out": str(_queue_dir / "in"),

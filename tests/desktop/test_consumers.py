@@ -7,7 +7,6 @@ import os
 import shutil
 import signal
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -31,6 +30,7 @@ from tests.desktop.conftest import (
 from tests.factories import ChatFactory, UserFactory
 from tests.support.agent_process import running_agent
 from tests.support.processes import free_port
+from tests.support.waiting import wait_until_async
 
 pytestmark = [pytest.mark.desktop, pytest.mark.django_db(transaction=True)]
 
@@ -270,18 +270,6 @@ def established_connections(port: int, pid: int | None = None) -> int:
     return count
 
 
-async def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> object:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
 async def test_closing_the_browser_closes_the_upstream_every_time(desktop: DesktopSetup) -> None:
     port = desktop.process.port
     tasks_before = len(asyncio.all_tasks())
@@ -296,8 +284,12 @@ async def test_closing_the_browser_closes_the_upstream_every_time(desktop: Deskt
             await client.request_update()
         assert established_connections(port) == 1
         await communicator.disconnect()
-    await wait_for(lambda: established_connections(port) == 0, 10, "upstream sockets to close")
-    await wait_for(lambda: len(asyncio.all_tasks()) <= tasks_before, 10, "proxy tasks to end")
+    await wait_until_async(
+        lambda: established_connections(port) == 0, timeout=10, what="upstream sockets to close"
+    )
+    await wait_until_async(
+        lambda: len(asyncio.all_tasks()) <= tasks_before, timeout=10, what="proxy tasks to end"
+    )
 
 
 async def test_agent_dying_closes_the_browser(transactional_db: None) -> None:
@@ -360,6 +352,8 @@ async def test_agent_breaking_the_websocket_protocol_closes_the_viewer(
         try:
             assert (await communicator.connect(timeout=20))[0]
             assert await expect_close(communicator) == (4502, "Workspace agent protocol error.")
-            await wait_for(lambda: established_connections(port) == 0, 10, "the upstream socket to close")
+            await wait_until_async(
+                lambda: established_connections(port) == 0, timeout=10, what="the upstream socket to close"
+            )
         finally:
             await communicator.disconnect()

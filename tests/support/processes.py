@@ -21,18 +21,13 @@ from typing import TypeVar
 from django.conf import settings
 
 from chatdesk.serving import daphne_argv
+from tests.support.agent_process import free_port
 from tests.support.waiting import wait_until
 
 T = TypeVar("T")
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def server_env(**extra: str) -> dict[str, str]:
