@@ -5,8 +5,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-DEB_PACKAGES := tigervnc-standalone-server tigervnc-tools openbox xdotool xterm x11-utils chromium
-DESKTOP_BINARIES := Xvnc openbox xdotool xterm chromium
+DEB_PACKAGES := tigervnc-standalone-server tigervnc-tools openbox xdotool xterm x11-utils x11-xserver-utils chromium
+DESKTOP_BINARIES := Xvnc openbox xdotool xterm xprop xset chromium
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/chatdesk
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
 # The benchmarks write real rows: they get a database of their own, created when missing.
