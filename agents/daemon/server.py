@@ -12,12 +12,15 @@ import asyncio
 import contextlib
 import json
 import logging
+import socket
+import struct
 from http import HTTPStatus
 from typing import Any
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 
 from agents.daemon import credentials, scaling
 from agents.daemon.actions import ActionError, ActionRunner
@@ -30,6 +33,10 @@ VNC_PATH = "/vnc"
 HEALTH_PATH = "/health"
 MAX_REQUEST_BYTES = 1 << 20  # the biggest legitimate request is a batch of long ``type`` texts
 VNC_CHUNK = 256 * 1024  # per read of the VNC server, and so per frame to the viewer
+# A server's frame header is 2 bytes, 4 with a 16-bit length, 10 with a 64-bit one (RFC 6455 §5.2).
+# Reads from the VNC server land this far into a buffer, the header is written just before them,
+# and the whole frame goes to the viewer's socket from that one buffer: the payload is not copied.
+FRAME_HEADROOM = 10
 # Bytes a connection may hold for its socket before send() waits (high-water mark): a few frames, so
 # reading the VNC server and writing the viewer overlap instead of taking turns.
 VNC_WRITE_LIMIT = 1024 * 1024
@@ -48,6 +55,67 @@ def bearer_token_matches(header: str | None, token: str) -> bool:
     if not header or not header.startswith("Bearer "):
         return False
     return credentials.accepts(header[len("Bearer ") :].strip(), token)  # the token or the server credential
+
+
+def frame_in_place(buffer: bytearray, length: int) -> int:
+    """Write a final binary frame's header for the ``length`` payload bytes at
+    ``buffer[FRAME_HEADROOM:]`` just before them; return the frame's offset in ``buffer``."""
+    if length < 126:
+        buffer[8:10] = struct.pack("!BB", 0x82, length)
+        return 8
+    if length < 1 << 16:
+        buffer[6:10] = struct.pack("!BBH", 0x82, 126, length)
+        return 6
+    buffer[0:10] = struct.pack("!BBQ", 0x82, 127, length)
+    return 0
+
+
+async def relay_vnc(ws: ServerConnection, vnc: socket.socket) -> None:
+    """Copy raw RFB bytes between the viewer's WebSocket ``ws`` and ``vnc`` until either side ends.
+
+    VNC server → viewer is the bulk of the traffic and skips websockets' send path: each read is
+    framed in place (``frame_in_place``) and written to the connection's transport whole. That is
+    safe alongside websockets' own writes (pings, pongs, close), which are whole frames written on
+    the same event loop, as long as nothing is written once the connection leaves the OPEN state;
+    ``ws.drain()`` is websockets' own flow control (it waits while the transport is above its
+    high-water mark, ``write_limit``). Viewer → VNC server (requests, input) goes through websockets.
+    """
+    loop = asyncio.get_running_loop()
+    transport = ws.transport
+
+    async def viewer_to_vnc() -> None:
+        async for message in ws:
+            await loop.sock_sendall(vnc, message if isinstance(message, bytes) else message.encode())
+
+    async def vnc_to_viewer() -> None:
+        buffer = bytearray(FRAME_HEADROOM + VNC_CHUNK)
+        view = memoryview(buffer)
+        while length := await loop.sock_recv_into(vnc, view[FRAME_HEADROOM:]):
+            if ws.protocol.state is not State.OPEN:
+                return
+            transport.write(view[frame_in_place(buffer, length) : FRAME_HEADROOM + length])
+            if transport.get_write_buffer_size():
+                # The transport kept what the socket did not take; it may hold on to this very
+                # buffer rather than a copy, so the next read goes to a fresh one.
+                buffer = bytearray(FRAME_HEADROOM + VNC_CHUNK)
+                view = memoryview(buffer)
+                await ws.drain()  # bounded: waits while the viewer's socket is full
+
+    tasks = [asyncio.create_task(viewer_to_vnc()), asyncio.create_task(vnc_to_viewer())]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            side = "viewer" if task is tasks[0] else "VNC server"
+            error = None if task.cancelled() else task.exception()
+            log.debug(
+                "VNC relay ended by the %s side%s", side, f": {error!r}" if error else "", exc_info=error
+            )
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, ConnectionClosed, OSError):
+                await task
 
 
 class AgentServer:
@@ -151,39 +219,15 @@ class AgentServer:
         """Copy raw RFB bytes between this viewer and its own connection to the VNC server."""
         try:
             await self.runner.ensure_started()
-            reader, writer = await self.desktop.open_vnc()
+            vnc = await self.desktop.open_vnc()
         except DesktopError as exc:
             log.warning("VNC viewer refused: %s", exc)
             await ws.close(1011, str(exc)[:120])
             return
-
-        async def viewer_to_vnc() -> None:
-            async for message in ws:
-                writer.write(message if isinstance(message, bytes) else message.encode())
-                await writer.drain()  # bounded: waits while the VNC server is not reading
-
-        async def vnc_to_viewer() -> None:
-            while data := await reader.read(VNC_CHUNK):
-                await ws.send(data)  # bounded: waits while the viewer's socket is full
-
-        tasks = [asyncio.create_task(viewer_to_vnc()), asyncio.create_task(vnc_to_viewer())]
         try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                side = "viewer" if task is tasks[0] else "VNC server"
-                error = None if task.cancelled() else task.exception()
-                log.debug(
-                    "VNC relay ended by the %s side%s", side, f": {error!r}" if error else "", exc_info=error
-                )
+            await relay_vnc(ws, vnc)
         finally:
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError, ConnectionClosed, OSError):
-                    await task
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
+            vnc.close()
             await ws.close()
 
     # -- lifecycle ---------------------------------------------------------------------------------

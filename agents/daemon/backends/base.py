@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import socket
 from typing import Literal
 
 from agents.daemon.screenshot import Frame
@@ -83,8 +84,8 @@ class Desktop(abc.ABC):
         """Stop the desktop and every process on it (idempotent)."""
 
     @abc.abstractmethod
-    async def open_vnc(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        """Return a fresh stream to the desktop's RFB server (one per viewer)."""
+    async def open_vnc(self) -> socket.socket:
+        """Return a fresh non-blocking socket connected to the desktop's RFB server (one per viewer)."""
 
     @abc.abstractmethod
     async def grab(self) -> Frame:

@@ -29,6 +29,7 @@ import contextlib
 import json
 import logging
 import shutil
+import socket
 from typing import Any
 
 from agents.daemon.backends.base import Desktop, DesktopError, InputError, ScrollDirection, run_command
@@ -120,13 +121,18 @@ class PortableDesktop(Desktop):
             log.warning("portabledesktop down failed: %s", exc)
         self.vnc_port = None
 
-    async def open_vnc(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    async def open_vnc(self) -> socket.socket:
         if self.vnc_port is None:
             raise DesktopError("Desktop is not running.")
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setblocking(False)
         try:
-            return await asyncio.open_connection("127.0.0.1", self.vnc_port)
+            await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", self.vnc_port))
         except OSError as exc:
+            sock.close()
             raise DesktopError("Failed to connect to VNC server.") from exc
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
 
     async def grab(self) -> Frame:
         try:

@@ -336,12 +336,11 @@ class XvncDesktop(Desktop):
 
     # -- streams and queries -----------------------------------------------------------------
 
-    async def open_vnc(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    async def open_vnc(self) -> socket.socket:
         if self.rfb_socket is None:
             raise DesktopError("Desktop is not running.")
         try:
-            sock = await connect_unix(self.rfb_socket, time_limit=START_TIMEOUT)
-            return await asyncio.open_unix_connection(sock=sock)
+            return await connect_unix(self.rfb_socket, time_limit=START_TIMEOUT)
         except (OSError, TimeoutError) as exc:
             raise DesktopError("Failed to connect to VNC server.") from exc
 
