@@ -9,11 +9,11 @@ from pathlib import Path
 WEBSOCKET_PING_SECONDS = 15
 
 
-def daphne_argv(*, host: str, port: int) -> list[str]:
+def daphne_argv(*, host: str, port: int, ping_interval: int = WEBSOCKET_PING_SECONDS) -> list[str]:
     """Return the argv that serves chatdesk.asgi with daphne on ``host``:``port``."""
     daphne = Path(sys.executable).parent / "daphne"
     return [
         str(daphne), "-b", host, "-p", str(port),
-        "--ping-interval", str(WEBSOCKET_PING_SECONDS),
+        "--ping-interval", str(ping_interval),
         "chatdesk.asgi:application",
     ]  # fmt: skip

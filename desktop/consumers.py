@@ -21,22 +21,23 @@ ASGI servers that implement the reason, and tests through the ASGI app, see both
 Flow control, so a slow browser cannot make the server buffer without bound:
 
 * agent → browser: under daphne, ASGI ``send`` never blocks (Twisted buffers whatever it is given), so
-  the consumer registers a push producer on the browser's Twisted transport (``_DaphneBrowser``).
-  Twisted pauses it when more than BROWSER_BUFFER (512 KiB) wait for the browser; the pump then
-  stops reading the agent, whose frames back up in the upstream connection's bounded buffer
-  (``desktop.client.VNC_BUFFER``, then reading from the agent's socket pauses) and then in TCP,
-  back to the agent and Xvnc. If the browser stays unwritable for longer than
-  CHATDESK_DESKTOP_SLOW_VIEWER_SECONDS (default 10), it is dropped with 4408 "Viewer too slow."
-  rather than holding the upstream open forever. Elsewhere (tests through the ASGI app, other
-  servers) ``send`` itself is the back-pressure.
+  the consumer writes the browser's socket below ASGI (``_DaphneBrowser``) and watches what waits for
+  it: while more than BROWSER_BUFFER (512 KiB) wait, the pump stops reading the agent, whose frames
+  back up in the upstream connection's bounded buffer (``desktop.client.VNC_BUFFER``, then reading
+  from the agent's socket pauses) and then in TCP, back to the agent and Xvnc. If the browser stays
+  unwritable for longer than CHATDESK_DESKTOP_SLOW_VIEWER_SECONDS (default 10), it is dropped with
+  4408 "Viewer too slow." rather than holding the upstream open forever. Elsewhere (tests through
+  the ASGI app, other servers) ``send`` itself is the back-pressure.
 * browser → agent: each frame is written to the agent's socket at once; while more than
   ``VNC_WRITE_LIMIT`` bytes wait for it, the consumer waits, and reading from the browser's socket is
   paused.
 
 Speed: under daphne the agent's frames are spliced, not re-encoded: ``desktop.wsframes`` reads only
-their headers and hands whole frames, byte for byte, to the browser's transport (server frames are
-unmasked on both legs; see that module for the RFC 6455 invariants relied on). Elsewhere the
-payloads are extracted and sent through ASGI.
+their headers and the whole frames, byte for byte and never copied in user space, go to the browser's
+socket through ``_DirectWriter`` (server frames are unmasked on both legs; see ``desktop.wsframes``
+for the RFC 6455 invariants relied on), which also carries autobahn's own frames in order. Where it
+cannot be used (TLS), Twisted's transport carries them. Elsewhere the payloads are extracted and sent
+through ASGI. The browser's socket is set to TCP_NODELAY.
 
 Keepalive: the upstream connection pings the agent every 15 s and answers its pings (a dead agent
 closes the viewer);
@@ -48,15 +49,20 @@ consumer's coroutine ends for any other reason). No database access happens per 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
+import itertools
 import logging
+import os
+import socket
 from typing import Any
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
+from twisted.internet import tcp as twisted_tcp
 
 from agents.models import WorkspaceAgent
 from chatdesk.exceptions import AgentError, AgentNotConnected
@@ -84,10 +90,12 @@ REASON_MALFORMED = "Malformed RFB stream."
 
 # The agent accepts frames up to 1 MiB; RFB is a byte stream, so bigger browser frames are split.
 MAX_UPSTREAM_FRAME = 256 * 1024
-MAX_CLOSE_REASON = 123
-# Bytes daphne may hold for a browser before the proxy stops reading the agent (Twisted's high-water
-# mark for this connection): a few frames, so the socket never idles while the next one is read.
-BROWSER_BUFFER = 512 * 1024  # RFC 6455: a close frame's payload is at most 125 bytes, 2 of them the code
+MAX_CLOSE_REASON = 123  # RFC 6455: a close frame's payload is at most 125 bytes, 2 of them the code
+# Bytes daphne may hold for a browser before the proxy stops reading the agent (the direct writer's
+# queue, or Twisted's high-water mark for this connection): a few frames, so the socket never idles
+# while the next one is read.
+BROWSER_BUFFER = 512 * 1024
+IOV_MAX = os.sysconf("SC_IOV_MAX")  # buffers per sendmsg()
 
 
 class _Refused(Exception):
@@ -121,19 +129,130 @@ def _daphne_protocol(send: Any) -> Any | None:
     return None
 
 
+class _DirectWriter:
+    """Writes a browser's TCP connection under daphne itself, in place of Twisted's transport.
+
+    Every byte for the browser goes through one ordered queue: the agent's frames (as received,
+    memoryviews of the upstream's chunks) and whatever autobahn writes (pings, the close frame), which
+    is diverted here by replacing ``write``/``writeSequence`` on this one transport instance. The
+    queue is sent with ``sendmsg`` on a duplicate of the socket's descriptor, registered with the
+    event loop on its own, so Twisted's reactor never sees it: no payload is copied in user space
+    (Twisted would join its buffer into one ``bytes`` and send it in 128 KiB slices through its
+    logging and context machinery). Frames never interleave, because nothing writes the socket but
+    this queue. What is queued past ``BROWSER_BUFFER`` clears ``writable``, which stops the pump.
+
+    Only for a plain TCP connection whose Twisted buffer is empty when attached (so nothing queued
+    there can come after what is sent here); :meth:`attach` returns None otherwise (TLS, other
+    transports, a newer Twisted without these attributes) and Twisted's path is used instead.
+    """
+
+    def __init__(self, transport: Any, writable: asyncio.Event) -> None:
+        self._transport = transport
+        self._writable = writable
+        self._loop = asyncio.get_running_loop()
+        self._sock = socket.socket(fileno=os.dup(transport.getHandle().fileno()))
+        self._queue: collections.deque[memoryview] = collections.deque()
+        self._queued = 0
+        self._waiting = False  # a writer callback is registered for our descriptor
+        self.failed = False
+        transport.write = self.write
+        transport.writeSequence = self.write_sequence
+
+    @classmethod
+    def attach(cls, transport: Any, writable: asyncio.Event) -> _DirectWriter | None:
+        if not isinstance(transport, twisted_tcp.Connection) or getattr(transport, "TLS", True):
+            return None
+        pending = getattr(transport, "dataBuffer", b"?"), getattr(transport, "_tempDataLen", 1)
+        if len(pending[0]) != getattr(transport, "offset", -1) or pending[1] != 0:
+            return None
+        return cls(transport, writable)
+
+    # Twisted's ITransport.write / writeSequence, for autobahn
+    def write(self, data: bytes) -> None:
+        self.send((data,))
+
+    def write_sequence(self, iovec: Any) -> None:
+        self.send(iovec)
+
+    def send(self, pieces: Any) -> None:
+        """Queue ``pieces`` (bytes-like) after everything queued before, and send what the socket takes."""
+        if self.failed or not self._transport.connected:
+            return
+        for piece in pieces:
+            if len(piece):
+                self._queue.append(memoryview(piece))
+                self._queued += len(piece)
+        if self._waiting:
+            self._update_writable()
+        else:
+            self._flush()
+
+    def _update_writable(self) -> None:
+        if self._queued > BROWSER_BUFFER:
+            self._writable.clear()
+        else:
+            self._writable.set()
+
+    def _flush(self) -> None:
+        queue = self._queue
+        while queue:
+            try:
+                sent = self._sock.sendmsg(itertools.islice(queue, IOV_MAX))
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:  # the connection broke: Twisted sees it too and daphne disconnects us
+                self.failed = True
+                queue.clear()
+                self._queued = 0
+                break
+            self._queued -= sent
+            while sent:
+                head = queue[0]
+                if len(head) > sent:
+                    queue[0] = head[sent:]
+                    break
+                sent -= len(head)
+                queue.popleft()
+            if queue:
+                break  # the socket took less than offered: it is full
+        if queue and not self._waiting:
+            self._loop.add_writer(self._sock.fileno(), self._flush)
+            self._waiting = True
+        elif not queue and self._waiting:
+            self._loop.remove_writer(self._sock.fileno())
+            self._waiting = False
+        self._update_writable()
+
+    def detach(self) -> None:
+        """Give the connection back to Twisted, with whatever is still queued, in order."""
+        if self._waiting:
+            self._loop.remove_writer(self._sock.fileno())
+            self._waiting = False
+        for name in ("write", "writeSequence"):
+            self._transport.__dict__.pop(name, None)
+        rest, self._queue = b"".join(self._queue), collections.deque()
+        self._queued = 0
+        if rest and not self.failed and self._transport.connected:
+            self._transport.write(rest)
+        self._sock.close()  # our descriptor only; Twisted's stays open
+        self._writable.set()
+
+
 class _DaphneBrowser:
     """The browser's connection under daphne, reached below ASGI for flow control and speed.
 
-    * Writability: a Twisted IPushProducer registered on the transport. Twisted calls
-      ``pauseProducing`` when more than ``BROWSER_BUFFER`` bytes wait for the browser and
-      ``resumeProducing`` once they are sent; ``writable`` mirrors that. (After daphne upgrades an
-      HTTP connection, the dead HTTPChannel is still the registered producer; this replaces it.)
-    * Sending: the agent's whole WebSocket frames are written to the transport as they came
-      (``desktop.wsframes``), skipping the per-frame cost of ASGI, Channels and autobahn (which
-      formats debug log arguments for every frame). Autobahn writes every frame it sends (pings,
-      close) whole as well, so frames never interleave; once autobahn leaves the OPEN state
-      (closing), nothing more is sent this way.
+    * Sending: the agent's whole WebSocket frames are written as they came (``desktop.wsframes``),
+      skipping the per-frame cost of ASGI, Channels and autobahn (which formats debug log arguments
+      for every frame): through a :class:`_DirectWriter` where possible, else Twisted's transport.
+      Autobahn writes every frame it sends (pings, close) whole as well, so frames never
+      interleave; once autobahn leaves the OPEN state (closing), nothing more is sent this way.
+    * Writability: ``writable`` is cleared while more than ``BROWSER_BUFFER`` bytes wait for the
+      browser. With Twisted's transport, through a Twisted IPushProducer registered on it: Twisted
+      calls ``pauseProducing`` and ``resumeProducing``. (After daphne upgrades an HTTP connection,
+      the dead HTTPChannel is still the registered producer; this replaces it.)
     * Reading: ``pause_reading`` stops reading the browser's socket (TCP back-pressure).
+    * The socket is set to TCP_NODELAY: without it, the tail of each update waits in the kernel for
+      the browser's (delayed) acknowledgement of the rest, stalling the stream and adding latency.
     """
 
     def __init__(self, protocol: Any) -> None:
@@ -142,10 +261,14 @@ class _DaphneBrowser:
         self.writable = asyncio.Event()
         self.writable.set()
         self._reading_paused = False
-        transport.bufferSize = BROWSER_BUFFER  # this connection's high-water mark
-        if transport.producer is not None:
-            transport.unregisterProducer()
-        transport.registerProducer(self, True)
+        with contextlib.suppress(OSError):  # not TCP (daphne -u): no Nagle to turn off
+            transport.setTcpNoDelay(True)
+        self._direct = _DirectWriter.attach(transport, self.writable)
+        if self._direct is None:
+            transport.bufferSize = BROWSER_BUFFER  # this connection's high-water mark
+            if transport.producer is not None:
+                transport.unregisterProducer()
+            transport.registerProducer(self, True)
 
     # IPushProducer (Twisted calls these on the event loop thread: daphne runs the asyncio reactor)
     def pauseProducing(self) -> None:
@@ -161,7 +284,10 @@ class _DaphneBrowser:
         """Write whole, unmasked data frames as they are; return False when the connection is not open."""
         if self.protocol.state != self.protocol.STATE_OPEN or not self.transport.connected:
             return False
-        self.transport.writeSequence(frames)
+        if self._direct is not None:
+            self._direct.send(frames)
+        else:
+            self.transport.writeSequence([bytes(piece) for piece in frames])
         return True
 
     def pause_reading(self) -> None:
@@ -176,6 +302,9 @@ class _DaphneBrowser:
                 self.transport.resumeProducing()
 
     def detach(self) -> None:
+        if self._direct is not None:
+            self._direct.detach()
+            self._direct = None
         if self.transport.producer is self:
             self.transport.unregisterProducer()
         self.resume_reading()

@@ -80,9 +80,9 @@ class ControlFrame:
     payload: bytes
 
 
-# One run of consecutive whole data frames, in arrival order, as the chunks (or slices of them) they
-# arrived in: forward ``pieces`` as they are (e.g. Twisted's ``writeSequence``).
-DataFrames = list[bytes]
+# One run of consecutive whole data frames, in arrival order, as the chunks they arrived in or
+# memoryviews of them (never copies): forward the pieces as they are (e.g. with ``sendmsg``).
+DataFrames = list[bytes | memoryview]
 
 
 def _parse_header(data: bytes, pos: int) -> tuple[int, bool, int, int] | None:
@@ -113,10 +113,10 @@ def _parse_header(data: bytes, pos: int) -> tuple[int, bool, int, int] | None:
 class FrameSplitter:
     """Split a server's byte stream into runs of whole data frames and parsed control frames.
 
-    ``feed(chunk)`` returns, in stream order, ``DataFrames`` (lists of ``bytes``) and
-    ``ControlFrame`` items. Payloads are never copied: a chunk holding only whole data frames comes
-    back as itself; otherwise it is sliced at frame boundaries, and a data frame that does not end in
-    a chunk is kept (by reference) until the chunk that ends it arrives. Only an incomplete header or
+    ``feed(chunk)`` returns, in stream order, ``DataFrames`` (lists of ``bytes`` and ``memoryview``)
+    and ``ControlFrame`` items. Payloads are never copied: a chunk holding only whole data frames
+    comes back as itself; otherwise it is sliced at frame boundaries (as memoryviews), and a data
+    frame that does not end in a chunk is kept (by reference) until the chunk that ends it arrives. Only an incomplete header or
     control frame (at most 127 bytes) is kept as bytes and prefixed to the next chunk.
     Raise :class:`FrameError` on a protocol violation; the splitter is then unusable.
     """
@@ -124,7 +124,7 @@ class FrameSplitter:
     def __init__(self, max_frame: int) -> None:
         self.max_frame = max_frame  # payload bytes; a bigger frame is refused with 1009
         self._stash = b""  # the start of a frame whose header (or control frame) is incomplete
-        self._pieces: list[bytes] = []  # the data frame in progress, as received so far
+        self._pieces: DataFrames = []  # the data frame in progress, as received so far
         self._remaining = 0  # bytes of that frame still to come
         self._in_message = False  # between the first and the FIN fragment of a data message
 
@@ -134,7 +134,7 @@ class FrameSplitter:
             data, self._stash = self._stash + data, b""
         size = len(data)
         pos = 0
-        run: list[bytes] = []  # earlier pieces of the first frame of the current run
+        run: DataFrames = []  # earlier pieces of the first frame of the current run
         if self._remaining:  # a data frame that began in an earlier chunk
             if size < self._remaining:
                 self._pieces.append(data)
@@ -142,11 +142,12 @@ class FrameSplitter:
                 return events
             run, pos = self._pieces, self._remaining
             self._pieces, self._remaining = [], 0
+        view = memoryview(data)  # slices of it share the chunk's memory
         run_start = 0  # data[run_start:pos] holds the whole data frames found since the last flush
 
         def flush() -> None:
             if pos > run_start:
-                run.append(data if run_start == 0 and pos == size else data[run_start:pos])
+                run.append(data if run_start == 0 and pos == size else view[run_start:pos])
             if run:
                 events.append(run)
 
@@ -171,7 +172,7 @@ class FrameSplitter:
             self._check_data_frame(opcode, fin, length)
             if end > size:  # the frame ends in a later chunk: keep it, forward it whole then
                 flush()
-                self._pieces, self._remaining = [data[pos:]], end - size
+                self._pieces, self._remaining = [data if pos == 0 else view[pos:]], end - size
                 return events
             pos = end
         flush()
@@ -196,7 +197,7 @@ class FrameSplitter:
         self._in_message = not fin
 
 
-def payload_of(frames: Sequence[bytes]) -> bytes:
+def payload_of(frames: Sequence[bytes | memoryview]) -> bytes:
     """Return the payload bytes of whole, valid data frames (as returned by FrameSplitter.feed)."""
     data = b"".join(frames)
     parts = []

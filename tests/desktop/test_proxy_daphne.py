@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import struct
 import subprocess
@@ -22,6 +23,7 @@ from chatdesk.services import api_token_create
 from tests.desktop.conftest import (
     GEOMETRY,
     DesktopSetup,
+    RfbClient,
     move_mouse,
     websocket_client,
 )
@@ -223,3 +225,50 @@ async def test_a_viewer_that_stops_reading_is_dropped(
             assert rss_kib(pid) - rss_before < min(requested * frame, 100 * 1024 * 1024) // 1024 // 2
             code = await close_code(ws, timeout=30)
             assert code in (4408, 1006, None), code  # the close frame may be cut off with the socket
+
+
+async def test_daphnes_pings_arrive_whole_between_the_desktops_frames(
+    tmp_path: Path, desktop: DesktopSetup, django_db_setup: None
+) -> None:
+    """The proxy writes the browser's socket itself; daphne's pings (sent to a viewer that has been
+    quiet for the ping interval) must still arrive whole, in the stream of the desktop's frames,
+    which stays in step around them. (How they queue behind a partly sent frame: test_direct_writer.)"""
+    frames_seen: list[str] = []
+
+    class Frames(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            frames_seen.append(record.getMessage())
+
+    frame_log = logging.getLogger(f"test.frames.{uuid.uuid4().hex}")
+    frame_log.setLevel(logging.DEBUG)
+    frame_log.addHandler(Frames())
+    with running_daphne(tmp_path, ping_interval=1) as server:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)  # the kernel holds little for us
+        sock.connect(("127.0.0.1", server.port))
+        sock.setblocking(False)
+        async with ws_connect(
+            server, desktop.path, token=desktop.token, sock=sock, max_queue=1, logger=frame_log
+        ) as ws:
+
+            async def slow_recv(timeout: float) -> bytes:
+                await asyncio.sleep(0.25)  # a slow browser: each update (12 frames) takes 3 s to read
+                data = await asyncio.wait_for(ws.recv(), timeout)
+                assert isinstance(data, bytes)
+                return data
+
+            async def send(data: bytes) -> None:
+                await ws.send(data)
+
+            client = RfbClient(slow_recv, send)
+            init = await client.handshake()
+            frame = init.width * init.height * init.bits_per_pixel // 8
+            # Daphne checks every 2 s for viewers quiet for 1 s (a request resets that): each update
+            # sees at least one ping; all were read whole and in step, so no ping broke a frame.
+            for _ in range(3):
+                assert await client.request_update(timeout=30) == frame
+            kinds = [line.split(" ", 2)[1] for line in frames_seen if line.startswith("< ")]
+            pings = [i for i, kind in enumerate(kinds) if kind == "PING"]
+            assert any(0 < i < len(kinds) - 1 and kinds[i - 1] == kinds[i + 1] == "BINARY" for i in pings), (
+                kinds
+            )

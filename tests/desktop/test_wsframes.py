@@ -57,7 +57,7 @@ def feed_all(splitter: FrameSplitter, chunks: list[bytes]) -> tuple[bytes, list[
             if isinstance(event, ControlFrame):
                 controls.append(event)
             else:
-                assert event and all(isinstance(piece, bytes) for piece in event)
+                assert event and all(isinstance(piece, bytes | memoryview) for piece in event)
                 runs.append(b"".join(event))
                 forwarded.append(runs[-1])
     return b"".join(forwarded), controls, runs

@@ -20,7 +20,7 @@ from typing import TypeVar
 
 from django.conf import settings
 
-from chatdesk.serving import daphne_argv
+from chatdesk.serving import WEBSOCKET_PING_SECONDS, daphne_argv
 from tests.support.agent_process import free_port
 from tests.support.waiting import wait_until
 
@@ -101,11 +101,15 @@ class Daphne(Process):
 
 @contextlib.contextmanager
 def running_daphne(
-    tmp_path: Path, *, port: int | None = None, env: Mapping[str, str] | None = None
+    tmp_path: Path,
+    *,
+    port: int | None = None,
+    env: Mapping[str, str] | None = None,
+    ping_interval: int = WEBSOCKET_PING_SECONDS,
 ) -> Iterator[Daphne]:
     """A real daphne serving chatdesk on ``port`` (a free one by default); ``env`` adds variables."""
     port = port or free_port()
-    argv = daphne_argv(host="127.0.0.1", port=port)
+    argv = daphne_argv(host="127.0.0.1", port=port, ping_interval=ping_interval)
     with _spawn(argv, server_env(**(env or {})), tmp_path / f"daphne-{port}.log") as p:
         daphne = Daphne(p.proc, p.log, port)
 
