@@ -62,7 +62,6 @@ from urllib.parse import parse_qs
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
-from twisted.internet import tcp as twisted_tcp
 
 from agents.models import WorkspaceAgent
 from chatdesk.exceptions import AgentError, AgentNotConnected
@@ -160,6 +159,8 @@ class _DirectWriter:
 
     @classmethod
     def attach(cls, transport: Any, writable: asyncio.Event) -> _DirectWriter | None:
+        from twisted.internet import tcp as twisted_tcp  # here: only daphne's processes need Twisted
+
         if not isinstance(transport, twisted_tcp.Connection) or getattr(transport, "TLS", True):
             return None
         pending = getattr(transport, "dataBuffer", b"?"), getattr(transport, "_tempDataLen", 1)
