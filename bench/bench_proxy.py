@@ -292,26 +292,13 @@ async def measure(
         )
     (d_mbs, d_cpu), (p_mbs, p_cpu) = max(direct_runs), max(proxy_runs)
     cores = os.cpu_count() or 1
-    rows.append(row("throughput websockify (MB/s)", f"{d_mbs:.0f}", "", None))
-    rows.append(
-        row(
-            "  CPU % websockify / Xvnc / client",
-            " / ".join(f"{c:.0f}" for c in d_cpu),
-            f"{cores} cores",
-            None,
-        )
-    )
-    rows.append(row("  CPU ms/MB websockify / Xvnc / client", per_mb(d_cpu, d_mbs), "", None))
-    rows.append(row("throughput proxy (MB/s)", f"{p_mbs:.0f}", "", None))
-    rows.append(
-        row(
-            "  CPU % daphne / agent / Xvnc / client",
-            " / ".join(f"{c:.0f}" for c in p_cpu),
-            f"{cores} cores",
-            None,
-        )
-    )
-    rows.append(row("  CPU ms/MB daphne / agent / Xvnc / client", per_mb(p_cpu, p_mbs), "", None))
+    for path, processes, mbs, cpu in (
+        ("websockify", "websockify / Xvnc / client", d_mbs, d_cpu),
+        ("proxy", "daphne / agent / Xvnc / client", p_mbs, p_cpu),
+    ):
+        rows.append(row(f"throughput {path} (MB/s)", f"{mbs:.0f}", "", None))
+        rows.append(row(f"  CPU % {processes}", " / ".join(f"{c:.0f}" for c in cpu), f"{cores} cores", None))
+        rows.append(row(f"  CPU ms/MB {processes}", per_mb(cpu, mbs), "", None))
     rows.append(
         row("throughput ratio proxy/websockify", f"{p_mbs / d_mbs:.2f}", ">= 0.70", p_mbs / d_mbs >= 0.7)
     )

@@ -30,7 +30,7 @@ from agents.daemon import client as agent_client
 from agents.models import WorkspaceAgent
 from chatdesk.exceptions import AgentError, AgentNotConnected, AgentUnreachable
 from chats.models import Chat
-from desktop.wsframes import VncUpstream, connect_upstream
+from desktop.wsframes import UpstreamLimits, VncUpstream, connect_upstream
 
 logger = logging.getLogger(__name__)
 
@@ -39,13 +39,17 @@ NOT_CONNECTED = "Workspace agent is not connected."
 
 # VNC upstream (per viewer). The agent sends the VNC server's bytes in frames of at most 256 KiB;
 # VNC_BUFFER bounds the whole frames buffered per viewer when the browser side is slow (reading from
-# the agent pauses beyond it), VNC_MAX_FRAME the one frame that may be in progress besides.
-VNC_PING_INTERVAL = 15.0
-VNC_PING_TIMEOUT = 15.0
-VNC_MAX_FRAME = 4 * 1024 * 1024
+# the agent pauses beyond it), max_frame the one frame that may be in progress besides.
 VNC_BUFFER = 1024 * 1024
 VNC_WRITE_LIMIT = 64 * 1024
-VNC_CLOSE_TIMEOUT = 2.0
+VNC_LIMITS = UpstreamLimits(
+    max_frame=4 * 1024 * 1024,
+    buffer_limit=VNC_BUFFER,
+    write_limit=VNC_WRITE_LIMIT,
+    ping_interval=15.0,
+    ping_timeout=15.0,
+    close_timeout=2.0,
+)
 
 THUMBNAIL_MIN = 16
 THUMBNAIL_MAX = 4096
@@ -132,12 +136,7 @@ async def open_vnc_upstream(agent: WorkspaceAgent) -> VncUpstream:
             url,
             headers={"Authorization": f"Bearer {agent.get_server_credential()}"},
             open_timeout=settings.CHATDESK_AGENT_CONNECT_TIMEOUT,
-            max_frame=VNC_MAX_FRAME,
-            buffer_limit=VNC_BUFFER,
-            write_limit=VNC_WRITE_LIMIT,
-            ping_interval=VNC_PING_INTERVAL,
-            ping_timeout=VNC_PING_TIMEOUT,
-            close_timeout=VNC_CLOSE_TIMEOUT,
+            limits=VNC_LIMITS,
             user_agent="chatdesk-server",
         )
     except InvalidStatus as exc:

@@ -163,8 +163,9 @@ class _DirectWriter:
 
         if not isinstance(transport, twisted_tcp.Connection) or getattr(transport, "TLS", True):
             return None
-        pending = getattr(transport, "dataBuffer", b"?"), getattr(transport, "_tempDataLen", 1)
-        if len(pending[0]) != getattr(transport, "offset", -1) or pending[1] != 0:
+        # Twisted's two write buffers (FileDescriptor): dataBuffer from offset on, then _tempDataBuffer.
+        unsent = len(getattr(transport, "dataBuffer", b"?")) - getattr(transport, "offset", 0)
+        if unsent or getattr(transport, "_tempDataLen", 1):
             return None
         return cls(transport, writable)
 

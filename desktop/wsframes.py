@@ -214,6 +214,18 @@ def payload_of(frames: Sequence[bytes | memoryview]) -> bytes:
 # -- the connection to the agent ---------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class UpstreamLimits:
+    """Bounds and timers of a :class:`VncUpstream` (byte counts and seconds)."""
+
+    max_frame: int  # the biggest data frame accepted from the agent (payload bytes)
+    buffer_limit: int  # whole frames buffered before reading from the socket pauses
+    write_limit: int  # bytes waiting for the socket before ``writable`` turns False
+    ping_interval: float
+    ping_timeout: float
+    close_timeout: float  # how long close() waits for the agent to close TCP
+
+
 class VncUpstream(asyncio.Protocol):
     """One viewer's WebSocket to the agent's ``/vnc`` route; open it with :func:`connect_upstream`.
 
@@ -228,36 +240,22 @@ class VncUpstream(asyncio.Protocol):
     normal close (1000 or 1001) by the agent or by :meth:`close`.
     """
 
-    def __init__(
-        self,
-        handshake: ClientProtocol,
-        *,
-        max_frame: int,
-        buffer_limit: int,
-        write_limit: int,
-        ping_interval: float,
-        ping_timeout: float,
-        close_timeout: float,
-    ) -> None:
+    def __init__(self, handshake: ClientProtocol, limits: UpstreamLimits) -> None:
         self._loop = asyncio.get_running_loop()
         self._handshake: ClientProtocol | None = handshake
         self._response_head = bytearray()  # the handshake response, until its header is complete
         self.opened: asyncio.Future[None] = self._loop.create_future()
         # Retrieved even when nobody awaits it any more (the opening timed out): no asyncio warning.
         self.opened.add_done_callback(lambda f: f.cancelled() or f.exception())
-        self._splitter = FrameSplitter(max_frame)
+        self._limits = limits
+        self._splitter = FrameSplitter(limits.max_frame)
         self._frames: collections.deque[bytes] = collections.deque()
         self._buffered = 0
-        self._buffer_limit = buffer_limit
-        self._write_limit = write_limit
         self._reading_paused = False
         self._writing_paused = False
         self._readable = asyncio.Event()  # frames are buffered, or the connection ended
         self._writable = asyncio.Event()
         self._writable.set()
-        self._ping_interval = ping_interval
-        self._ping_timeout = ping_timeout
-        self._close_timeout = close_timeout
         self._ping_payload: bytes | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._transport: asyncio.Transport | None = None
@@ -272,7 +270,7 @@ class VncUpstream(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
-        transport.set_write_buffer_limits(high=self._write_limit)
+        transport.set_write_buffer_limits(high=self._limits.write_limit)
         assert self._handshake is not None
         transport.writelines(self._handshake.data_to_send())  # the handshake request
 
@@ -296,7 +294,7 @@ class VncUpstream(asyncio.Protocol):
             self._frames.extend(event)
             self._buffered += sum(len(piece) for piece in event)
             self._readable.set()
-        if self._buffered > self._buffer_limit and not self._reading_paused:
+        if self._buffered > self._limits.buffer_limit and not self._reading_paused:
             self._reading_paused = True
             assert self._transport is not None
             self._transport.pause_reading()
@@ -387,12 +385,12 @@ class VncUpstream(asyncio.Protocol):
     def _schedule_ping(self) -> None:
         self._cancel_timer()
         if not self.ended.is_set():
-            self._timer = self._loop.call_later(self._ping_interval, self._ping)
+            self._timer = self._loop.call_later(self._limits.ping_interval, self._ping)
 
     def _ping(self) -> None:
         self._ping_payload = os.urandom(4)
         self._write(Frame(OP_PING, self._ping_payload))
-        self._timer = self._loop.call_later(self._ping_timeout, self._ping_timed_out)
+        self._timer = self._loop.call_later(self._limits.ping_timeout, self._ping_timed_out)
 
     def _ping_timed_out(self) -> None:
         self._timer = None
@@ -481,7 +479,7 @@ class VncUpstream(asyncio.Protocol):
             self._send_close(Close(CloseCode.NORMAL_CLOSURE, ""))
         self._end(None, discard=True)
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(self._close_timeout):
+            async with asyncio.timeout(self._limits.close_timeout):
                 await asyncio.shield(self._lost)
         self._transport.abort()  # no-op when already closed
 
@@ -491,12 +489,7 @@ async def connect_upstream(
     *,
     headers: Mapping[str, str],
     open_timeout: float,
-    max_frame: int,
-    buffer_limit: int,
-    write_limit: int,
-    ping_interval: float,
-    ping_timeout: float,
-    close_timeout: float,
+    limits: UpstreamLimits,
     user_agent: str,
 ) -> VncUpstream:
     """Open a WebSocket to ``url`` (ws or wss) and return it as a VncUpstream, open.
@@ -505,7 +498,7 @@ async def connect_upstream(
     (InvalidURI) or a refused handshake (InvalidStatus, InvalidHandshake), OSError or TimeoutError.
     """
     uri = parse_uri(url)
-    handshake = ClientProtocol(uri, max_size=max_frame)  # extensions=None: none offered, none accepted
+    handshake = ClientProtocol(uri, max_size=limits.max_frame)  # extensions=None: none offered, none accepted
     request = handshake.connect()
     for name, value in headers.items():
         request.headers[name] = value
@@ -517,15 +510,7 @@ async def connect_upstream(
     try:
         async with asyncio.timeout(open_timeout):
             _, upstream = await loop.create_connection(
-                lambda: VncUpstream(
-                    handshake,
-                    max_frame=max_frame,
-                    buffer_limit=buffer_limit,
-                    write_limit=write_limit,
-                    ping_interval=ping_interval,
-                    ping_timeout=ping_timeout,
-                    close_timeout=close_timeout,
-                ),
+                lambda: VncUpstream(handshake, limits),
                 uri.host,
                 uri.port,
                 ssl=ssl_context,
@@ -544,6 +529,7 @@ __all__ = [
     "FrameError",
     "FrameSplitter",
     "InvalidHandshake",
+    "UpstreamLimits",
     "VncUpstream",
     "connect_upstream",
     "payload_of",

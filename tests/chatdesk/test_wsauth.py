@@ -13,6 +13,7 @@ from chatdesk.auth import WebSocketAuthStack
 from chatdesk.services import api_token_create
 from chatdesk.wsauth import OriginOrBearerValidator
 from tests.factories import UserFactory
+from tests.support.asgi import bearer
 
 
 class WhoAmI(AsyncJsonWebsocketConsumer):
@@ -61,9 +62,7 @@ async def test_a_websocket_from_our_origin_is_admitted() -> None:
 async def test_a_bearer_websocket_needs_no_origin_and_authenticates_its_user() -> None:
     user = await sync_to_async(UserFactory.create)(username="ws-user")
     _, raw = await sync_to_async(api_token_create)(user=user, name="ws")
-    communicator = WebsocketCommunicator(
-        application(), "/ws", headers=[(b"authorization", f"Bearer {raw}".encode())]
-    )
+    communicator = WebsocketCommunicator(application(), "/ws", headers=bearer(raw))
     connected, _ = await communicator.connect()
     assert connected
     assert await communicator.receive_json_from(timeout=5) == {"user": "ws-user"}

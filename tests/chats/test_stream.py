@@ -20,13 +20,10 @@ from chats.events import MessagePartEvent, publish, publish_message
 from chats.models import Chat, ChatEvent, ChatMessage
 from tests.chats.conftest import worker_env
 from tests.factories import ChatFactory
+from tests.support.asgi import bearer
 from tests.support.processes import running_daphne
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def bearer(raw: str) -> list[tuple[bytes, bytes]]:
-    return [(b"authorization", f"Bearer {raw}".encode())]
 
 
 async def open_stream(chat_id: object, token: str | None, query: str = "") -> WebsocketCommunicator:

@@ -27,6 +27,7 @@ from chatdesk.services import api_token_create
 from chats.models import Chat
 from tests.factories import ChatFactory, UserFactory
 from tests.support.agent_process import AgentProcess, running_agent
+from tests.support.asgi import bearer
 
 GEOMETRY = (1024, 768)
 NEEDS_DESKTOP = shutil.which("Xvnc") is None or shutil.which("xdotool") is None
@@ -84,7 +85,7 @@ class DesktopSetup:
 
     @property
     def headers(self) -> list[tuple[bytes, bytes]]:
-        return [(b"authorization", f"Bearer {self.token}".encode())]
+        return bearer(self.token)
 
 
 @pytest.fixture(scope="session")

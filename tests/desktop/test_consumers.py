@@ -29,12 +29,18 @@ from tests.desktop.conftest import (
 )
 from tests.factories import ChatFactory, UserFactory
 from tests.support.agent_process import running_agent
+from tests.support.asgi import bearer
 from tests.support.processes import free_port
 from tests.support.waiting import wait_until_async
 
 pytestmark = [pytest.mark.desktop, pytest.mark.django_db(transaction=True)]
 
 CAPS_LOCK = 0xFFE5
+
+
+def chat_viewer(chat_id: object, headers: list[tuple[bytes, bytes]]) -> WebsocketCommunicator:
+    """A browser viewer of chat ``chat_id``'s desktop, through the ASGI application."""
+    return WebsocketCommunicator(application, f"/api/experimental/chats/{chat_id}/desktop", headers=headers)
 
 
 def viewer(
@@ -78,11 +84,9 @@ async def test_invalid_api_token_is_refused(desktop: DesktopSetup) -> None:
 async def test_other_users_chat_looks_like_a_missing_one(desktop: DesktopSetup) -> None:
     mallory = await sync_to_async(UserFactory.create)(username="mallory")
     _, raw = await sync_to_async(api_token_create)(user=mallory, name="t")
-    headers = [(b"authorization", f"Bearer {raw}".encode())]
+    headers = bearer(raw)
     assert await refused(viewer(desktop, headers=headers)) == (4404, "No such chat.")
-    missing = WebsocketCommunicator(
-        application, f"/api/experimental/chats/{uuid.uuid4()}/desktop", headers=headers
-    )
+    missing = chat_viewer(uuid.uuid4(), headers)
     assert await refused(missing) == (4404, "No such chat.")
 
 
@@ -106,9 +110,7 @@ async def test_session_cookie_from_a_foreign_origin_is_refused(desktop: DesktopS
 
 async def test_chat_without_agent_is_refused(desktop: DesktopSetup) -> None:
     chat = await sync_to_async(ChatFactory.create)(owner=desktop.user, workspace_agent=None)
-    communicator = WebsocketCommunicator(
-        application, f"/api/experimental/chats/{chat.pk}/desktop", headers=desktop.headers
-    )
+    communicator = chat_viewer(chat.pk, desktop.headers)
     assert await refused(communicator) == (4409, "Chat has no workspace agent.")
 
 
@@ -127,9 +129,7 @@ async def test_unreachable_agent_is_refused(desktop: DesktopSetup) -> None:
 async def test_agent_refusing_the_credential_is_unreachable(desktop: DesktopSetup) -> None:
     impostor = await sync_to_async(agent_row)(desktop.user, token="cda_other", url=desktop.process.ws_url)
     chat = await sync_to_async(ChatFactory.create)(owner=desktop.user, workspace_agent=impostor)
-    communicator = WebsocketCommunicator(
-        application, f"/api/experimental/chats/{chat.pk}/desktop", headers=desktop.headers
-    )
+    communicator = chat_viewer(chat.pk, desktop.headers)
     assert await refused(communicator) == (4502, "Workspace agent unreachable.")
 
 
@@ -227,7 +227,7 @@ async def test_many_viewers_can_handshake_at_the_same_time(transactional_db: Non
         agent = await sync_to_async(agent_row)(user, token=token, url=process.ws_url)
         chat = await sync_to_async(ChatFactory.create)(owner=user, workspace_agent=agent)
         path = f"/api/experimental/chats/{chat.pk}/desktop?view_only=1"
-        headers = [(b"authorization", f"Bearer {raw}".encode())]
+        headers = bearer(raw)
         communicators = [WebsocketCommunicator(application, path, headers=headers) for _ in range(8)]
         await _connect_all_then_handshake(communicators, (640, 480))
 
@@ -300,11 +300,7 @@ async def test_agent_dying_closes_the_browser(transactional_db: None) -> None:
         desktop_dir = Path((await sync_to_async(process.info)())["xauthority"]).parent
         agent = await sync_to_async(agent_row)(user, token=token, url=process.ws_url)
         chat = await sync_to_async(ChatFactory.create)(owner=user, workspace_agent=agent)
-        communicator = WebsocketCommunicator(
-            application,
-            f"/api/experimental/chats/{chat.pk}/desktop",
-            headers=[(b"authorization", f"Bearer {raw}".encode())],
-        )
+        communicator = chat_viewer(chat.pk, bearer(raw))
         try:
             assert (await communicator.connect(timeout=20))[0]
             client = communicator_client(communicator)
@@ -344,11 +340,7 @@ async def test_agent_breaking_the_websocket_protocol_closes_the_viewer(
         _, raw = await sync_to_async(api_token_create)(user=user, name="t")
         agent = await sync_to_async(agent_row)(user, token=token, url=f"ws://127.0.0.1:{port}")
         chat = await sync_to_async(ChatFactory.create)(owner=user, workspace_agent=agent)
-        communicator = WebsocketCommunicator(
-            application,
-            f"/api/experimental/chats/{chat.pk}/desktop",
-            headers=[(b"authorization", f"Bearer {raw}".encode())],
-        )
+        communicator = chat_viewer(chat.pk, bearer(raw))
         try:
             assert (await communicator.connect(timeout=20))[0]
             assert await expect_close(communicator) == (4502, "Workspace agent protocol error.")

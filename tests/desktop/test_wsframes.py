@@ -4,6 +4,7 @@ connection that splices them (against a real ``websockets`` server)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -21,6 +22,7 @@ from desktop.wsframes import (
     ControlFrame,
     FrameError,
     FrameSplitter,
+    UpstreamLimits,
     VncUpstream,
     connect_upstream,
     payload_of,
@@ -183,21 +185,23 @@ def test_a_masked_frame_is_refused_even_when_its_header_is_cut() -> None:
 Handler = Callable[[ServerConnection], Awaitable[None]]
 
 
-async def open_upstream(port: int, **overrides: float) -> VncUpstream:
-    options: dict[str, float] = {
-        "ping_interval": 15.0,
-        "ping_timeout": 15.0,
-        "close_timeout": 2.0,
-    } | overrides
+LIMITS = UpstreamLimits(
+    max_frame=MAX_FRAME,
+    buffer_limit=256 * 1024,
+    write_limit=64 * 1024,
+    ping_interval=15.0,
+    ping_timeout=15.0,
+    close_timeout=2.0,
+)
+
+
+async def open_upstream(port: int, limits: UpstreamLimits = LIMITS) -> VncUpstream:
     return await connect_upstream(
         f"ws://127.0.0.1:{port}/vnc",
         headers={"Authorization": "Bearer t"},
         open_timeout=5,
-        max_frame=MAX_FRAME,
-        buffer_limit=256 * 1024,
-        write_limit=64 * 1024,
+        limits=limits,
         user_agent="test",
-        **options,
     )
 
 
@@ -249,7 +253,7 @@ async def test_upstream_answers_pings_and_pings_itself() -> None:
         await ws.close()
 
     async for port in serving(handler, ping_interval=None):
-        upstream = await open_upstream(port, ping_interval=0.1, ping_timeout=1.0)
+        upstream = await open_upstream(port, dataclasses.replace(LIMITS, ping_interval=0.1, ping_timeout=1.0))
         assert await read_all(upstream) == b"still here"
         assert pongs and upstream.failure is None
         await upstream.close()
@@ -260,7 +264,7 @@ async def test_upstream_without_pongs_fails() -> None:
         await ws.wait_closed()
 
     async for port in serving(handler):
-        upstream = await open_upstream(port, ping_interval=0.1, ping_timeout=0.2)
+        upstream = await open_upstream(port, dataclasses.replace(LIMITS, ping_interval=0.1, ping_timeout=0.2))
         # Hide the pongs: the server's transport stops reading, so its pong never comes.
         upstream._transport.pause_reading()  # type: ignore[union-attr]
         await asyncio.wait_for(upstream.ended.wait(), 3)

@@ -46,8 +46,22 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+class OnLoopbackPort:
+    """The http:// and ws:// base URLs of a server listening on 127.0.0.1:``port``."""
+
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+
 @dataclass
-class AgentProcess:
+class AgentProcess(OnLoopbackPort):
     """A running agent; see the module docstring."""
 
     process: subprocess.Popen[bytes]
@@ -60,14 +74,6 @@ class AgentProcess:
     @property
     def pid(self) -> int:
         return self.process.pid
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
 
     def health(self) -> dict[str, Any]:
         """Return GET /health."""

@@ -21,7 +21,7 @@ from typing import TypeVar
 from django.conf import settings
 
 from chatdesk.serving import WEBSOCKET_PING_SECONDS, daphne_argv
-from tests.support.agent_process import free_port
+from tests.support.agent_process import OnLoopbackPort, free_port
 from tests.support.waiting import wait_until
 
 T = TypeVar("T")
@@ -87,16 +87,8 @@ def stop(proc: subprocess.Popen[bytes], *, timeout: float = 15) -> None:
 
 
 @dataclass
-class Daphne(Process):
+class Daphne(Process, OnLoopbackPort):
     port: int
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
 
 
 @contextlib.contextmanager
