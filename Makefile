@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+PIP_VERSION := 26.3
 DEB_PACKAGES := tigervnc-standalone-server tigervnc-tools openbox xdotool xterm x11-utils x11-xserver-utils chromium
 DESKTOP_BINARIES := Xvnc openbox xdotool xterm xprop xset chromium
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/chatdesk
@@ -16,10 +17,11 @@ BENCH_DATABASE ?= chatdesk_bench
 
 setup: system-deps python-deps assets
 
-$(STAMP): pyproject.toml
+# Every version comes from constraints.txt (build dependencies too, through PIP_CONSTRAINT).
+$(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet pip==$(PIP_VERSION)
+	PIP_CONSTRAINT=$(CURDIR)/constraints.txt $(PY) -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
 python-deps: $(STAMP)
