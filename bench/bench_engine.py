@@ -177,7 +177,7 @@ def bench_step_overhead(user: Any, fake: FakeAnthropic) -> tuple[str, str, str, 
     import chats.engine as engine
     import desktop.client
     from agents.daemon.client import ActionResult
-    from chats.engine import turn_run
+    from chats.engine import turn_execute
 
     steps = 30
     png = _png()
@@ -233,7 +233,7 @@ def bench_step_overhead(user: Any, fake: FakeAnthropic) -> tuple[str, str, str, 
         )  # fmt: skip
         services.message_append(chat=child, role="user", content=[services.text_part("bench")])
         started = time.perf_counter()
-        turn_run(chat_id=str(child.pk))
+        turn_execute(chat_id=str(child.pk))
         total = time.perf_counter() - started
     finally:
         engine.stream_reply = real_stream

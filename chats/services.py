@@ -126,13 +126,13 @@ def chat_queue_turn(*, chat: Chat) -> None:
     chat.lease_recoveries = 0  # a fresh turn gets a fresh budget of lease recoveries (chats/engine/lease.py)
     chat.save(update_fields=["status", "last_error", "awaiting", "lease_recoveries", "updated_at"])
     publish_status(chat)
-    transaction.on_commit(lambda: turn_enqueue(chat_id=str(chat.pk)))
+    transaction.on_commit(lambda: turn_wake(chat_id=str(chat.pk)))
 
 
-def turn_enqueue(*, chat_id: str) -> None:
-    from chats.tasks import run_turn
+def turn_wake(*, chat_id: str) -> None:
+    from chats.tasks import turn_task
 
-    run_turn.delay(chat_id)
+    turn_task.delay(chat_id)
 
 
 def chat_update(*, chat: Chat, title: str | None = None, archived: bool | None = None) -> Chat:
@@ -222,4 +222,4 @@ def chat_notify_parent(*, chat: Chat) -> None:
     parent_id = str(chat.parent_id)
     waiting = Chat.objects.filter(pk=parent_id, status=Chat.Status.PENDING, awaiting__chat_id=str(chat.pk))
     if waiting.exists():
-        transaction.on_commit(lambda: turn_enqueue(chat_id=parent_id))
+        transaction.on_commit(lambda: turn_wake(chat_id=parent_id))

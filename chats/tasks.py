@@ -15,11 +15,11 @@ logger = logging.getLogger(__name__)
 
 
 @shared_task(name="chats.run_turn", acks_late=True, ignore_result=True)
-def run_turn(chat_id: str) -> None:
+def turn_task(chat_id: str) -> None:
     """Run the chat's queued turn (a no-op when there is none: redelivered, interrupted, waiting)."""
-    from chats.engine import turn_run
+    from chats.engine import turn_execute
 
-    turn_run(chat_id=chat_id)
+    turn_execute(chat_id=chat_id)
 
 
 @shared_task(name="chats.sweep_turns", ignore_result=True)

@@ -23,7 +23,7 @@ from typing import Any, TypedDict
 from agents.daemon import scaling
 from agents.daemon.backends.base import Desktop, DesktopError, InputError
 from agents.daemon.keys import KeyNameError, normalize_keys, normalize_modifiers
-from agents.daemon.screenshot import Frame, SettleConfig, encode_png, fit_within, settled_grab
+from agents.daemon.screenshot import Capture, SettleConfig, encode_png, fit_within, settled_grab
 
 log = logging.getLogger(__name__)
 
@@ -277,7 +277,7 @@ class _Pending:
     """What an executed action still needs outside the desktop lock: text output and an image."""
 
     output: str | None = None
-    frame: Frame | None = None
+    frame: Capture | None = None
     size: scaling.Size | None = None
     crop: tuple[int, int, int, int] | None = None
 

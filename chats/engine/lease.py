@@ -155,7 +155,7 @@ def turns_sweep() -> dict[str, int]:
 
     Return counts of what was done (for logs and tests).
     """
-    from chats.services import turn_enqueue
+    from chats.services import turn_wake
 
     now = timezone.now()
     cutoff = now - timedelta(seconds=settings.CHATDESK_TURN_LEASE_SECONDS)
@@ -182,7 +182,7 @@ def turns_sweep() -> dict[str, int]:
                     )
                     publish_status(Chat.objects.get(pk=chat.pk))
                     chat_id = str(chat.pk)
-                    transaction.on_commit(lambda chat_id=chat_id: turn_enqueue(chat_id=chat_id))  # type: ignore[misc]
+                    transaction.on_commit(lambda chat_id=chat_id: turn_wake(chat_id=chat_id))  # type: ignore[misc]
                     counts["requeued"] += 1
         else:
             with transaction.atomic():
@@ -204,7 +204,7 @@ def turns_sweep() -> dict[str, int]:
     for chat in Chat.objects.filter(status=Chat.Status.PENDING, updated_at__lt=cutoff).only("pk", "awaiting"):
         if chat.awaiting and not wait_resolvable(chat.awaiting):
             continue
-        turn_enqueue(chat_id=str(chat.pk))
+        turn_wake(chat_id=str(chat.pk))
         counts["woken"] += 1
     counts["events_pruned"], _ = ChatEvent.objects.filter(created_at__lt=now - EVENT_RETENTION).delete()
     return counts
