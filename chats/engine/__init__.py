@@ -35,10 +35,10 @@ from django.utils import timezone
 
 from chatdesk.exceptions import ChatdeskError, ProviderError
 from chats import services
-from chats.engine.request import add_cache_breakpoints
 from chats.engine.history import build_api_messages, strip_nul, unanswered_tool_uses
 from chats.engine.lease import Heartbeat, new_worker_id, turn_claim, turn_end
 from chats.engine.parts import PartPublisher
+from chats.engine.request import add_cache_breakpoints
 from chats.llm import STOP_INTERRUPTED, ModelReply, call_with_retries, stream_reply
 from chats.models import Chat, ChatMessage
 from chats.providers import provider_resolve
