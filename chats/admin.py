@@ -114,13 +114,16 @@ class ChatMessageInline(admin.TabularInline):
 
 @admin.register(Chat)
 class ChatAdmin(admin.ModelAdmin):
-    list_display = ["title", "owner", "status", "mode", "model", "parent_link", "archived", "updated_at"]
-    list_filter = ["status", "mode", "archived"]
+    list_display = [
+        "title", "owner", "status", "paused_reason", "mode", "model", "parent_link", "archived", "updated_at"
+    ]  # fmt: skip
+    list_filter = ["status", "paused_reason", "mode", "archived"]
     search_fields = ["title", "id", "owner__username"]
     readonly_fields = [
         "id",
         "owner",
         "status",
+        "paused_reason",
         "mode",
         "parent",
         "root",

@@ -8,17 +8,18 @@ and wakes a parent suspended in ``wait_agent`` on this chat, once the transactio
 
 ::
 
-                             claim                           end of turn
-    waiting ─┐  queue   ┌─────────┐ ───────▶ ┌─────────┐ ──────────────────▶ waiting   (a root chat)
-    paused  ─┼────────▶ │ pending │          │ running │ ──────────────────▶ completed (a child)
-    completed┤  a turn  └─────────┘ ◀─────── └─────────┘ ──────────────────▶ error
-    error   ─┘             │  suspend (wait_agent),  │
-                           │  sweep re-queue         │  pause(reason): interrupt, take-over,
-                           │                         │  a tool that must wait for a person
-                           └──── pause(reason) ──────┴────────────────────▶ paused (paused_reason)
+    idle ──queue a turn──▶ pending ──claim──▶ running ──end of turn──▶ waiting | completed | error
+    (waiting, completed,     │                  │ ├──suspend (wait_agent), sweep re-queue──▶ pending
+     error, paused)          │                  │ └──sweep: its worker died twice──────────▶ error
+                             └──pause(reason)───┴──▶ paused  (interrupt, take-over, a tool that
+                                                              waits for a person)
 
-    close: waiting | pending | running | paused | error ──▶ completed
-    sweep: running ──▶ error (its worker died twice)
+    queue a turn:  waiting | paused | completed | error ──▶ pending      (a message, hand-back)
+    claim:         pending ──▶ running                                   (a worker)
+    end of turn:   running ──▶ waiting | completed | error | pending (suspended) | paused (reason)
+    pause(reason): pending | running ──▶ paused   (interrupt, take-over; a tool that waits for a person)
+    sweep:         running ──▶ pending (re-queued once) | error (its worker died twice)
+    close:         waiting | pending | running | paused | error ──▶ completed
 
 Why a chat is paused is ``Chat.paused_reason`` (set exactly while paused; a check constraint), never
 a guess from timestamps. Hand-back resumes the chats paused for :data:`RESUMED_BY_HANDBACK`; a parent
@@ -60,7 +61,7 @@ __all__ = [
     "chat_transition",
 ]
 
-S = Chat.Status
+S = Chat.Status  # short names keep the table one line a move
 R = Chat.PausedReason
 
 #: Every allowed move ``(from, to)`` and who makes it. A move not listed here raises IllegalTransition.
@@ -71,10 +72,7 @@ MOVES: dict[tuple[str, str], str] = {
     (S.ERROR, S.PENDING): "chat_queue_turn: a message after an error",
     (S.PENDING, S.RUNNING): "turn_claim: a worker claims the queued turn",
     (S.PENDING, S.PAUSED): "chat_pause: interrupt or take-over before the turn started",
-    (
-        S.RUNNING,
-        S.PAUSED,
-    ): "chat_pause (interrupt, take-over), or turn_end when a tool must wait for a person",
+    (S.RUNNING, S.PAUSED): "chat_pause: interrupt, take-over; turn_end: a tool waits for a person",
     (S.RUNNING, S.PENDING): "turn_end: suspended in wait_agent; turns_sweep: re-queued, its worker died",
     (S.RUNNING, S.WAITING): "turn_end: a root chat's model ended its turn",
     (S.RUNNING, S.COMPLETED): "turn_end: a computer-use child's model ended its turn; chat_close",
