@@ -12,6 +12,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from chats.models import Chat, ChatFile, ChatMessage, ChatModelConfig, ChatProvider
+from chats.services import chat_update
 
 
 class ChatProviderForm(forms.ModelForm):
@@ -145,6 +146,11 @@ class ChatAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
+
+    def save_model(self, request: HttpRequest, obj: Chat, form: forms.ModelForm[Chat], change: bool) -> None:
+        """Save only what staff may change. A full save would write back the status read when the form
+        was loaded, over a move a worker made meanwhile (statuses change in chats/transitions.py)."""
+        chat_update(chat=obj, title=obj.title, archived=obj.archived)
 
     def get_urls(self) -> list[URLPattern]:
         file_view = self.admin_site.admin_view(self.file_view)
