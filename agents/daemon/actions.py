@@ -132,7 +132,8 @@ def parse_action(params: object, native: scaling.Size) -> Action:
     if checked.name == "type":
         act.text = given["text"]
     if checked.name == "zoom":
-        act.region = scaling.region_to_native(tuple(given["region"]), declared, native)  # type: ignore[arg-type]
+        x0, y0, x1, y1 = given["region"]
+        act.region = scaling.region_to_native((x0, y0, x1, y1), declared, native)
         crop_w, crop_h = act.region[2] - act.region[0], act.region[3] - act.region[1]
         # Scaled up (or down) to fill the declared display while keeping the region's aspect ratio.
         act.zoom_size = fit_within(crop_w, crop_h, declared)

@@ -235,7 +235,7 @@ def check_action(
             continue
         checked[key] = _check_field(name, key, spec.kinds[key], value, display)
 
-    text = checked.get("text")
+    text: str = checked.get("text", "")
     try:
         if name in ("key", "hold_key"):
             combos = tuple(normalize_keys(text))

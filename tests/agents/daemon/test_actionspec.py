@@ -136,7 +136,9 @@ def agent_answer(action: object, fields: dict[str, Any]) -> str | None:
 
 
 @pytest.mark.parametrize(("action", "fields", "expected"), TABLE)
-def test_server_and_agent_give_the_same_answer(action: object, fields: dict[str, Any], expected: str | None) -> None:
+def test_server_and_agent_give_the_same_answer(
+    action: object, fields: dict[str, Any], expected: str | None
+) -> None:
     assert agent_answer(action, fields) == expected
     if isinstance(action, str):
         assert server_answer(COMPUTER_TOOLSET_20260801, action, fields) == expected
@@ -160,7 +162,9 @@ def test_the_input_must_be_an_object_on_both_sides() -> None:
     with pytest.raises(actionspec.ActionError) as agent:
         parse_action(["left_click"], (W, H))
     with pytest.raises(ComputerToolInputError) as server:
-        parse_tool_use(COMPUTER_20251124, name="computer", tool_input=["x"], display_width=W, display_height=H)
+        parse_tool_use(
+            COMPUTER_20251124, name="computer", tool_input=["x"], display_width=W, display_height=H
+        )
     assert agent.value.message == server.value.message == "The tool input must be a JSON object."
 
 

@@ -214,7 +214,9 @@ async def test_concurrent_clients_never_interleave(agent: AgentProcess, xev: Xev
         async with AgentClient(agent.ws_url, TOKEN) as client:
             for i in range(6):
                 y = 100 + i * 40
-                await client.action({"action": "left_click_drag", "start_coordinate": [x, y], "coordinate": [x + 50, y]})
+                await client.action(
+                    {"action": "left_click_drag", "start_coordinate": [x, y], "coordinate": [x + 50, y]}
+                )
 
     xev.clear()
     await asyncio.gather(drags(100), drags(600))
@@ -243,11 +245,17 @@ BAD_INPUTS: list[tuple[dict[str, Any], str]] = [
         {"action": "scroll", "scroll_direction": "sideways", "scroll_amount": 1},
         'Invalid scroll direction "sideways"',
     ),
-    ({"action": "left_click", "coordinate": [2000, 5]}, '"coordinate" [2000, 5] is outside the 1280x800 display'),
+    (
+        {"action": "left_click", "coordinate": [2000, 5]},
+        '"coordinate" [2000, 5] is outside the 1280x800 display',
+    ),
     ({"action": "mouse_move", "coordinate": ["a", 5]}, '"coordinate" must be a pair of whole numbers'),
     ({"action": "type", "text": "x" * 10_001}, '"text" is 10001 characters long'),
     ({"action": "key", "text": "ctrl+nope"}, 'Unknown key name: "nope".'),
-    ({"action": "left_mouse_up", "coordinate": [5, 5]}, 'The "left_mouse_up" action does not accept "coordinate"'),
+    (
+        {"action": "left_mouse_up", "coordinate": [5, 5]},
+        'The "left_mouse_up" action does not accept "coordinate"',
+    ),
 ]
 
 

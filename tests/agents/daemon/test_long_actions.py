@@ -56,6 +56,11 @@ def _typed_into(agent: AgentProcess, target: Path, probe: str) -> bool:
     return True
 
 
+def _ending_with(path: Path, end: str) -> str | None:
+    text = path.read_text()
+    return text if text.endswith(end) else None
+
+
 async def test_a_long_type_completes_within_its_deadline(agent: AgentProcess, typed: Path) -> None:
     # 5 s covers the round trip; the ~12 s of typing come on top, derived from the text (actionspec).
     async with AgentClient(agent.ws_url, TOKEN, timeout=5) as client:
@@ -82,7 +87,7 @@ async def test_a_caller_that_gives_up_stops_the_typing(agent: AgentProcess, type
     # left down would show too.
     async with AgentClient(agent.ws_url, TOKEN) as client:
         await client.action({"action": "type", "text": "<end>"})
-    content = wait_until(lambda: (text := typed.read_text()).endswith(">") and text, timeout=30, what="marker")
+    content = wait_until(lambda: _ending_with(typed, ">"), timeout=30, what="the marker")
     stopped_at, marker = content[: -len("<end>")], content[-len("<end>") :]
     assert marker == "<end>"
     assert 100 <= len(stopped_at) < len(TEXT) / 2
@@ -99,7 +104,7 @@ async def test_a_deadline_that_passes_closes_the_connection_and_stops_the_typing
     await asyncio.sleep(1.5)  # for a key left down to autorepeat, as above
     async with AgentClient(agent.ws_url, TOKEN) as client:
         await client.action({"action": "type", "text": "<end>"})
-    content = wait_until(lambda: (text := typed.read_text()).endswith(">") and text, timeout=30, what="marker")
+    content = wait_until(lambda: _ending_with(typed, ">"), timeout=30, what="the marker")
     stopped_at, marker = content[: -len("<end>")], content[-len("<end>") :]
     assert marker == "<end>"
     assert len(stopped_at) < len(TEXT) / 2 and TEXT.startswith(stopped_at)
