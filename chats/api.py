@@ -122,8 +122,8 @@ class ChatChildrenView(APIView):
 class ChatInterruptView(APIView):
     @extend_schema(
         summary="Interrupt the running turn",
-        description="The turn stops at its next safe point and the chat becomes `paused`; "
-        "what the model produced so far is kept.",
+        description="The turn stops at its next safe point and the chat becomes `paused` "
+        "(`paused_reason`: `interrupted`); what the model produced so far is kept.",
         request=None,
         responses={202: ChatSerializer},
     )

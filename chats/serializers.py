@@ -48,6 +48,7 @@ class ChatSerializer(serializers.ModelSerializer):
             "id",
             "title",
             "status",
+            "paused_reason",
             "mode",
             "parent_chat_id",
             "root_chat_id",

@@ -108,6 +108,21 @@ async def test_embedded_default_tails_the_event_table(user: User, api_token: str
     await communicator.disconnect()
 
 
+async def test_the_status_event_says_why_a_chat_is_paused(user: User, api_token: str) -> None:
+    chat = await database_sync_to_async(ChatFactory.create)(owner=user, status=Chat.Status.RUNNING)
+    communicator = await open_stream(chat.pk, api_token)
+    running = {"type": "status", "status": "running", "paused_reason": None, "last_error": ""}
+    assert await receive(communicator) == running
+    await database_sync_to_async(services.chat_interrupt)(chat=chat)
+    paused = {"type": "status", "status": "paused", "paused_reason": "interrupted", "last_error": ""}
+    assert await receive(communicator) == paused
+    await communicator.disconnect()
+    # On connect, the current status comes with its reason too.
+    again = await open_stream(chat.pk, api_token)
+    assert await receive(again) == paused
+    await again.disconnect()
+
+
 def test_reconnecting_through_daphne_misses_nothing(tmp_path: Path, user: User, api_token: str) -> None:
     chat = ChatFactory.create(owner=user)
     first = services.message_append(chat=chat, role="user", content=[services.text_part("one")])

@@ -13,7 +13,7 @@ import asyncio
 import socket
 from typing import Literal
 
-from agents.daemon.screenshot import Frame
+from agents.daemon.screenshot import Capture
 
 ScrollDirection = Literal["up", "down", "left", "right"]
 # X11 pointer buttons: 1 left, 2 middle, 3 right; wheel 4 up, 5 down, 6 left, 7 right.
@@ -88,7 +88,7 @@ class Desktop(abc.ABC):
         """Return a fresh non-blocking socket connected to the desktop's RFB server (one per viewer)."""
 
     @abc.abstractmethod
-    async def grab(self) -> Frame:
+    async def grab(self) -> Capture:
         """Return the whole screen at native size."""
 
     @abc.abstractmethod

@@ -33,7 +33,7 @@ import socket
 from typing import Any
 
 from agents.daemon.backends.base import Desktop, DesktopError, InputError, ScrollDirection, run_command
-from agents.daemon.screenshot import Frame
+from agents.daemon.screenshot import Capture
 
 log = logging.getLogger(__name__)
 
@@ -134,13 +134,13 @@ class PortableDesktop(Desktop):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return sock
 
-    async def grab(self) -> Frame:
+    async def grab(self) -> Capture:
         try:
             shot = await self._json("screenshot", "--json")
             png = base64.b64decode(shot["data"])
         except (InputError, KeyError, ValueError, TypeError) as exc:
             raise DesktopError("Failed to capture the screen.") from exc
-        return Frame(width=self.native_size[0], height=self.native_size[1], data=png, mode="PNG")
+        return Capture(width=self.native_size[0], height=self.native_size[1], data=png, mode="PNG")
 
     async def cursor_position(self) -> tuple[int, int]:
         data = await self._json("cursor", "--json")

@@ -35,7 +35,7 @@ from agents.daemon.backends.base import (
     ScrollDirection,
     run_command,
 )
-from agents.daemon.screenshot import Frame, XConnection, XProtocolError
+from agents.daemon.screenshot import Capture, XConnection, XProtocolError
 
 log = logging.getLogger(__name__)
 
@@ -349,7 +349,7 @@ class XvncDesktop(Desktop):
             raise DesktopError("Desktop is not running.")
         return self._x
 
-    async def grab(self) -> Frame:
+    async def grab(self) -> Capture:
         try:
             return await self._xconn().get_image()
         except (OSError, asyncio.IncompleteReadError, XProtocolError) as exc:
