@@ -5,21 +5,29 @@ Status changes go through chats/transitions.py; the services here say when, and 
 
 from __future__ import annotations
 
+from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.files.base import ContentFile
 from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
 
 from agents.models import WorkspaceAgent
 from agents.services import workspace_agent_for_user
-from chatdesk.exceptions import ValidationError
-from chats.events import publish_child, publish_message
+from chatdesk.exceptions import Conflict, ValidationError
+from chats.events import publish_child, publish_message, publish_usage
 from chats.models import Chat, ChatFile, ChatMessage, ChatModelConfig
+from chats.pricing import budget_block, usage_cost
 from chats.tasks import turn_task
 from chats.tools.computer_use import computer_use
-from chats.transitions import ACTIVE, IDLE, chat_transition
+from chats.transitions import ACTIVE, IDLE, RESUMABLE, chat_transition
+
+#: "Not given" for optional arguments where None is a value (a budget of None means no budget).
+UNSET: Any = object()
 
 TITLE_WORDS = 6
 TITLE_MAX_CHARS = 80
@@ -70,8 +78,12 @@ def chat_create(
     title: str | None = None,
     workspace_agent: WorkspaceAgent | None = None,
     model: str | None = None,
+    budget_usd: Decimal | None = UNSET,
 ) -> Chat:
-    """Create a root chat; with ``message``, store it as the first user message and queue a turn."""
+    """Create a root chat; with ``message``, store it as the first user message and queue a turn.
+
+    ``budget_usd`` caps what the chat's tree may spend (default CHATDESK_CHAT_BUDGET_USD; None: no cap).
+    """
     config, model_name = model_config_resolve(model=model)
     if workspace_agent is None:
         workspace_agent = workspace_agent_for_user(owner=owner)
@@ -81,6 +93,7 @@ def chat_create(
         workspace_agent=workspace_agent,
         model_config=config,
         model=model_name,
+        budget_usd=settings.CHATDESK_CHAT_BUDGET_USD if budget_usd is UNSET else budget_usd,
     )
     if message:
         chat_send_message(chat=chat, content=message)
@@ -88,6 +101,7 @@ def chat_create(
     return chat
 
 
+@transaction.atomic
 def message_append(
     *,
     chat: Chat,
@@ -97,19 +111,63 @@ def message_append(
     model: str = "",
     context_id: int | None = None,
 ) -> ChatMessage:
-    """Store one message on ``chat`` and publish it to the chat's live stream."""
+    """Store one message on ``chat`` and publish it to the chat's live stream.
+
+    The chat's row is locked first, so the chat's messages are numbered in the order they commit (history
+    and the stream's cursor rely on it). With ``usage`` (a model call's), the message gets its cost at
+    ``model``'s prices, and the chat's and its root's sums grow (usage_record).
+    """
+    Chat.objects.select_for_update().filter(pk=chat.pk).values_list("pk", flat=True).first()
+    cost = usage_cost(usage, model=model or chat.model, config=chat.model_config) if usage else Decimal(0)
     message = ChatMessage.objects.create(
-        chat=chat, role=role, content=content, usage=usage or {}, model=model, context_id=context_id
+        chat=chat,
+        role=role,
+        content=content,
+        usage=usage or {},
+        cost_usd=cost,
+        model=model,
+        context_id=context_id,
     )
     if usage:
-        totals = dict(chat.usage or {})
-        for key, value in usage.items():
-            if isinstance(value, int):
-                totals[key] = totals.get(key, 0) + value
-        chat.usage = totals
-        chat.save(update_fields=["usage", "updated_at"])
+        usage_record(chat=chat, usage=usage, cost=cost)
     publish_message(message)
     return message
+
+
+def _add_usage(totals: dict[str, Any] | None, usage: dict[str, Any]) -> dict[str, int]:
+    summed = {k: v for k, v in (totals or {}).items() if isinstance(v, int)}
+    for key, value in usage.items():
+        if isinstance(value, int) and not isinstance(value, bool):
+            summed[key] = summed.get(key, 0) + value
+    return summed
+
+
+@transaction.atomic
+def usage_record(*, chat: Chat, usage: dict[str, Any], cost: Decimal) -> None:
+    """Add one model call's ``usage`` and ``cost`` to ``chat``'s sums and its root's tree sums.
+
+    Rows are locked (the chat, then its root) and read fresh, so concurrent calls in a tree add up.
+    ``chat`` is updated in place; viewers get ``usage`` events.
+    """
+    fresh = Chat.objects.select_for_update().get(pk=chat.pk)
+    fresh.usage = _add_usage(fresh.usage, usage)
+    fresh.cost_usd += cost
+    fields = ["usage", "cost_usd"]
+    root = fresh if fresh.parent_id is None else Chat.objects.select_for_update().get(pk=fresh.root_id)
+    root.tree_usage = _add_usage(root.tree_usage, usage)
+    root.tree_cost_usd += cost
+    if root is fresh:
+        fields += ["tree_usage", "tree_cost_usd"]
+    else:
+        root.save(update_fields=["tree_usage", "tree_cost_usd"])
+    fresh.save(update_fields=fields)
+    chat.usage, chat.cost_usd, chat.tree_usage, chat.tree_cost_usd = (
+        fresh.usage,
+        fresh.cost_usd,
+        fresh.tree_usage,
+        fresh.tree_cost_usd,
+    )
+    publish_usage(fresh, root if root is not fresh else None)
 
 
 @transaction.atomic
@@ -146,7 +204,17 @@ def turn_wake(*, chat_id: str) -> None:
     turn_task.delay(chat_id)
 
 
-def chat_update(*, chat: Chat, title: str | None = None, archived: bool | None = None) -> Chat:
+def chat_update(
+    *,
+    chat: Chat,
+    title: str | None = None,
+    archived: bool | None = None,
+    budget_usd: Decimal | None = UNSET,
+) -> Chat:
+    """Rename, archive or re-budget ``chat``. Raise ValidationError for a budget on a child chat.
+
+    Raising the budget of a chat paused for its budget does not resume it: ``chat_resume`` does.
+    """
     fields = []
     if title is not None:
         chat.title = title
@@ -154,9 +222,107 @@ def chat_update(*, chat: Chat, title: str | None = None, archived: bool | None =
     if archived is not None:
         chat.archived = archived
         fields.append("archived")
+    if budget_usd is not UNSET:
+        if not chat.is_root:
+            raise ValidationError(
+                "Only a root chat has a budget: it covers the whole tree. Set it on the root."
+            )
+        chat.budget_usd = budget_usd
+        fields.append("budget_usd")
     if fields:
         chat.save(update_fields=[*fields, "updated_at"])
+        if "budget_usd" in fields:
+            publish_usage(chat)
     return chat
+
+
+#: Why resume cannot lift a pause, by paused_reason (RESUMABLE lists the ones it can).
+RESUME_REFUSED: dict[str | None, str] = {
+    Chat.PausedReason.TAKEN_OVER: "A person holds this chat's desktop: hand it back to resume the chat.",
+    Chat.PausedReason.NEEDS_HELP: "The agent asked a person for help: take control of the desktop, then hand "
+    "it back with a note to resume the chat.",
+    Chat.PausedReason.AWAITING_APPROVAL: "An action of this chat waits for a person's approval: approve or deny "
+    "it to resume the chat.",
+}
+
+
+@transaction.atomic
+def chat_resume(*, chat: Chat) -> Chat:
+    """Resume a chat paused because it was interrupted or reached its budget, where it stopped.
+
+    An interrupted chat gets its turn queued again, with no new message. A budget pause covers the tree:
+    every chat of ``chat``'s tree paused for its budget resumes (a parent that was waiting for its child
+    waits again, its deadline moved by the time it was paused). Return the chat as it is now.
+
+    Raise Conflict (409) when the chat is not paused, is paused for a reason resume cannot lift (a person
+    must act: RESUME_REFUSED says what), or its budget is still reached.
+    """
+    chat = Chat.objects.select_for_update().get(pk=chat.pk)
+    if chat.status != Chat.Status.PAUSED:
+        raise Conflict(f"The chat is not paused (it is {chat.status}): there is nothing to resume.")
+    if chat.paused_reason not in RESUMABLE:
+        raise Conflict(RESUME_REFUSED.get(chat.paused_reason, "This pause cannot be lifted by resume."))
+    if chat.paused_reason == Chat.PausedReason.INTERRUPTED:
+        return chat_queue_turn(chat=chat)
+    blocked = budget_block(chat)
+    if blocked is not None:
+        raise Conflict(blocked.replace("Paused: ", "Still paused: ", 1))
+    paused = Chat.objects.filter(
+        root_id=chat.root_id, status=Chat.Status.PAUSED, paused_reason=Chat.PausedReason.BUDGET
+    ).order_by("-created_at")  # children first: a waiting parent then finds them working again
+    for member in paused:
+        if member.awaiting:
+            _resume_waiting(member)
+        else:
+            chat_queue_turn(chat=member)
+    return Chat.objects.get(pk=chat.pk)
+
+
+def _resume_waiting(chat: Chat) -> None:
+    """Put a parent paused while it waited for its child back to waiting, its deadline moved on."""
+    awaiting = dict(chat.awaiting or {})
+    paused_at = awaiting.pop("paused_at", None)
+    try:
+        deadline = datetime.fromisoformat(awaiting["deadline"])
+        if paused_at:
+            deadline += timezone.now() - datetime.fromisoformat(paused_at)
+    except (KeyError, TypeError, ValueError):
+        deadline = timezone.now()
+    awaiting["deadline"] = deadline.isoformat()
+    resumed = chat_transition(
+        chat_id=chat.pk, to=Chat.Status.PENDING, expect=[Chat.Status.PAUSED], awaiting=awaiting, last_error=""
+    )
+    if resumed is not None:
+        countdown = max(0.0, (deadline - timezone.now()).total_seconds()) + 0.5
+        transaction.on_commit(lambda: turn_task.apply_async((str(chat.pk),), countdown=countdown))
+        transaction.on_commit(lambda: turn_wake(chat_id=str(chat.pk)))
+
+
+def chat_pause_for_budget(*, chat_id: Any, reason: str) -> None:
+    """Pause, for the budget, the parents waiting on ``chat_id`` (up the tree); they resume with it.
+
+    The chat itself is paused by its turn (turn_end). ``reason`` is the sentence with the amounts.
+    """
+    child_id = str(chat_id)
+    while True:
+        parent = Chat.objects.filter(
+            children__pk=child_id, status=Chat.Status.PENDING, awaiting__chat_id=child_id
+        ).first()
+        if parent is None:
+            return
+        awaiting = {**(parent.awaiting or {}), "paused_at": timezone.now().isoformat()}
+        paused = chat_transition(
+            chat_id=parent.pk,
+            to=Chat.Status.PAUSED,
+            expect=[Chat.Status.PENDING],
+            reason=Chat.PausedReason.BUDGET,
+            where=Q(awaiting__chat_id=child_id),
+            awaiting=awaiting,
+            last_error=reason,
+        )
+        if paused is None:
+            return
+        child_id = str(parent.pk)
 
 
 def chat_interrupt(*, chat: Chat) -> Chat:

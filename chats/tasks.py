@@ -35,3 +35,11 @@ def sweep_turns() -> None:
     counts = turns_sweep()
     if any(counts.values()):
         logger.info("Turn sweep: %s", counts)
+
+
+@shared_task(name="chats.compact", acks_late=True, ignore_result=True)
+def compact_task(chat_id: str) -> None:
+    """Compact the chat's history on demand (POST /chats/{id}/compact); a no-op when there is nothing to."""
+    from chats.engine.compaction import compaction_run  # deferred, as above
+
+    compaction_run(chat_id=chat_id)

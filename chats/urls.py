@@ -8,5 +8,7 @@ urlpatterns = [
     path("chats/<uuid:pk>/messages", api.ChatMessagesView.as_view(), name="chat-messages"),
     path("chats/<uuid:pk>/children", api.ChatChildrenView.as_view(), name="chat-children"),
     path("chats/<uuid:pk>/interrupt", api.ChatInterruptView.as_view(), name="chat-interrupt"),
+    path("chats/<uuid:pk>/resume", api.ChatResumeView.as_view(), name="chat-resume"),
+    path("chats/<uuid:pk>/compact", api.ChatCompactView.as_view(), name="chat-compact"),
     path("chats/<uuid:pk>/files/<uuid:file_id>", api.ChatFileView.as_view(), name="chat-file"),
 ]
