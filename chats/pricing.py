@@ -118,8 +118,10 @@ def user_month_spent(user_id: int) -> Decimal:
 
 
 def format_usd(value: Decimal) -> str:
-    """Return ``value`` for a person: "$0.0123" below a dollar, "$12.34" above."""
-    places = Decimal("0.01") if abs(value) >= 1 else Decimal("0.0001")
+    """Return ``value`` for a person: in cents ("$12.34", "$0.50"), or to 1/100 cent when that matters
+    ("$0.0123")."""
+    cents = value.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+    places = Decimal("0.01") if abs(value) >= 1 or cents == value else Decimal("0.0001")
     return f"${value.quantize(places, rounding=ROUND_HALF_UP)}"
 
 

@@ -84,19 +84,22 @@ def compaction_plan(messages: list[ChatMessage]) -> CompactionPlan:
     """Return where a compaction of ``messages`` (a chat's stored history) would cut; see the docstring."""
     ordered = apply_summary(context_order(messages))
     open_uses: set[str] = set()
-    cut = 0
+    cut_before_user = cut_before_assistant = 0
     for index, message in enumerate(ordered):
-        clean = message.role == ChatMessage.Role.ASSISTANT or (
-            message.role == ChatMessage.Role.USER and not open_uses
-        )
-        if index > 0 and clean and index <= len(ordered) - KEEP_RECENT:
-            cut = index
+        if 0 < index <= len(ordered) - KEEP_RECENT:
+            if message.role == ChatMessage.Role.USER and not open_uses:
+                cut_before_user = index
+            elif message.role == ChatMessage.Role.ASSISTANT:
+                cut_before_assistant = index
         parts = [p for p in message.content if isinstance(p, dict)]
         if message.role == ChatMessage.Role.ASSISTANT:
             # An earlier tool_use still open is answered "not run" in the request, before this message.
             open_uses = {str(p.get("id")) for p in parts if p.get("type") == "tool_use"}
         else:
             open_uses -= {str(p.get("tool_use_id")) for p in parts if p.get("type") == "tool_result"}
+    # A question and its answer stay together, unless that would keep far more than cutting between
+    # steps (a computer-use run has one question, its task: it is cut between steps).
+    cut = cut_before_user if cut_before_user * 2 >= cut_before_assistant else cut_before_assistant
     head = ordered[:cut]
     replaced = [m for m in head if summary_part(m) is None]
     if len(replaced) < MIN_SUMMARIZED:

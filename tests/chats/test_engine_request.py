@@ -295,11 +295,16 @@ def run_steps(steps: int, *, keep: int, batch: int) -> list[dict[str, int]]:
     usages = []
     for n in range(steps + 1):
         shaped = prune_screenshots(history, keep, batch)
-        system, tools, messages = add_cache_breakpoints(SYSTEM, [{"type": "computer_toolset_20260801"}], shaped)
+        system, tools, messages = add_cache_breakpoints(
+            SYSTEM, [{"type": "computer_toolset_20260801"}], shaped
+        )
         body = {"model": "claude-opus-5-5", "system": system, "tools": tools, "messages": messages}
         usages.append({**cache.usage(body), "images": len(images_in_request(messages))})
         history.append(
-            {"role": "assistant", "content": [{"type": "tool_use", "id": f"t{n}", "name": "screenshot", "input": {}}]}
+            {
+                "role": "assistant",
+                "content": [{"type": "tool_use", "id": f"t{n}", "name": "screenshot", "input": {}}],
+            }
         )
         if n < steps:
             result = tool_result(f"t{n}", {"type": "text", "text": f"step {n}"}, images[n])
@@ -319,7 +324,9 @@ def images_in_request(messages: list[dict[str, Any]]) -> list[Any]:
 
 def cache_read_share(usages: list[dict[str, int]]) -> float:
     read = sum(u["cache_read_input_tokens"] for u in usages)
-    total = sum(u["cache_read_input_tokens"] + u["cache_creation_input_tokens"] + u["input_tokens"] for u in usages)
+    total = sum(
+        u["cache_read_input_tokens"] + u["cache_creation_input_tokens"] + u["input_tokens"] for u in usages
+    )
     return read / total
 
 

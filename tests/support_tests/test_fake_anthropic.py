@@ -473,13 +473,19 @@ def test_breakpoints_inside_tool_results_count_and_images_are_counted_by_area() 
     cache = PromptCache()
     image = {
         "type": "image",
-        "source": {"type": "base64", "media_type": "image/png", "data": base64.b64encode(png_bytes(1280, 800)).decode()},
+        "source": {
+            "type": "base64",
+            "media_type": "image/png",
+            "data": base64.b64encode(png_bytes(1280, 800)).decode(),
+        },
         "cache_control": CC,
     }
     result = {"type": "tool_result", "tool_use_id": "t", "content": [image]}
     use = {"type": "tool_use", "id": "t", "name": "abcd", "input": {}}  # "abcd" + "{}": 2 tokens
 
-    usage = usage_of(cache, None, [user(text_block(10)), {"role": "assistant", "content": [use]}, user(result)])
+    usage = usage_of(
+        cache, None, [user(text_block(10)), {"role": "assistant", "content": [use]}, user(result)]
+    )
 
     assert usage["cache_creation_input_tokens"] == 10 + 2 + 1366  # 1280 x 800 / 750 = 1365.3
     with pytest.raises(RequestRejected):
@@ -520,7 +526,10 @@ def test_a_client_reuses_its_connection(fake: FakeAnthropic, client: anthropic.A
 
 def test_an_image_the_api_could_not_read_is_a_400(fake: FakeAnthropic, client: anthropic.Anthropic) -> None:
     fake.add_response(reply(text("never sent")))
-    image: Any = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "bm90IGFuIGltYWdl"}}
+    image: Any = {
+        "type": "image",
+        "source": {"type": "base64", "media_type": "image/png", "data": "bm90IGFuIGltYWdl"},
+    }
 
     with pytest.raises(anthropic.BadRequestError, match="Could not process image"):
         client.messages.create(model="m", max_tokens=5, messages=[{"role": "user", "content": [image]}])
