@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from django.db.models import Max, Sum
+from django.db.models import Max, OuterRef, Subquery, Sum
 from django.utils import timezone
 
 from chats.models import Chat, ChatMessage, ChatModelConfig, UserBudget
@@ -127,27 +127,28 @@ def format_usd(value: Decimal) -> str:
 
 def budget_block(chat: Chat) -> str | None:
     """Return why ``chat`` may not start a model call now (its tree's budget or its owner's monthly limit
-    is reached), as a sentence for a person with the amounts; None when it may."""
-    root = chat if chat.parent_id is None else Chat.objects.filter(pk=chat.root_id).first()
-    if root is not None:
-        root_row = Chat.objects.filter(pk=root.pk).values("budget_usd", "tree_cost_usd").first()
-        if (
-            root_row
-            and root_row["budget_usd"] is not None
-            and root_row["tree_cost_usd"] >= root_row["budget_usd"]
-        ):
-            return (
-                f"Paused: this chat reached its budget of {format_usd(root_row['budget_usd'])} "
-                f"({format_usd(root_row['tree_cost_usd'])} spent). Raise the budget and resume to continue."
-            )
-    limit = (
-        UserBudget.objects.filter(user_id=chat.owner_id).values_list("monthly_limit_usd", flat=True).first()
+    is reached), as a sentence for a person with the amounts; None when it may. One query, plus one
+    when the owner has a monthly limit."""
+    limit = UserBudget.objects.filter(user_id=OuterRef("owner_id")).values("monthly_limit_usd")[:1]
+    row = (
+        Chat.objects.filter(pk=chat.root_id or chat.pk)
+        .annotate(monthly_limit=Subquery(limit))
+        .values("budget_usd", "tree_cost_usd", "monthly_limit")
+        .first()
     )
-    if limit is not None:
-        spent = user_month_spent(chat.owner_id)
-        if spent >= limit:
+    if row is None:
+        return None
+    budget, spent = row["budget_usd"], row["tree_cost_usd"]
+    if budget is not None and spent >= budget:
+        return (
+            f"Paused: this chat reached its budget of {format_usd(budget)} ({format_usd(spent)} spent). "
+            "Raise the budget and resume to continue."
+        )
+    if row["monthly_limit"] is not None:
+        month = user_month_spent(chat.owner_id)
+        if month >= row["monthly_limit"]:
             return (
-                f"Paused: your monthly limit of {format_usd(limit)} is reached ({format_usd(spent)} spent "
-                "this month). An administrator can raise it; then resume to continue."
+                f"Paused: your monthly limit of {format_usd(row['monthly_limit'])} is reached "
+                f"({format_usd(month)} spent this month). An administrator can raise it; then resume to continue."
             )
     return None

@@ -101,7 +101,7 @@ def chat_create(
     return chat
 
 
-@transaction.atomic
+@transaction.atomic(savepoint=False)  # a caller's transaction holds the lock: no savepoint needed
 def message_append(
     *,
     chat: Chat,
@@ -110,26 +110,28 @@ def message_append(
     usage: dict[str, int] | None = None,
     model: str = "",
     context_id: int | None = None,
+    cost: Decimal | None = None,
 ) -> ChatMessage:
     """Store one message on ``chat`` and publish it to the chat's live stream.
 
-    The chat's row is locked first, so the chat's messages are numbered in the order they commit (history
-    and the stream's cursor rely on it). With ``usage`` (a model call's), the message gets its cost at
-    ``model``'s prices, and the chat's and its root's sums grow (usage_record).
+    The caller holds the chat's row lock (``select_for_update``), so the chat's messages are numbered in
+    the order they commit (history and the stream's cursor rely on it) and ``chat``'s sums are fresh.
+    With ``usage`` (a model call's), the message gets its ``cost`` (by default at ``model``'s prices now),
+    and the chat's and its root's sums grow (usage_record).
     """
-    Chat.objects.select_for_update().filter(pk=chat.pk).values_list("pk", flat=True).first()
-    cost = usage_cost(usage, model=model or chat.model, config=chat.model_config) if usage else Decimal(0)
+    if usage and cost is None:
+        cost = usage_cost(usage, model=model or chat.model, config=chat.model_config)
     message = ChatMessage.objects.create(
         chat=chat,
         role=role,
         content=content,
         usage=usage or {},
-        cost_usd=cost,
+        cost_usd=cost or Decimal(0),
         model=model,
         context_id=context_id,
     )
     if usage:
-        usage_record(chat=chat, usage=usage, cost=cost)
+        usage_record(chat=chat, usage=usage, cost=cost or Decimal(0))
     publish_message(message)
     return message
 
@@ -142,38 +144,38 @@ def _add_usage(totals: dict[str, Any] | None, usage: dict[str, Any]) -> dict[str
     return summed
 
 
-@transaction.atomic
+@transaction.atomic(savepoint=False)
 def usage_record(*, chat: Chat, usage: dict[str, Any], cost: Decimal) -> None:
     """Add one model call's ``usage`` and ``cost`` to ``chat``'s sums and its root's tree sums.
 
-    Rows are locked (the chat, then its root) and read fresh, so concurrent calls in a tree add up.
-    ``chat`` is updated in place; viewers get ``usage`` events.
+    ``chat`` is locked and fresh (message_append's caller); a child's root is locked here, so the
+    calls of a whole tree add up. ``chat`` is updated in place; viewers get ``usage`` events.
     """
-    fresh = Chat.objects.select_for_update().get(pk=chat.pk)
-    fresh.usage = _add_usage(fresh.usage, usage)
-    fresh.cost_usd += cost
-    fields = ["usage", "cost_usd"]
-    root = fresh if fresh.parent_id is None else Chat.objects.select_for_update().get(pk=fresh.root_id)
-    root.tree_usage = _add_usage(root.tree_usage, usage)
-    root.tree_cost_usd += cost
-    if root is fresh:
-        fields += ["tree_usage", "tree_cost_usd"]
+    chat.usage = _add_usage(chat.usage, usage)
+    chat.cost_usd = Decimal(chat.cost_usd) + cost
+    fields: dict[str, Any] = {"usage": chat.usage, "cost_usd": chat.cost_usd}
+    root: Chat | None = None
+    if chat.parent_id is None:
+        chat.tree_usage = _add_usage(chat.tree_usage, usage)
+        chat.tree_cost_usd = Decimal(chat.tree_cost_usd) + cost
+        fields.update(tree_usage=chat.tree_usage, tree_cost_usd=chat.tree_cost_usd)
     else:
-        root.save(update_fields=["tree_usage", "tree_cost_usd"])
-    fresh.save(update_fields=fields)
-    chat.usage, chat.cost_usd, chat.tree_usage, chat.tree_cost_usd = (
-        fresh.usage,
-        fresh.cost_usd,
-        fresh.tree_usage,
-        fresh.tree_cost_usd,
-    )
-    publish_usage(fresh, root if root is not fresh else None)
+        root = (
+            Chat.objects.select_for_update()
+            .only("id", "parent_id", "usage", "cost_usd", "tree_usage", "tree_cost_usd", "budget_usd")
+            .get(pk=chat.root_id)
+        )
+        root.tree_usage = _add_usage(root.tree_usage, usage)
+        root.tree_cost_usd = Decimal(root.tree_cost_usd) + cost
+        Chat.objects.filter(pk=root.pk).update(tree_usage=root.tree_usage, tree_cost_usd=root.tree_cost_usd)
+    Chat.objects.filter(pk=chat.pk).update(**fields)
+    publish_usage(chat, root)
 
 
 @transaction.atomic
 def chat_send_message(*, chat: Chat, content: str) -> ChatMessage:
     """Store a user message. Start a turn when the chat is idle; a running turn picks it up after."""
-    chat = Chat.objects.select_for_update().get(pk=chat.pk)
+    chat = Chat.objects.select_for_update().get(pk=chat.pk)  # message_append's lock
     message = message_append(chat=chat, role=ChatMessage.Role.USER, content=[text_part(content)])
     if chat.status in IDLE:
         chat_queue_turn(chat=chat)

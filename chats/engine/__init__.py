@@ -60,9 +60,9 @@ from chats.engine.parts import PartPublisher
 from chats.engine.request import add_cache_breakpoints
 from chats.llm import STOP_INTERRUPTED, ModelReply, ProviderConfig, call_with_retries, stream_reply
 from chats.models import Chat, ChatMessage
-from chats.pricing import budget_block
+from chats.pricing import Prices, budget_block, prices_for
 from chats.providers import provider_resolve
-from chats.selectors import chat_model_options
+from chats.selectors import chat_model_config, chat_model_options
 from chats.tasks import turn_task
 from chats.tools.base import Awaiting, Tool, ToolContext, ToolResult, error_result
 from chats.tools.catalog import find_tool, tools_for_chat
@@ -105,6 +105,8 @@ class Turn:
         self.heartbeat = heartbeat
         self.awaiting: Awaiting | None = awaiting  # type: ignore[assignment]
         self.seen_id = 0  # the newest message id the model has been shown
+        # The turn's calls are priced at the prices when it started (an admin's edit applies to the next).
+        self.prices: Prices = prices_for(chat.model, chat_model_config(chat))
         self._stop_checked_at = 0.0
         self._stopped = False
 
@@ -359,11 +361,13 @@ class Turn:
             chat = Chat.objects.select_for_update().filter(pk=self.chat.pk, worker_id=self.worker_id).first()
             if chat is None:
                 return None
+            usage = usage if role in (ChatMessage.Role.ASSISTANT, ChatMessage.Role.SYSTEM) else None
             return services.message_append(
                 chat=chat,
                 role=role,
                 content=content,
-                usage=usage if role in (ChatMessage.Role.ASSISTANT, ChatMessage.Role.SYSTEM) else None,
+                usage=usage,
+                cost=self.prices.cost(usage) if usage else None,
                 model=self.chat.model
                 if role in (ChatMessage.Role.ASSISTANT, ChatMessage.Role.SYSTEM)
                 else "",

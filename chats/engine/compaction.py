@@ -237,12 +237,14 @@ def compaction_run(*, chat_id: str) -> ChatMessage | None:
         if not reply.text.strip():
             logger.warning("Compaction of chat %s got an empty summary; nothing replaced.", chat.pk)
             return None
-        return services.message_append(
-            chat=chat,
-            role=ChatMessage.Role.SYSTEM,
-            content=summary_content(reply, plan),
-            usage=reply.usage,
-            model=chat.model,
-        )
+        with transaction.atomic():
+            locked = Chat.objects.select_for_update().get(pk=chat.pk)  # message_append's lock
+            return services.message_append(
+                chat=locked,
+                role=ChatMessage.Role.SYSTEM,
+                content=summary_content(reply, plan),
+                usage=reply.usage,
+                model=chat.model,
+            )
     finally:
         compaction_release(chat.pk)

@@ -209,10 +209,17 @@ def _image_file_ids(turns: list[Message]) -> list[str]:
     return file_ids
 
 
-def _load_sources(file_ids: list[str]) -> dict[str, Part]:
-    """Return base64 image sources for ``file_ids`` (missing files are left out)."""
+def _load_sources(
+    file_ids: list[str], sizes: dict[str, tuple[int, int] | None] | None = None
+) -> dict[str, Part]:
+    """Return base64 image sources for ``file_ids`` (missing files are left out); note their sizes in
+    ``sizes`` when given."""
     sources: dict[str, Part] = {}
     for chat_file in ChatFile.objects.filter(pk__in=file_ids):
+        if sizes is not None:
+            sizes[str(chat_file.pk)] = (
+                (chat_file.width, chat_file.height) if chat_file.width and chat_file.height else None
+            )
         try:
             with chat_file.file.open("rb") as fh:
                 data = fh.read()
@@ -293,15 +300,20 @@ class History:
         return new
 
     def turns(self) -> list[Message]:
-        """Return the API messages to send, screenshots pruned but still as ``file_id`` blocks."""
-        return prune_screenshots(api_turns(self.messages), self.keep_screenshots, self.prune_batch)
+        """Return the API messages to send, screenshots pruned but still as ``file_id`` blocks; the
+        screenshots they need are loaded (once: the next steps reuse them) with their sizes."""
+        turns = prune_screenshots(api_turns(self.messages), self.keep_screenshots, self.prune_batch)
+        wanted = _image_file_ids(turns)
+        missing = [file_id for file_id in wanted if file_id not in self._sources]
+        if missing:
+            self._sources.update(_load_sources(missing, self._sizes))
+        kept = set(wanted)
+        self._sources = {k: v for k, v in self._sources.items() if k in kept}
+        return turns
 
     def resolve(self, turns: list[Message]) -> list[Message]:
-        """Return ``turns`` with their images loaded; keep only these images cached for the next step."""
-        resolved = _resolve_images(turns, self._sources)
-        wanted = set(_image_file_ids(turns))
-        self._sources = {k: v for k, v in self._sources.items() if k in wanted}
-        return resolved
+        """Return ``turns`` with their images as base64 blocks (loaded by :meth:`turns`)."""
+        return _resolve_images(turns, self._sources)
 
     def image_tokens(self, block: Part) -> int:
         """Return the estimated tokens of an image block by its stored size (width x height / 750)."""
