@@ -239,12 +239,14 @@ def compaction_run(*, chat_id: str) -> ChatMessage | None:
             return None
         with transaction.atomic():
             locked = Chat.objects.select_for_update().get(pk=chat.pk)  # message_append's lock
-            return services.message_append(
+            summary = services.message_append(
                 chat=locked,
                 role=ChatMessage.Role.SYSTEM,
                 content=summary_content(reply, plan),
                 usage=reply.usage,
                 model=chat.model,
             )
+            compaction_release(chat.pk)  # with the summary: nobody sees one without the other
+            return summary
     finally:
         compaction_release(chat.pk)

@@ -8,7 +8,7 @@ import uuid
 from typing import Any
 
 import pytest
-from channels.layers import get_channel_layer
+from channels.layers import channel_layers
 from django.conf import settings
 
 from chats.events import LAYER_MESSAGE_TYPE, group_name, sender
@@ -22,7 +22,8 @@ def test_events_go_out_in_order_through_one_long_lived_loop() -> None:
     count = 30
 
     async def listen() -> None:
-        layer = get_channel_layer()
+        # A layer of its own: the process's layer binds its receive lock to the first loop that used it.
+        layer = channel_layers.make_backend("default")
         channel = await layer.new_channel()
         await layer.group_add(group, channel)
         subscribed.set()
