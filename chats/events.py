@@ -41,7 +41,14 @@ class ChildEvent(TypedDict):
     chat: dict[str, Any]
 
 
-Event = MessageEvent | MessagePartEvent | StatusEvent | ChildEvent
+class AuditLiveEvent(TypedDict):
+    """An audit event sent live: ``type`` is its kind (``control``, ``help_requested``, ``approval``, ``action``)."""
+
+    type: str
+    event: dict[str, Any]
+
+
+Event = MessageEvent | MessagePartEvent | StatusEvent | ChildEvent | AuditLiveEvent
 
 LAYER_MESSAGE_TYPE = "chat.event"
 
