@@ -11,7 +11,7 @@ from django.db import IntegrityError, transaction
 from django.http import HttpRequest
 from django.utils import timezone
 
-from agents.daemon.addresses import AddressAllowlist, AddressNotAllowed, resolve_allowed_sync
+from agents.daemon.addresses import AddressAllowlist, AddressNotAllowed, check_allowed
 from agents.models import WorkspaceAgent
 from chatdesk.exceptions import Conflict, ValidationError
 
@@ -81,7 +81,7 @@ def agent_url_check(url: str) -> str:
     if parts.scheme not in ("ws", "wss") or not host:
         raise ValidationError("Must be a ws:// or wss:// URL with a host.")
     try:
-        resolve_allowed_sync(host, port or (443 if parts.scheme == "wss" else 80), agent_url_allowlist())
+        check_allowed(host, port or (443 if parts.scheme == "wss" else 80), agent_url_allowlist())
     except AddressNotAllowed as exc:
         logger.warning("heartbeat refused: %s", exc)
         raise ValidationError(

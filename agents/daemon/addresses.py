@@ -59,7 +59,7 @@ class AddressAllowlist:
             if not entry:
                 continue
             try:
-                networks.append(ipaddress.ip_network(entry.strip("[]"), strict=False))
+                networks.append(ipaddress.ip_network(entry.replace("[", "").replace("]", ""), strict=False))
                 continue
             except ValueError:
                 pass
@@ -108,10 +108,15 @@ async def resolve_allowed(host: str, port: int, allow: AddressAllowlist) -> str:
     return _choose(host, port, infos, allow)
 
 
-def resolve_allowed_sync(host: str, port: int, allow: AddressAllowlist) -> str:
-    """Synchronous :func:`resolve_allowed` (for the heartbeat's check)."""
+def check_allowed(host: str, port: int, allow: AddressAllowlist) -> None:
+    """Raise AddressNotAllowed unless ``host`` is allowed by name or resolves to an allowed address.
+
+    Synchronous, for the heartbeat's early check; connections check again with :func:`resolve_allowed`.
+    """
+    if allow.allows_host(host):
+        return
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except OSError:
         raise AddressNotAllowed(f"{host} does not resolve") from None
-    return _choose(host, port, infos, allow)
+    _choose(host, port, infos, allow)
