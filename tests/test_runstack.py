@@ -180,3 +180,5 @@ def test_make_run_keeps_the_agent_away_from_the_servers_secrets_and_restarts_it(
     assert proc.wait(30) == 0
     wait_until(lambda: not any(alive(pid) for pid in everything), timeout=20, what="every process to stop")
     assert not token_file.exists()
+    # The agent stopped first and told the server so: it shows disconnected at once.
+    assert WorkspaceAgent.objects.get(pk=row.pk).status == "disconnected"

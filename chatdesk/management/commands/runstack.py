@@ -229,16 +229,23 @@ class Command(BaseCommand):
                     agent.poll()
                 time.sleep(0.2)
         finally:
-            running = [*procs.values(), *([agent.proc] if agent is not None and agent.proc else [])]
-            for proc in running:
-                if proc.poll() is None:
-                    proc.send_signal(signal.SIGTERM)
-            deadline = time.monotonic() + STOP_GRACE
-            for proc in running:
-                try:
-                    proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-                except subprocess.TimeoutExpired:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
+            # The agent first, while the server is still up to hear that it stops; then the rest.
+            if agent is not None and agent.proc is not None:
+                self.terminate([agent.proc])
+            self.terminate(list(procs.values()))
             self.stdout.write("Stopped.")
+
+    @staticmethod
+    def terminate(running: list[subprocess.Popen[bytes]]) -> None:
+        """SIGTERM ``running``, wait for them (STOP_GRACE), then SIGKILL the process group of any left."""
+        for proc in running:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE
+        for proc in running:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
