@@ -246,7 +246,7 @@ class AgentClient:
             self._pending.pop(request_id, None)
 
     async def health(self) -> dict[str, Any]:
-        """Return GET /health (no token needed). Raise AgentUnreachable."""
+        """Return GET /health (no token needed). Raise AgentUnreachable or AgentAddressNotAllowed."""
         url = _http_base(self.url) + "/health"
         target = await checked_address(self.url, self.allow)
         # Connect to the checked address; the URL's host still names the server (Host header, TLS SNI).
