@@ -8,6 +8,8 @@ could see to a file, and the test reads that file.
 
 from __future__ import annotations
 
+import base64
+import io
 import os
 import pwd
 import shutil
@@ -17,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from tests.agents.daemon.conftest import needs_desktop
 from tests.support.agent_process import REPO_ROOT, AgentProcess, desktop_user, running_agent
@@ -68,17 +71,38 @@ def shared_dir() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def open_terminal_from_the_menu(agent: AgentProcess) -> None:
-    """Open openbox's root menu with a right click and choose "Terminal emulator" (its first item)."""
+def menu_is_open(action_result: dict[str, object]) -> bool:
+    """Return True when the action's screenshot shows openbox's root menu (light, where the root is black)."""
+    shot = action_result["screenshot"]
+    assert isinstance(shot, dict)
+    image = Image.open(io.BytesIO(base64.b64decode(shot["png_base64"]))).convert("L")
+    return image.getpixel((100, 100)) > 128  # inside the menu, which opens at the click
+
+
+def open_terminal_from_the_menu(agent: AgentProcess, attempts: int = 5) -> None:
+    """Open openbox's root menu with a right click and choose "Terminal emulator" (its first item).
+
+    openbox may miss a click (while it is still settling in, or when the release comes late and reads
+    as a drag), so each step is checked on the screen and tried again, a bounded number of times.
+    """
     before = set(desktop_processes(agent))
-    agent.call("action", {"action": "right_click", "coordinate": [30, 30]})
-    agent.call("action", {"action": "left_click", "coordinate": [60, 40]})
 
     def shell_ready() -> bool:
         new = {pid: name for pid, name in desktop_processes(agent).items() if pid not in before}
         return "xterm" in new.values() and "bash" in new.values()
 
-    wait_until(shell_ready, timeout=20, what="a terminal with its shell on the desktop")
+    for _ in range(attempts):
+        if not menu_is_open(agent.call("action", {"action": "right_click", "coordinate": [30, 30]})):
+            agent.call("action", {"action": "key", "text": "Escape"})
+            continue
+        agent.call("action", {"action": "left_click", "coordinate": [60, 40]})
+        try:
+            wait_until(shell_ready, timeout=15, what="a terminal with its shell on the desktop")
+            break
+        except AssertionError:
+            continue
+    else:
+        raise AssertionError(f"no terminal opened from the desktop's menu in {attempts} attempts")
     # The terminal's window must be mapped and focused before anything is typed into it.
     wait_until(
         lambda: (
