@@ -23,8 +23,7 @@ from django.http import HttpRequest
 from django.utils.http import is_same_domain
 
 from chatdesk.auth import bearer_from_header
-
-CLOSE_FORBIDDEN_ORIGIN = 4403
+from chatdesk.closecodes import FORBIDDEN_ORIGIN as CLOSE_FORBIDDEN_ORIGIN
 
 
 class _HandshakeRequest(HttpRequest):

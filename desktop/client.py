@@ -10,9 +10,8 @@ credential; they are ``chatdesk.exceptions`` errors, so the API and the turn eng
 * ``AgentNotConnected`` (409) — the chat has no workspace agent, or it has stopped heartbeating;
 * ``AgentUnreachable`` (502) — the agent did not answer, dropped the connection, timed out, or its URL
   is outside CHATDESK_AGENT_URL_ALLOW;
-* ``AgentError`` (502) — the agent answered but refused (wrong credential) or reported an error;
-  ``AgentRequestFailed.code`` then carries the agent's error code (``invalid_request`` means the
-  request was bad, e.g. a coordinate outside the display: the message is written for the model);
+* ``AgentError`` (502) — the agent answered but refused (wrong credential) or reported an error
+  (``AgentRequestFailed``: e.g. a coordinate outside the display; the message is written for the model);
 * ``AgentCredentialUnreadable`` (503) — the server cannot decrypt its credential for the agent.
 
 The server dials an agent only at an address CHATDESK_AGENT_URL_ALLOW allows, checked on the resolved
@@ -68,11 +67,7 @@ THUMBNAIL_MAX = 4096
 
 
 class AgentRequestFailed(AgentError):
-    """The agent answered a call with an error. ``code`` is the agent's error code."""
-
-    def __init__(self, message: str, *, code: str = "") -> None:
-        super().__init__(message)
-        self.code = code
+    """The agent answered a call with an error; the message is the agent's, written for the model."""
 
 
 def agent_for_chat(chat: Chat) -> WorkspaceAgent:
@@ -104,7 +99,7 @@ def _map_error(agent: WorkspaceAgent, what: str, exc: agent_client.AgentClientEr
     if isinstance(exc, agent_client.AgentUnauthorized):
         return AgentError(f"Workspace agent {agent.name!r} refused the server's credential ({what}).")
     if isinstance(exc, agent_client.AgentRequestError):
-        return AgentRequestFailed(f"Workspace agent {agent.name!r}: {exc.message}", code=exc.code)
+        return AgentRequestFailed(f"Workspace agent {agent.name!r}: {exc.message}")
     if isinstance(exc, agent_client.AgentAddressNotAllowed):
         return AgentUnreachable(NOT_ALLOWED.format(name=agent.name))
     if isinstance(exc, agent_client.AgentUnreachable):
@@ -214,12 +209,6 @@ async def run_action(agent: WorkspaceAgent, params: dict[str, Any]) -> agent_cli
     """
     async with open_agent(agent) as client:
         return await client.action(params)
-
-
-async def agent_info(agent: WorkspaceAgent) -> dict[str, Any]:
-    """Return the agent's ``info`` (native and declared display sizes). Raise AgentUnreachable / AgentError."""
-    async with open_agent(agent) as client:
-        return await client.info()
 
 
 def run_action_sync(agent: WorkspaceAgent, params: dict[str, Any]) -> agent_client.ActionResult:

@@ -76,7 +76,9 @@ def menu_is_open(action_result: dict[str, object]) -> bool:
     shot = action_result["screenshot"]
     assert isinstance(shot, dict)
     image = Image.open(io.BytesIO(base64.b64decode(shot["png_base64"]))).convert("L")
-    return image.getpixel((100, 100)) > 128  # inside the menu, which opens at the click
+    brightness = image.getpixel((100, 100))  # inside the menu, which opens at the click
+    assert isinstance(brightness, int)
+    return brightness > 128
 
 
 def open_terminal_from_the_menu(agent: AgentProcess, attempts: int = 5) -> None:
