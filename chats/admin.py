@@ -11,7 +11,7 @@ from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from chats.models import Chat, ChatFile, ChatMessage, ChatModelConfig, ChatProvider, UserBudget
+from chats.models import AuditEvent, Chat, ChatFile, ChatMessage, ChatModelConfig, ChatProvider, UserBudget
 from chats.pricing import format_usd, month_start, user_month_spent
 from chats.services import chat_update
 
@@ -143,6 +143,24 @@ class ChatMessageInline(admin.TabularInline):
         )
 
 
+class AuditEventInline(admin.TabularInline):
+    """Who did what on the chat's desktop (read-only: the audit log is never edited)."""
+
+    model = AuditEvent
+    fields = ("id", "at", "kind", "actor", "user", "data")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    ordering = ["id"]
+    verbose_name = "audit event"
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
 @admin.register(Chat)
 class ChatAdmin(admin.ModelAdmin):
     list_display = [
@@ -174,7 +192,7 @@ class ChatAdmin(admin.ModelAdmin):
         "updated_at",
     ]
     fields = ["title", "archived", *readonly_fields]
-    inlines = [ChatMessageInline]
+    inlines = [ChatMessageInline, AuditEventInline]
     list_select_related = ["owner", "parent"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:

@@ -62,7 +62,14 @@ class UsageEvent(TypedDict):
     budget_usd: str | None
 
 
-Event = MessageEvent | MessagePartEvent | StatusEvent | ChildEvent | UsageEvent
+class AuditLiveEvent(TypedDict):
+    """An audit event sent live: ``type`` is its kind (``control``, ``help_requested``, ``approval``, ``action``)."""
+
+    type: str
+    event: dict[str, Any]
+
+
+Event = MessageEvent | MessagePartEvent | StatusEvent | ChildEvent | UsageEvent | AuditLiveEvent
 
 LAYER_MESSAGE_TYPE = "chat.event"
 #: How long a publish waits for the channel layer before giving up on that event.

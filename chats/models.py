@@ -343,3 +343,51 @@ class ChatEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.payload.get('type')} #{self.id}"
+
+
+class AuditEvent(models.Model):
+    """Who did what on a chat, kept for good (SPEC §8 "Audit"; listed by ``GET /chats/{id}/events``).
+
+    ``kind`` says what happened: a model ``action`` on the desktop, a ``control`` change (a person took or
+    handed back the desktop), a ``help_requested`` by the model, an ``approval`` created or decided. ``at``
+    is when it happened (an action's start: recordings' timelines are built from it); ``data`` holds the
+    kind's details (see ``chats.audit``). Unlike ChatEvent (the embedded live-event tail, pruned after
+    minutes), rows stay as long as their chat.
+    """
+
+    class Kind(models.TextChoices):
+        ACTION = "action"
+        CONTROL = "control"
+        HELP_REQUESTED = "help_requested"
+        APPROVAL = "approval"
+
+    class Actor(models.TextChoices):
+        MODEL = "model"
+        PERSON = "person"
+        SYSTEM = "system"
+
+    id = models.BigAutoField(primary_key=True)
+    chat = models.ForeignKey(Chat, on_delete=models.CASCADE, related_name="audit_events")
+    kind = models.CharField(max_length=32, choices=Kind.choices)
+    actor = models.CharField(max_length=16, choices=Actor.choices)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    data = models.JSONField(default=dict, blank=True)
+    at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["chat", "id"], name="audit_chat_cursor")]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(kind__in=["action", "control", "help_requested", "approval"]),
+                name="audit_kind_valid",
+            ),
+            models.CheckConstraint(
+                condition=Q(actor__in=["model", "person", "system"]), name="audit_actor_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} by {self.actor} #{self.id}"

@@ -49,7 +49,7 @@ class DesktopScreenshotView(APIView):
         summary="Take a screenshot of the chat's desktop",
         description="A PNG of the desktop now, at its native size or `width` pixels wide (16-4096, aspect "
         "ratio kept). 409 when the chat has no connected workspace agent, 502 when the agent cannot be "
-        "reached or fails.",
+        "reached or fails, 503 when the server cannot decrypt its credential for the agent (misconfigured).",
         parameters=[ScreenshotQuerySerializer],
         responses={
             (200, "image/png"): OpenApiResponse(OpenApiTypes.BINARY, description="The screenshot."),
@@ -57,6 +57,7 @@ class DesktopScreenshotView(APIView):
             404: ERROR,
             409: ERROR,
             502: ERROR,
+            503: ERROR,
         },
     )
     def get(self, request: Request, pk: str) -> HttpResponse:

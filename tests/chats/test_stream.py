@@ -20,14 +20,14 @@ from chats.events import MessagePartEvent, publish, publish_message
 from chats.models import Chat, ChatEvent, ChatMessage
 from tests.chats.conftest import worker_env
 from tests.factories import ChatFactory
-from tests.support.asgi import bearer
+from tests.support.asgi import bearer, same_origin
 from tests.support.processes import running_daphne
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 async def open_stream(chat_id: object, token: str | None, query: str = "") -> WebsocketCommunicator:
-    headers = bearer(token) if token else [(b"origin", b"http://localhost")]
+    headers = bearer(token) if token else same_origin()
     communicator = WebsocketCommunicator(
         application, f"/api/experimental/chats/{chat_id}/stream{query}", headers
     )
