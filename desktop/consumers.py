@@ -28,9 +28,10 @@ Flow control, so a slow browser cannot make the server buffer without bound:
   whatever it is given). So under daphne the consumer registers itself, through Twisted's public
   ``IConsumer.registerProducer``, as the streaming producer of the browser's TCP transport: Twisted
   calls ``pauseProducing`` once more than its ``bufferSize`` (64 KiB) waits for the socket and
-  ``resumeProducing`` once all of it went to the kernel. While paused, the pump stops reading the
-  agent, whose frames back up in the upstream's bounded buffer (``desktop.client.VNC_BUFFER``, then
-  reading from the agent's socket pauses) and then in TCP, back to the agent and Xvnc. If the browser
+  ``resumeProducing`` once all of it went to the kernel. Each message waits until then, so daphne
+  holds at most one message (``MAX_BROWSER_MESSAGE``) past those 64 KiB; meanwhile the pump holds what it last read from the
+  upstream, the agent's frames back up in the upstream's bounded buffer (``desktop.client.VNC_BUFFER``,
+  then reading from the agent's socket pauses) and then in TCP, back to the agent and Xvnc. If the browser
   stays unwritable for longer than CHATDESK_DESKTOP_SLOW_VIEWER_SECONDS (default 10), it is dropped
   with 4408 "Viewer too slow." rather than holding the upstream open forever; it then has
   SLOW_VIEWER_CLOSE_SECONDS to read what was sent before the close frame and the close frame itself
@@ -124,6 +125,10 @@ class _Refused(Exception):
         super().__init__(reason)
         self.code = code
         self.reason = reason
+
+
+class _ViewerTooSlow(Exception):
+    pass
 
 
 def _truthy(value: str) -> bool:
@@ -346,21 +351,13 @@ class DesktopProxyConsumer(AsyncWebsocketConsumer):
     async def _agent_to_browser(self) -> None:
         upstream = self.upstream
         assert upstream is not None
-        grace = settings.CHATDESK_DESKTOP_SLOW_VIEWER_SECONDS
-        browser = self._browser
         code, reason = CLOSE_NORMAL, ""
         try:
-            while True:
-                if browser is not None and not browser.writable.is_set():
-                    try:
-                        await asyncio.wait_for(browser.writable.wait(), grace)
-                    except TimeoutError:
-                        code, reason = CLOSE_TOO_SLOW, REASON_TOO_SLOW
-                        browser.allow_slow_close(SLOW_VIEWER_CLOSE_SECONDS)
-                        break
-                payloads = await upstream.read()
-                if not payloads or not await self._to_browser(payloads):
-                    break  # the upstream connection ended, or the browser's is closing
+            while payloads := await upstream.read():
+                if not await self._to_browser(payloads):
+                    break  # the browser's side is closing
+        except _ViewerTooSlow:
+            code, reason = CLOSE_TOO_SLOW, REASON_TOO_SLOW
         except Exception:
             logger.exception("desktop proxy: agent-to-browser copy failed")
             code, reason = CLOSE_PROXY_ERROR, REASON_PROXY_ERROR
@@ -377,11 +374,24 @@ class DesktopProxyConsumer(AsyncWebsocketConsumer):
             await upstream.close()
 
     async def _to_browser(self, payloads: list[bytes | bytearray]) -> bool:
-        """Send the agent's payloads to the browser; return False once the browser's side is closing."""
+        """Send the agent's payloads to the browser; return False once the browser's side is closing.
+
+        Each message waits until the browser's connection is writable (so Twisted holds one message
+        at a time, and sends it without joining buffers). Raise _ViewerTooSlow when it stays
+        unwritable for CHATDESK_DESKTOP_SLOW_VIEWER_SECONDS.
+        """
         browser, rfb_filter = self._browser, self.rfb_filter
         for payload in payloads:
             view = memoryview(payload)
             for start in range(0, len(view), MAX_BROWSER_MESSAGE):
+                if browser is not None and not browser.writable.is_set():
+                    try:
+                        await asyncio.wait_for(
+                            browser.writable.wait(), settings.CHATDESK_DESKTOP_SLOW_VIEWER_SECONDS
+                        )
+                    except TimeoutError:
+                        browser.allow_slow_close(SLOW_VIEWER_CLOSE_SECONDS)
+                        raise _ViewerTooSlow from None
                 if self._closing or (browser is not None and not browser.is_open):
                     return False
                 data = bytes(view[start : start + MAX_BROWSER_MESSAGE])  # ASGI wants bytes
