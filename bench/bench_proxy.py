@@ -7,7 +7,8 @@ client ⇄ websockify ⇄ Xvnc (the agent's unix socket). The script creates a t
 chat (deleted at the end), starts daphne and a real agent itself, and prints one table:
 
 * throughput: a client that keeps two non-incremental raw FramebufferUpdateRequests for the whole
-  screen in flight and counts the bytes received for N seconds (MB/s), as a ratio to websockify;
+  screen in flight and counts the bytes received for N seconds (MB/s; target >= 300), and as a ratio
+  to websockify;
   with the CPU each process used meanwhile (this client included: all of them share the machine),
   as % of one core and as ms of CPU per MB delivered;
 * latency: a 1x1 non-incremental FramebufferUpdateRequest → its update, round trip p50/p95, and the
@@ -335,9 +336,9 @@ async def measure(
         rows.append(row(f"  CPU % {processes}", " / ".join(f"{c:.0f}" for c in cpu), f"{cores} cores", None))
         rows.append(row(f"  CPU ms/MB {processes}", per_mb(cpu, mbs), "", None))
     rows.append(row("throughput proxy (MB/s)", f"{p_mbs:.0f}", ">= 300", p_mbs >= 300))
-    rows.append(
-        row("throughput ratio proxy/websockify", f"{p_mbs / d_mbs:.2f}", ">= 0.70", p_mbs / d_mbs >= 0.7)
-    )
+    # Issue #15 traded the 0.70 ratio for public APIs: the target is what a viewer needs (a 30 fps
+    # full-screen raw 1280x800 stream is ~120 MB/s), with room to spare.
+    rows.append(row("throughput ratio proxy/websockify", f"{p_mbs / d_mbs:.2f}", "", None))
 
     direct = await latency(ws_url, None, args.rounds)
     proxied = await latency(proxy_url, token, args.rounds)
