@@ -387,9 +387,8 @@ class DesktopProxyConsumer(AsyncWebsocketConsumer):
             for start in range(0, len(view), MAX_BROWSER_MESSAGE):
                 if browser is not None and not browser.writable.is_set():
                     try:
-                        await asyncio.wait_for(
-                            browser.writable.wait(), settings.CHATDESK_DESKTOP_SLOW_VIEWER_SECONDS
-                        )
+                        async with asyncio.timeout(settings.CHATDESK_DESKTOP_SLOW_VIEWER_SECONDS):
+                            await browser.writable.wait()
                     except TimeoutError:
                         browser.allow_slow_close(SLOW_VIEWER_CLOSE_SECONDS)
                         raise _ViewerTooSlow from None
