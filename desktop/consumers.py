@@ -56,12 +56,35 @@ method it passes on (channels 4.3.2). Everything used from there is public: the 
 ``IConsumer``, ``IPushProducer`` and ``ITCPTransport`` methods. When the lookup fails (another server,
 or a changed wrapping) the proxy still works, without the bound.
 
-Decision (issue #15): this public-API path replaced a faster one that spliced the agent's frames
-into the browser's socket below Twisted (daphne's and Channels' details above, plus Twisted's
-``dataBuffer``/``_tempDataLen``, a replaced ``transport.write``, an ``os.dup`` of the socket, and
-536 lines of hand-written WebSocket framing), because it meets the bar (>= 300 MB/s; a 30 fps
-full-screen raw 1280x800 stream is ~120 MB/s) with bounded memory for a slow viewer.
-FIGURES
+Decision (issue #15): public APIs. This path replaced one that spliced the agent's frames into the
+browser's socket below Twisted (the two details above, plus Twisted's ``dataBuffer`` and
+``_tempDataLen``, a replaced ``transport.write``, an ``os.dup`` of the socket, 536 lines of
+hand-written WebSocket framing, and the agent writing its transport beside websockets' undocumented
+``drain()``). It costs daphne about twice the CPU per MB (four more copies: websockets' reader,
+``bytes`` for ASGI, autobahn's framing, Twisted's buffer). Against the bar set for the change,
+>= 300 MB/s (a 30 fps full-screen raw 1280x800 stream is ~120 MB/s) and bounded memory for a slow
+viewer, memory holds in every run and throughput at the median on this loaded machine. ``make
+bench`` (bench/bench_proxy.py), the two paths alternated, 12 runs each on this 2-core machine while
+other engineers' test suites kept its load average at 2.4-5 (websockify itself: 309-1025 MB/s):
+
+=====================================================  ======================  ===================
+figure (range, median)                                 old: splice             this: public APIs
+=====================================================  ======================  ===================
+throughput (MB/s)                                      262-546, 446            199-564, 301
+  as a ratio to websockify in the same run             0.50-0.85               0.33-0.70
+CPU ms per MB: daphne / agent                          0.74 / 0.56             1.55 / 0.68
+added latency p50 over websockify (ms)                 0.35-0.59               0.47-0.70
+daphne RSS per idle viewer (KiB)                       32-33                   33-35
+slow viewer (asks ~400 MB in 5 s, reads none):         <= 0.7 / 1.4            <= 2.8 / 1.5
+  peak RSS growth daphne / agent (MiB)
+50 concurrent viewers: full frames / errors            50 / 0                  50 / 0
+=====================================================  ======================  ===================
+
+In quieter minutes (load about 2) single throughput runs gave 458-577 MB/s; at 1.55 ms/MB daphne
+alone could carry ~600 MB/s on an idle core. The 12 runs went below 300 MB/s five times (load 2.4-5),
+never below 199 MB/s (1.7x a full-screen raw stream). If the bar must hold on a saturated machine,
+the splice is the way back (in git history before this change), with a contract test for each of
+its private details.
 
 Keepalive: the upstream connection pings the agent every 15 s and answers its pings (a dead agent
 closes the viewer); daphne pings browsers itself (``--ping-interval``). When either side ends, the
