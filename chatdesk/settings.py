@@ -198,6 +198,9 @@ CELERY_TASK_DEFAULT_QUEUE = env_str("CHATDESK_CELERY_QUEUE", "chatdesk")
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 if REDIS_URL:
     CELERY_BROKER_URL = REDIS_URL
+    # kombu's Redis transport with one defect mended: without it a worker running a turn exits for good
+    # when Redis restarts (see chatdesk/broker.py).
+    CELERY_BROKER_TRANSPORT = "chatdesk.broker:Transport"
     CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {"visibility_timeout": 3600}
 else:
     _queue_dir = VAR_DIR / "celery"
@@ -212,12 +215,27 @@ else:
         "store_processed": False,
     }
 
+# channels_redis receives with a blocking BZPOPMIN of RedisChannelLayer.brpop_timeout (5 s). redis-py 8
+# gives every connection a 5 s socket timeout by default, so an idle stream's receive timed out and daphne
+# closed it with 1011 every ~5 s. Reads get a timeout well above the blocking one (the contract test in
+# tests/chatdesk/test_channel_layer.py checks the relation); TCP keepalive finds a dead Redis meanwhile.
+CHANNEL_LAYER_SOCKET_TIMEOUT = 30.0
 CHANNEL_LAYERS: dict[str, dict[str, Any]]
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "prefix": env_str("CHATDESK_CHANNELS_PREFIX", "chatdesk")},
+            "CONFIG": {
+                "hosts": [
+                    {
+                        "address": REDIS_URL,
+                        "socket_timeout": CHANNEL_LAYER_SOCKET_TIMEOUT,
+                        "socket_connect_timeout": 5.0,
+                        "socket_keepalive": True,
+                    }
+                ],
+                "prefix": env_str("CHATDESK_CHANNELS_PREFIX", "chatdesk"),
+            },
         }
     }
 else:
