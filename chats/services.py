@@ -126,7 +126,9 @@ def chat_queue_turn(*, chat: Chat) -> None:
     chat.lease_recoveries = 0  # a fresh turn gets a fresh budget of lease recoveries (chats/engine/lease.py)
     chat.save(update_fields=["status", "last_error", "awaiting", "lease_recoveries", "updated_at"])
     publish_status(chat)
-    transaction.on_commit(lambda: turn_enqueue(chat_id=str(chat.pk)))
+    # Robust: the chat is `pending` in the database whatever the broker says; if this enqueue fails (Redis
+    # went away after the request checked it), the sweep queues the turn once the broker is back.
+    transaction.on_commit(lambda: turn_enqueue(chat_id=str(chat.pk)), robust=True)
 
 
 def turn_enqueue(*, chat_id: str) -> None:
@@ -222,4 +224,4 @@ def chat_notify_parent(*, chat: Chat) -> None:
     parent_id = str(chat.parent_id)
     waiting = Chat.objects.filter(pk=parent_id, status=Chat.Status.PENDING, awaiting__chat_id=str(chat.pk))
     if waiting.exists():
-        transaction.on_commit(lambda: turn_enqueue(chat_id=parent_id))
+        transaction.on_commit(lambda: turn_enqueue(chat_id=parent_id), robust=True)
