@@ -289,6 +289,9 @@ CHATDESK_PROVIDER_RETRY_MAX_DELAY = env_float("CHATDESK_PROVIDER_RETRY_MAX_DELAY
 # A turn whose worker has not renewed its lease for this long is taken over by the sweep.
 CHATDESK_TURN_LEASE_SECONDS = env_int("CHATDESK_TURN_LEASE_SECONDS", 60, minimum=5)
 CHATDESK_SWEEP_INTERVAL = env_float("CHATDESK_SWEEP_INTERVAL", 15.0, minimum=1)
+# A turn still running after this long is stopped with a clear error (Celery soft time limit; the hard
+# limit, a minute later, kills a worker process stuck for good). See chats/tasks.py.
+CHATDESK_TURN_TIME_LIMIT = env_int("CHATDESK_TURN_TIME_LIMIT", 6 * 3600, minimum=60)
 # A workspace agent is `connected` while its last heartbeat is younger than this.
 CHATDESK_AGENT_TIMEOUT_SECONDS = env_int("CHATDESK_AGENT_TIMEOUT_SECONDS", 30, minimum=1)
 CHATDESK_AGENT_CONNECT_TIMEOUT = env_float("CHATDESK_AGENT_CONNECT_TIMEOUT", 10.0, minimum=0.1)

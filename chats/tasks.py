@@ -10,11 +10,28 @@ from __future__ import annotations
 import logging
 
 from celery import shared_task
+from django.conf import settings
 
 logger = logging.getLogger(__name__)
 
 
-@shared_task(name="chats.run_turn", acks_late=True, ignore_result=True)
+# Time limits. A turn may legitimately run long (CHATDESK_MAX_STEPS model calls and actions, each bounded
+# by its own timeout), so the limit is not a budget for normal work: it protects the worker slot from a
+# task that never returns. The soft limit ends the turn with a clear error (chats/engine: what it did is
+# kept); the hard limit, a minute later, kills a pool process stuck where Python cannot interrupt it, and
+# the lease sweep then recovers the chat like any dead worker's (re-queued once, then failed).
+TURN_HARD_LIMIT_GRACE = 60
+SWEEP_SOFT_LIMIT = 60
+SWEEP_HARD_LIMIT = 90
+
+
+@shared_task(
+    name="chats.run_turn",
+    acks_late=True,
+    ignore_result=True,
+    soft_time_limit=settings.CHATDESK_TURN_TIME_LIMIT,
+    time_limit=settings.CHATDESK_TURN_TIME_LIMIT + TURN_HARD_LIMIT_GRACE,
+)
 def run_turn(chat_id: str) -> None:
     """Run the chat's queued turn (a no-op when there is none: redelivered, interrupted, waiting)."""
     from chats.engine import turn_run
@@ -22,7 +39,9 @@ def run_turn(chat_id: str) -> None:
     turn_run(chat_id=chat_id)
 
 
-@shared_task(name="chats.sweep_turns", ignore_result=True)
+@shared_task(
+    name="chats.sweep_turns", ignore_result=True, soft_time_limit=SWEEP_SOFT_LIMIT, time_limit=SWEEP_HARD_LIMIT
+)
 def sweep_turns() -> None:
     """Recover turns whose worker died, wake answerable waits, prune old live events (Celery beat)."""
     from chats.engine.lease import turns_sweep
