@@ -23,7 +23,9 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 from chatdesk.celery import app as celery_app
+from chats import services
 from chats.models import Chat, ChatMessage, ChatProvider
+from chats.tasks import TURN_HARD_LIMIT_GRACE, run_turn
 from tests.chats.conftest import wait_status, worker_env
 from tests.support.fake_anthropic import FakeAnthropic, RecordedRequest, Reply, reply, text
 from tests.support.processes import Daphne, running_daphne, running_worker, wait_until
@@ -182,3 +184,47 @@ def test_redis_stopped_and_started_under_load(
         for worker in (w1, w2):
             assert worker.proc.poll() is None, worker.output()[-3000:]
             assert "Unrecoverable error" not in worker.output()
+
+
+def test_a_provider_that_hangs_after_an_interrupt_frees_the_worker(
+    tmp_path: Path, user: User, fake: FakeAnthropic, anthropic_provider: ChatProvider
+) -> None:
+    """The provider sends the start of a reply, then nothing: an interrupt still ends the turn at once, and
+    the only worker process is free for the next chat long before the provider would have said more."""
+    first_delta_sent = threading.Event()
+
+    def hang(request: RecordedRequest) -> Reply:
+        first_delta_sent.set()
+        return reply(text("One word, then a very long silence"), chunk_size=4, chunk_delay=45)
+
+    fake.script([hang, lambda request: reply(text("Next chat's answer."))])
+    with running_worker(tmp_path, concurrency=1, env=worker_env()):
+        hung = services.chat_create(owner=user, message="Say something")
+        wait_status(hung, Chat.Status.RUNNING)
+        assert first_delta_sent.wait(20)
+        services.chat_interrupt(chat=hung)
+        following = services.chat_create(owner=user, message="Are you free?")
+        # Within the 45 s silence: the interrupted stream was cut, so the one worker process moved on.
+        wait_status(following, Chat.Status.WAITING, Chat.Status.ERROR, timeout=30)
+    assert following.status == Chat.Status.WAITING, following.last_error
+    hung.refresh_from_db()
+    assert hung.status == Chat.Status.PAUSED
+    assert not hung.messages.filter(role=ChatMessage.Role.ASSISTANT).exists()  # nothing was said yet
+
+
+def test_a_turn_past_its_time_limit_ends_with_a_clear_error(
+    tmp_path: Path,
+    user: User,
+    fake: FakeAnthropic,
+    anthropic_provider: ChatProvider,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Celery sends a task's time limits with the message, from the sender's settings (here: this process).
+    monkeypatch.setattr(run_turn, "soft_time_limit", 3)
+    monkeypatch.setattr(run_turn, "time_limit", 3 + TURN_HARD_LIMIT_GRACE)
+    fake.add_response(reply(text("Far too slow"), chunk_size=2, chunk_delay=20))
+    with running_worker(tmp_path, concurrency=1, env=worker_env()):
+        chat = services.chat_create(owner=user, message="Take your time")
+        wait_status(chat, Chat.Status.ERROR, Chat.Status.WAITING, timeout=40)
+    assert chat.status == Chat.Status.ERROR
+    assert "CHATDESK_TURN_TIME_LIMIT" in chat.last_error
