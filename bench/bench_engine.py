@@ -115,8 +115,10 @@ def embedded_rows() -> list[Row]:
     )
     for line in result.stdout.splitlines():
         if line.startswith("ROWS "):
-            return [tuple(row) for row in json.loads(line[5:])]  # type: ignore[misc]
-    print(f"the embedded run failed (exit {result.returncode}):\n{result.stdout[-3000:]}{result.stderr[-3000:]}")
+            return [tuple(row) for row in json.loads(line[5:])]
+    print(
+        f"the embedded run failed (exit {result.returncode}):\n{result.stdout[-3000:]}{result.stderr[-3000:]}"
+    )
     return [("embedded run", "embedded", "failed", "runs", False)]
 
 
@@ -206,7 +208,13 @@ def bench_delta_to_client(
     latencies = [(t - (started[0] + (k + 1) * delay)) * 1000 for k, t in enumerate(received)]
     value = p50(latencies)
     target = 50 if mode == "redis" else 100  # the embedded stream tails the database every 0.1 s
-    return ("streamed delta -> WebSocket client (p50)", mode, f"{value:.1f} ms", f"<= {target} ms", value <= target)
+    return (
+        "streamed delta -> WebSocket client (p50)",
+        mode,
+        f"{value:.1f} ms",
+        f"<= {target} ms",
+        value <= target,
+    )
 
 
 def bench_concurrent(api: httpx.Client, fake: FakeAnthropic, mode: str) -> Row:

@@ -28,7 +28,7 @@ BROKER_DOWN_MESSAGE = (
     "Try again shortly."
 )
 
-_probe: redis.Redis | None = None
+_probes: dict[str, redis.Redis] = {}
 _probe_lock = threading.Lock()
 
 
@@ -57,16 +57,15 @@ def require_turn_queue() -> None:
 
     if not settings.REDIS_URL:
         return
-    global _probe
     with _probe_lock:
-        if _probe is None:
-            _probe = redis.Redis.from_url(
+        probe = _probes.get(settings.REDIS_URL)
+        if probe is None:
+            probe = _probes[settings.REDIS_URL] = redis.Redis.from_url(
                 settings.REDIS_URL,
                 socket_connect_timeout=BROKER_PROBE_TIMEOUT,
                 socket_timeout=BROKER_PROBE_TIMEOUT,
                 retry=Retry(NoBackoff(), 0),
             )
-        probe = _probe
     try:
         probe.ping()
     except redis.RedisError:

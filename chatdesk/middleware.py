@@ -49,7 +49,9 @@ class RequestBodyLimit:
         if scope["type"] != "http":
             return await self.application(scope, receive, send)
         limit = settings.CHATDESK_MAX_BODY_BYTES
-        headers = [(k, v) for k, v in scope.get("headers", []) if k not in (b"content-length", b"transfer-encoding")]
+        headers = [
+            (k, v) for k, v in scope.get("headers", []) if k not in (b"content-length", b"transfer-encoding")
+        ]
         declared = dict(scope.get("headers", [])).get(b"content-length")
         if declared is not None:
             try:

@@ -30,7 +30,7 @@ ERROR_SCHEMA = {
 # Field errors ({"field": ["message", …]}) or a {"detail": …} for a request that could not be read.
 VALIDATION_ERROR_SCHEMA = {"type": "object", "additionalProperties": {}}
 ERROR_DESCRIPTIONS = {
-    "400": "The request is invalid: field errors (`{\"field\": [\"message\"]}`) or `{\"detail\": …}`.",
+    "400": 'The request is invalid: field errors (`{"field": ["message"]}`) or `{"detail": …}`.',
     "401": "Not authenticated: no, or an invalid, `Authorization: Bearer <token>` header.",
     "404": "No such object, or not yours (another user's objects are a 404, never a 403).",
     "413": "The request body is over 1 MiB.",
@@ -66,7 +66,9 @@ class AutoSchema(OpenApiAutoSchema):
         for code in sorted(wanted - set(responses)):
             schema = VALIDATION_ERROR_SCHEMA if code == "400" else ERROR_SCHEMA
             name = "ValidationError" if code == "400" else "Error"
-            component = ResolvedComponent(name=name, type=ResolvedComponent.SCHEMA, object=name, schema=schema)
+            component = ResolvedComponent(
+                name=name, type=ResolvedComponent.SCHEMA, object=name, schema=schema
+            )
             self.registry.register_on_missing(component)
             responses[code] = {
                 "content": {"application/json": {"schema": component.ref}},

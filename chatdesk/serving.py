@@ -25,7 +25,7 @@ import io
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from daphne.cli import CommandLineInterface
 from daphne.http_protocol import HTTPFactory, WebRequest
@@ -94,8 +94,9 @@ class LimitedWebRequest(WebRequest):
 
     def _refuse(self, body: bytes) -> None:
         self._refused = True
-        if self.content is not None:
-            self.content.close()
+        content: Any = getattr(self, "content", None)
+        if content is not None:
+            content.close()
         self.content = io.BytesIO()  # stays empty: what Twisted reads back once the request "completes"
         transport = self.channel.transport
         transport.write(
@@ -105,7 +106,7 @@ class LimitedWebRequest(WebRequest):
             + b"Connection: close\r\n\r\n"
             + body
         )
-        reactor.callLater(DISCARD_SECONDS, self._close)  # type: ignore[attr-defined]
+        cast(Any, reactor).callLater(DISCARD_SECONDS, self._close)
 
     def _close(self) -> None:
         transport = self.channel.transport if self.channel is not None else None

@@ -81,7 +81,9 @@ class ChatStreamConsumer(AsyncJsonWebsocketConsumer):
                 await self.tail_task
             self.tail_task = None
 
-    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs: Any) -> None:
+    async def receive(
+        self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs: Any
+    ) -> None:
         """The stream is one-way: anything a client sends is ignored, unparsed (a frame that is not JSON
         must not close the stream with 1011)."""
 

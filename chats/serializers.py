@@ -10,7 +10,6 @@ from agents.models import WorkspaceAgent
 from chatdesk.serializers import StrictBooleanField, StrictCharField, StrictSerializer
 from chats.models import Chat, ChatMessage
 
-
 # Message ids are a bigint cursor. ASCII digits only: str.isdigit() also accepts "²" and "٣", which int()
 # then rejects or reads differently. A cursor beyond any id is simply past the end (clamped to the bigint
 # range the database can compare with).
@@ -133,7 +132,8 @@ class QuerySerializer(serializers.Serializer):
     """Query parameters: a parameter given empty (``?parent=``) is an error, not silently left out."""
 
     def to_internal_value(self, data: Any) -> Any:
-        empty = sorted(name for name in self.fields if name in data and str(data.get(name)).strip() == "")
+        names = [name for name, _field in self.fields.items()]
+        empty = sorted(name for name in names if name in data and str(data.get(name)).strip() == "")
         if empty:
             raise serializers.ValidationError({name: ["This parameter may not be empty."] for name in empty})
         return super().to_internal_value(data)

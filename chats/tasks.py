@@ -40,7 +40,10 @@ def run_turn(chat_id: str) -> None:
 
 
 @shared_task(
-    name="chats.sweep_turns", ignore_result=True, soft_time_limit=SWEEP_SOFT_LIMIT, time_limit=SWEEP_HARD_LIMIT
+    name="chats.sweep_turns",
+    ignore_result=True,
+    soft_time_limit=SWEEP_SOFT_LIMIT,
+    time_limit=SWEEP_HARD_LIMIT,
 )
 def sweep_turns() -> None:
     """Recover turns whose worker died, wake answerable waits, prune old live events (Celery beat)."""

@@ -131,7 +131,9 @@ def test_refusals_close_with_their_code_and_reason_under_daphne(
     assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (code, reason)
 
 
-def test_a_text_frame_that_is_not_json_leaves_the_stream_open(daphne: Daphne, user: User, api_token: str) -> None:
+def test_a_text_frame_that_is_not_json_leaves_the_stream_open(
+    daphne: Daphne, user: User, api_token: str
+) -> None:
     chat = Chat.objects.create(owner=user, title="t", model="m")
     url = f"{daphne.ws_url}/api/experimental/chats/{chat.pk}/stream"
     with connect(url, additional_headers={"Authorization": f"Bearer {api_token}"}, open_timeout=10) as ws:
@@ -146,9 +148,14 @@ def test_a_text_frame_that_is_not_json_leaves_the_stream_open(daphne: Daphne, us
 
 async def test_the_asgi_limit_stops_reading_once_past_the_limit() -> None:
     """Any ASGI server: the application answers 413 without reading the rest of a streamed body."""
-    communicator = HttpCommunicator(application, "POST", CHATS, body=b"", headers=[(b"content-type", b"application/json")])
+    communicator = HttpCommunicator(
+        application, "POST", CHATS, body=b"", headers=[(b"content-type", b"application/json")]
+    )
     # HttpCommunicator sends its body in one message; feed a streamed one by hand instead.
-    communicator.scope["headers"] = [(b"content-type", b"application/json"), (b"transfer-encoding", b"chunked")]
+    communicator.scope["headers"] = [
+        (b"content-type", b"application/json"),
+        (b"transfer-encoding", b"chunked"),
+    ]
     chunk = b"x" * (256 * 1024)
     for _ in range(5):
         await communicator.send_input({"type": "http.request", "body": chunk, "more_body": True})
