@@ -263,7 +263,6 @@ function addMessage(message, { fromStream = true } = {}) {
     const article = renderMessage(message);
     if (!article) return;
     // In id order, whichever way a message arrived first.
-    article.dataset.messageId = String(message.id);
     const later = [...messagesEl.querySelectorAll("article[data-message-id]")].find(
       (other) => Number(other.dataset.messageId) > message.id,
     );
