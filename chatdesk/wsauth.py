@@ -15,8 +15,7 @@ from channels.security.websocket import OriginValidator
 from django.conf import settings
 
 from chatdesk.auth import bearer_from_header
-
-CLOSE_FORBIDDEN_ORIGIN = 4403
+from chatdesk.closecodes import FORBIDDEN_ORIGIN as CLOSE_FORBIDDEN_ORIGIN
 
 
 class OriginOrBearerValidator:

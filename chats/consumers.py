@@ -21,15 +21,15 @@ from urllib.parse import parse_qs
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
+from chatdesk.closecodes import BAD_REQUEST as CLOSE_BAD_REQUEST
+from chatdesk.closecodes import NOT_AUTHENTICATED as CLOSE_NOT_AUTHENTICATED
+from chatdesk.closecodes import NOT_FOUND as CLOSE_NOT_FOUND
 from chats.events import group_name, uses_channel_layer
 from chats.models import Chat, ChatEvent, ChatMessage
 from chats.serializers import message_to_json, parse_cursor
 
 logger = logging.getLogger(__name__)
 
-CLOSE_BAD_REQUEST = 4400
-CLOSE_NOT_AUTHENTICATED = 4401
-CLOSE_NOT_FOUND = 4404
 REPLAY_PAGE = 200
 TAIL_INTERVAL = 0.1
 TAIL_PAGE = 500

@@ -25,7 +25,7 @@ class MessageEvent(TypedDict):
 
 class MessagePartEvent(TypedDict):
     type: Literal["message_part"]
-    part: dict[str, Any]  # {"index": int, "type": "text"|"tool_input", "delta": str, "name"?: str}
+    part: dict[str, Any]  # {"index": int, "type": "text"|"tool_input"|"reset", "delta": str}
 
 
 class StatusEvent(TypedDict):

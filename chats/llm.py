@@ -86,10 +86,6 @@ class ModelReply:
         """Return the text blocks joined: what a person reads as the reply."""
         return "".join(block["text"] for block in self.content if block.get("type") == "text")
 
-    @property
-    def tool_uses(self) -> list[dict[str, Any]]:
-        return [block for block in self.content if block.get("type") == "tool_use"]
-
 
 def stream_reply(
     *,

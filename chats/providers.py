@@ -14,8 +14,6 @@ from chatdesk.exceptions import ProviderNotConfigured
 from chats.llm import ProviderConfig
 from chats.models import ChatProvider
 
-NOT_CONFIGURED_MESSAGE = "No Anthropic API key is configured."
-
 
 def provider_resolve() -> ProviderConfig:
     """Return the Anthropic credentials to use. Raise ProviderNotConfigured when there are none."""
@@ -28,7 +26,7 @@ def provider_resolve() -> ProviderConfig:
         return ProviderConfig(
             api_key=settings.ANTHROPIC_API_KEY.strip(), base_url=settings.ANTHROPIC_BASE_URL or None
         )
-    raise ProviderNotConfigured(NOT_CONFIGURED_MESSAGE)
+    raise ProviderNotConfigured()
 
 
 def provider_configured() -> bool:

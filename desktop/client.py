@@ -9,9 +9,8 @@ credential; they are ``chatdesk.exceptions`` errors, so the API and the turn eng
 
 * ``AgentNotConnected`` (409) — the chat has no workspace agent, or it has stopped heartbeating;
 * ``AgentUnreachable`` (502) — the agent did not answer, dropped the connection, or timed out;
-* ``AgentError`` (502) — the agent answered but refused (wrong credential) or reported an error;
-  ``AgentRequestFailed.code`` then carries the agent's error code (``invalid_request`` means the
-  request was bad, e.g. a coordinate outside the display: the message is written for the model).
+* ``AgentError`` (502) — the agent answered but refused (wrong credential) or reported an error
+  (``AgentRequestFailed``: e.g. a coordinate outside the display; the message is written for the model).
 """
 
 from __future__ import annotations
@@ -56,11 +55,7 @@ THUMBNAIL_MAX = 4096
 
 
 class AgentRequestFailed(AgentError):
-    """The agent answered a call with an error. ``code`` is the agent's error code."""
-
-    def __init__(self, message: str, *, code: str = "") -> None:
-        super().__init__(message)
-        self.code = code
+    """The agent answered a call with an error; the message is the agent's, written for the model."""
 
 
 def agent_for_chat(chat: Chat) -> WorkspaceAgent:
@@ -92,7 +87,7 @@ def _map_error(agent: WorkspaceAgent, what: str, exc: agent_client.AgentClientEr
     if isinstance(exc, agent_client.AgentUnauthorized):
         return AgentError(f"Workspace agent {agent.name!r} refused the server's credential ({what}).")
     if isinstance(exc, agent_client.AgentRequestError):
-        return AgentRequestFailed(f"Workspace agent {agent.name!r}: {exc.message}", code=exc.code)
+        return AgentRequestFailed(f"Workspace agent {agent.name!r}: {exc.message}")
     if isinstance(exc, agent_client.AgentUnreachable):
         return AgentUnreachable(f"Workspace agent {agent.name!r} could not be reached ({what}).")
     return AgentError(f"Workspace agent {agent.name!r} failed ({what}).")
@@ -186,12 +181,6 @@ async def run_action(agent: WorkspaceAgent, params: dict[str, Any]) -> agent_cli
     """
     async with open_agent(agent) as client:
         return await client.action(params)
-
-
-async def agent_info(agent: WorkspaceAgent) -> dict[str, Any]:
-    """Return the agent's ``info`` (native and declared display sizes). Raise AgentUnreachable / AgentError."""
-    async with open_agent(agent) as client:
-        return await client.info()
 
 
 def run_action_sync(agent: WorkspaceAgent, params: dict[str, Any]) -> agent_client.ActionResult:

@@ -1,9 +1,10 @@
 """The Anthropic computer tool: which version a model gets, how it is declared, and what input is valid.
 
 Pure functions (no Django models, no network), shared by the turn engine and its tests. The model's
-tool input is untrusted: :func:`parse_tool_use` checks every field against the declared display and
-the Anthropic input schema before anything reaches a desktop, and explains a rejection in words the
-model can act on (it comes back to the model as an error tool result; the chat goes on).
+tool input is untrusted: :func:`parse_tool_use` finds the action in a tool_use block of the chat's tool
+version and checks it with ``agents.daemon.actionspec`` — the same vocabulary, limits and messages the
+workspace agent checks it with — before anything reaches a desktop. A refusal is worded for the model
+(it comes back as an error tool result; the chat goes on).
 
 Three tool versions exist:
 
@@ -17,13 +18,22 @@ Three tool versions exist:
 
 from __future__ import annotations
 
-import math
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from agents.daemon.scaling import declared_size, in_bounds
+from agents.daemon.actionspec import (
+    ACTIONS_BY_VERSION,
+    COMPUTER_20250124,
+    COMPUTER_20251124,
+    COMPUTER_TOOLSET_20260801,
+    NOT_AN_OBJECT,
+    TOOL_VERSIONS,
+    ActionError,
+    check_action,
+    clip,
+)
+from agents.daemon.scaling import declared_size
 
 __all__ = [
     "ACTIONS_BY_VERSION",
@@ -31,11 +41,6 @@ __all__ = [
     "COMPUTER_20251124",
     "COMPUTER_TOOLSET_20260801",
     "COMPUTER_USE_SYSTEM_PROMPT",
-    "MAX_HOLD_KEY_SECONDS",
-    "MAX_KEY_REPEAT",
-    "MAX_SCROLL_AMOUNT",
-    "MAX_TEXT_LENGTH",
-    "MAX_WAIT_SECONDS",
     "TOOL_NAME",
     "TOOL_VERSIONS",
     "ComputerToolInputError",
@@ -47,11 +52,6 @@ __all__ = [
     "tool_version_for_model",
 ]
 
-COMPUTER_20250124 = "computer_20250124"
-COMPUTER_20251124 = "computer_20251124"
-COMPUTER_TOOLSET_20260801 = "computer_toolset_20260801"
-TOOL_VERSIONS = (COMPUTER_20250124, COMPUTER_20251124, COMPUTER_TOOLSET_20260801)
-
 #: The tool name of the single-tool versions, and the ``toolset_name`` of the toolset's members.
 TOOL_NAME = "computer"
 
@@ -61,12 +61,8 @@ _BETAS = {
     COMPUTER_TOOLSET_20260801: [],  # GA
 }
 
-MAX_TEXT_LENGTH = 10_000
-MAX_WAIT_SECONDS = 100
-MAX_HOLD_KEY_SECONDS = 30
-MAX_SCROLL_AMOUNT = 100
-MAX_KEY_REPEAT = 100
-SCROLL_DIRECTIONS = ("up", "down", "left", "right")
+#: What the computer tool raises for input the desktop must not be asked to run (``message`` is for the model).
+ComputerToolInputError = ActionError
 
 
 # --- version selection ---------------------------------------------------------------------------
@@ -172,71 +168,6 @@ def declared_display(native_width: int, native_height: int) -> tuple[int, int]:
 # --- input validation ----------------------------------------------------------------------------
 
 
-class ComputerToolInputError(ValueError):
-    """The model's computer tool input is invalid; ``message`` is written for the model to read."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-
-# Field kinds
-_COORD = "coordinate"
-_TEXT = "text"  # non-empty key / key combination, or text to type
-_MODIFIER = "modifier"  # optional keys held during a click or scroll
-_DIRECTION = "direction"
-_AMOUNT = "amount"
-_WAIT = "wait"
-_HOLD = "hold"
-_REPEAT = "repeat"
-_REGION = "region"
-
-
-@dataclass(frozen=True)
-class _Spec:
-    required: Mapping[str, str]
-    optional: Mapping[str, str]
-
-
-_CLICK = _Spec(required={}, optional={"coordinate": _COORD, "text": _MODIFIER})
-
-# The action set of the newest version; older versions are subsets (see ACTIONS_BY_VERSION).
-_SPECS: dict[str, _Spec] = {
-    "key": _Spec(required={"text": _TEXT}, optional={"repeat": _REPEAT}),
-    "hold_key": _Spec(required={"text": _TEXT, "duration": _HOLD}, optional={}),
-    "type": _Spec(required={"text": _TEXT}, optional={}),
-    "cursor_position": _Spec(required={}, optional={}),
-    "mouse_move": _Spec(required={"coordinate": _COORD}, optional={}),
-    "left_mouse_down": _Spec(required={}, optional={}),
-    "left_mouse_up": _Spec(required={}, optional={}),
-    "left_click": _CLICK,
-    "left_click_drag": _Spec(
-        required={"start_coordinate": _COORD, "coordinate": _COORD}, optional={"text": _MODIFIER}
-    ),
-    "right_click": _CLICK,
-    "middle_click": _CLICK,
-    "double_click": _CLICK,
-    "triple_click": _CLICK,
-    "scroll": _Spec(
-        required={"scroll_direction": _DIRECTION, "scroll_amount": _AMOUNT},
-        optional={"coordinate": _COORD, "text": _MODIFIER},
-    ),
-    "wait": _Spec(required={"duration": _WAIT}, optional={}),
-    "screenshot": _Spec(required={}, optional={}),
-    "zoom": _Spec(required={"region": _REGION}, optional={}),
-}
-
-_BASE_ACTIONS = tuple(name for name in _SPECS if name != "zoom")
-ACTIONS_BY_VERSION: dict[str, tuple[str, ...]] = {
-    COMPUTER_20250124: _BASE_ACTIONS,
-    COMPUTER_20251124: (*_BASE_ACTIONS, "zoom"),
-    COMPUTER_TOOLSET_20260801: tuple(_SPECS),
-}
-
-# ``repeat`` on ``key`` exists only in the toolset's input schema.
-_TOOLSET_ONLY_FIELDS = {("key", "repeat")}
-
-
 def parse_tool_use(
     version: str,
     *,
@@ -257,145 +188,23 @@ def parse_tool_use(
     """
     _check_version(version)
     if not isinstance(tool_input, dict):
-        raise ComputerToolInputError("The tool input must be a JSON object.")
+        raise ComputerToolInputError(NOT_AN_OBJECT)
     fields = dict(tool_input)
-    allowed = ACTIONS_BY_VERSION[version]
     if version == COMPUTER_TOOLSET_20260801:
-        action = name
-        if action not in allowed:
-            raise ComputerToolInputError(
-                f'Unknown action "{_clip(action)}" in the computer toolset. '
-                f"Available actions: {', '.join(allowed)}."
-            )
+        action: object = name
     else:
         if name != TOOL_NAME:
             raise ComputerToolInputError(
-                f'Unknown tool "{_clip(name)}"; the computer tool is named "computer".'
+                f'Unknown tool "{clip(name)}"; the computer tool is named "computer".'
             )
         action = fields.pop("action", None)
-        if action is None:
-            raise ComputerToolInputError(f'Missing "action". Available actions: {", ".join(allowed)}.')
-        if not isinstance(action, str) or action not in allowed:
-            raise ComputerToolInputError(
-                f'Unknown action "{_clip(action)}". Available actions: {", ".join(allowed)}.'
-            )
-
-    spec = _SPECS[action]
-    accepted = {**spec.required, **spec.optional}
-    if version != COMPUTER_TOOLSET_20260801:
-        accepted = {key: kind for key, kind in accepted.items() if (action, key) not in _TOOLSET_ONLY_FIELDS}
-    unexpected = sorted(key for key in fields if key not in accepted)
-    if unexpected:
-        listed = ", ".join(f'"{_clip(key)}"' for key in unexpected)
-        hint = f" It accepts: {', '.join(accepted)}." if accepted else " It takes no parameters."
-        raise ComputerToolInputError(f'The "{action}" action does not accept {listed}.{hint}')
-
-    display = (display_width, display_height)
-    request: dict[str, Any] = {"action": action}
-    for key, kind in accepted.items():
-        value = fields.get(key)
-        if value is None:
-            if key in spec.required:
-                raise ComputerToolInputError(f'Missing "{key}" for the "{action}" action.')
-            continue
-        request[key] = _check_field(action, key, kind, value, display)
-    request["scaled_width"] = display_width
-    request["scaled_height"] = display_height
-    return request
-
-
-def _check_field(action: str, key: str, kind: str, value: object, display: tuple[int, int]) -> object:
-    if kind == _COORD:
-        return _check_coordinate(key, value, display)
-    if kind == _TEXT:
-        text = _check_string(key, value)
-        if not text:
-            raise ComputerToolInputError(f'"{key}" must not be empty for the "{action}" action.')
-        return text
-    if kind == _MODIFIER:
-        return _check_string(key, value)
-    if kind == _DIRECTION:
-        if value not in SCROLL_DIRECTIONS:
-            raise ComputerToolInputError(
-                f'Invalid scroll direction "{_clip(value)}"; use one of: {", ".join(SCROLL_DIRECTIONS)}.'
-            )
-        return value
-    if kind == _AMOUNT:
-        return _check_int(key, value, 0, MAX_SCROLL_AMOUNT)
-    if kind == _REPEAT:
-        return _check_int(key, value, 1, MAX_KEY_REPEAT)
-    if kind == _WAIT:
-        return _check_seconds(key, value, MAX_WAIT_SECONDS)
-    if kind == _HOLD:
-        return _check_seconds(key, value, MAX_HOLD_KEY_SECONDS)
-    if kind == _REGION:
-        return _check_region(value, display)
-    raise AssertionError(f"unhandled field kind {kind}")  # pragma: no cover
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _check_string(key: str, value: object) -> str:
-    if not isinstance(value, str):
-        raise ComputerToolInputError(f'"{key}" must be a string.')
-    if len(value) > MAX_TEXT_LENGTH:
-        raise ComputerToolInputError(
-            f'"{key}" is {len(value)} characters long; the limit is {MAX_TEXT_LENGTH}. '
-            "Split it into several actions."
-        )
-    return value
-
-
-def _check_int(key: str, value: object, low: int, high: int) -> int:
-    if not _is_int(value):
-        raise ComputerToolInputError(f'"{key}" must be a whole number from {low} to {high}.')
-    assert isinstance(value, int)
-    if not low <= value <= high:
-        raise ComputerToolInputError(f'"{key}" must be from {low} to {high}, not {value}.')
-    return value
-
-
-def _check_seconds(key: str, value: object, high: int) -> int | float:
-    # Durations are seconds (the Anthropic schema), not milliseconds as in the original implementation.
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ComputerToolInputError(f'"{key}" must be a number of seconds from 0 to {high}.')
-    if not 0 <= value <= high:
-        raise ComputerToolInputError(f'"{key}" must be from 0 to {high} seconds, not {value}.')
-    return value
-
-
-def _check_coordinate(key: str, value: object, display: tuple[int, int]) -> list[int]:
-    width, height = display
-    if not isinstance(value, list | tuple) or len(value) != 2 or not all(_is_int(v) for v in value):
-        raise ComputerToolInputError(f'"{key}" must be a pair of whole numbers [x, y].')
-    x, y = int(value[0]), int(value[1])
-    # [0, 0] is a real pixel (the original treated it as missing).
-    if not in_bounds(x, y, display):
-        raise ComputerToolInputError(
-            f'"{key}" [{x}, {y}] is outside the display: x must be 0 to {width - 1} and y 0 to {height - 1}.'
-        )
-    return [x, y]
-
-
-def _check_region(value: object, display: tuple[int, int]) -> list[int]:
-    width, height = display
-    if not isinstance(value, list | tuple) or len(value) != 4 or not all(_is_int(v) for v in value):
-        raise ComputerToolInputError('"region" must be four whole numbers [x0, y0, x1, y1].')
-    x0, y0, x1, y1 = (int(v) for v in value)
-    # Region values are pixel edges: the right/bottom edge may equal the display width/height.
-    if not (0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height):
-        raise ComputerToolInputError(
-            f'"region" [{x0}, {y0}, {x1}, {y1}] is not a rectangle inside the display: need '
-            f"0 <= x0 < x1 <= {width} and 0 <= y0 < y1 <= {height}."
-        )
-    return [x0, y0, x1, y1]
-
-
-def _clip(value: object, limit: int = 40) -> str:
-    text = str(value)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    checked = check_action(action, fields, (display_width, display_height), version=version)
+    return {
+        "action": checked.name,
+        **checked.fields,
+        "scaled_width": display_width,
+        "scaled_height": display_height,
+    }
 
 
 # --- system prompt -------------------------------------------------------------------------------

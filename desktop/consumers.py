@@ -64,6 +64,12 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from agents.models import WorkspaceAgent
+from chatdesk.closecodes import AGENT_UNREACHABLE as CLOSE_AGENT_UNREACHABLE
+from chatdesk.closecodes import BAD_REQUEST as CLOSE_MALFORMED
+from chatdesk.closecodes import NO_AGENT as CLOSE_NO_AGENT
+from chatdesk.closecodes import NOT_AUTHENTICATED as CLOSE_NOT_AUTHENTICATED
+from chatdesk.closecodes import NOT_FOUND as CLOSE_NO_SUCH_CHAT
+from chatdesk.closecodes import TOO_SLOW as CLOSE_TOO_SLOW
 from chatdesk.exceptions import AgentError, AgentNotConnected
 from chats.models import Chat
 from desktop.client import agent_for_chat, open_vnc_upstream
@@ -71,13 +77,6 @@ from desktop.rfb import RfbClientFilter, RfbProtocolError
 from desktop.wsframes import DataFrames, VncUpstream, payload_of
 
 logger = logging.getLogger(__name__)
-
-CLOSE_MALFORMED = 4400
-CLOSE_NOT_AUTHENTICATED = 4401
-CLOSE_NO_SUCH_CHAT = 4404
-CLOSE_TOO_SLOW = 4408
-CLOSE_NO_AGENT = 4409
-CLOSE_AGENT_UNREACHABLE = 4502
 
 REASON_NOT_AUTHENTICATED = "Not authenticated."
 REASON_NO_SUCH_CHAT = "No such chat."

@@ -60,7 +60,6 @@ from enum import Enum, auto
 
 MAX_CUT_TEXT = 1 << 20  # ClientCutText payloads over 1 MiB are refused (a paste, not a file transfer)
 MAX_FENCE_PAYLOAD = 64  # rfbproto: "length ... must be no more than 64"
-MAX_GII_PAYLOAD = 1 << 16  # the u16 length cannot say more; listed for clarity
 
 PROTOCOL_VERSION_LENGTH = 12
 SERVER_HEAD_LENGTH = 16  # server ProtocolVersion (12) + RFB 3.3's u32 security type (4)
@@ -131,7 +130,6 @@ class RfbClientFilter:
         self._forward_body = True
         self._server_head = bytearray()
         self.dropped_messages = 0
-        self.forwarded_messages = 0
 
     # -- server side ---------------------------------------------------------------------------------
 
@@ -179,7 +177,6 @@ class RfbClientFilter:
             forward = not (self.view_only and self._is_input(header))
             if forward:
                 out.append(bytes(header))
-                self.forwarded_messages += 1
             else:
                 self.dropped_messages += 1
             self._forward_body = forward

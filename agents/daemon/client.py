@@ -22,9 +22,10 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import httpx2 as httpx  # httpx's successor, which the anthropic SDK also uses
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI, WebSocketException
+
+from agents.daemon import actionspec
 
 MAX_RESPONSE_BYTES = 256 * 1024 * 1024  # a zoom or screenshot of a large desktop is many MB of base64
 
@@ -74,11 +75,6 @@ def _base(url: str) -> str:
     if scheme not in ("ws", "wss") or not parts.netloc:
         raise AgentClientError(f"Invalid agent URL {url!r}: expected ws://host:port")
     return urlunsplit((scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
-
-
-def _http_base(url: str) -> str:
-    parts = urlsplit(_base(url))
-    return urlunsplit(({"ws": "http", "wss": "https"}[parts.scheme], parts.netloc, parts.path, "", ""))
 
 
 def _describe(exc: BaseException) -> str:
@@ -182,7 +178,9 @@ class AgentClient:
     ) -> Any:
         """Send one RPC call and return its result.
 
-        Raise AgentRequestError (agent error) or AgentUnreachable (connection lost / timeout).
+        Raise AgentRequestError (agent error) or AgentUnreachable (connection lost / timeout). Past the
+        deadline the client gives up on the whole connection and closes it: the agent then cancels
+        what it was running for this client, so nothing runs on for a caller that left.
         """
         if self._ws is None:
             raise AgentClientError("AgentClient is not open; use `async with AgentClient(...)`.")
@@ -195,22 +193,11 @@ class AgentClient:
         except ConnectionClosed:
             raise AgentUnreachable(f"Connection to agent at {self.url} was lost.") from None
         except TimeoutError:
+            self._pending.pop(request_id, None)
+            await self.close()
             raise AgentUnreachable(f"Agent at {self.url} did not answer {method!r} in time.") from None
         finally:
             self._pending.pop(request_id, None)
-
-    async def health(self) -> dict[str, Any]:
-        """Return GET /health (no token needed). Raise AgentUnreachable."""
-        url = _http_base(self.url) + "/health"
-        try:
-            # trust_env=False: an HTTP(S)_PROXY meant for the internet must not carry calls to an agent.
-            async with httpx.AsyncClient(timeout=self.timeout, trust_env=False) as http:
-                response = await http.get(url)
-        except httpx.HTTPError as exc:
-            raise AgentUnreachable(f"Cannot reach agent at {url}: {type(exc).__name__}.") from None
-        if response.status_code != 200:
-            raise AgentUnreachable(f"Agent at {url} answered HTTP {response.status_code}.")
-        return response.json()
 
     async def info(self) -> dict[str, Any]:
         """Return the display sizes: {"native": {...}, "declared": {...}, "backend", "x_display", …}."""
@@ -219,17 +206,12 @@ class AgentClient:
     async def action(self, params: dict[str, Any]) -> ActionResult:
         """Run one computer action (Anthropic input fields + scaled_width/scaled_height).
 
-        ``wait`` may last up to 100 s and ``hold_key`` 30 s, so the deadline grows with them.
+        The deadline follows the action: the connection's ``timeout`` for the round trip, settling and
+        screenshot, plus what the action itself may take (``actionspec.action_seconds``: the characters
+        of a ``type``, the seconds of a ``wait``, …).
         """
-        extra = params.get("duration") if params.get("action") in ("wait", "hold_key") else 0
-        extra = extra if isinstance(extra, int | float) else 0
-        result = await self.call("action", params, deadline=self.timeout + min(max(extra, 0), 100))
-        return _action_result(result)
-
-    async def batch(self, actions: list[dict[str, Any]]) -> list[ActionResult]:
-        """Run several actions atomically (no other client acts in between)."""
-        results = await self.call("batch", {"actions": actions}, deadline=self.timeout * 2 + 100)
-        return [_action_result(r) for r in results]
+        deadline = self.timeout + actionspec.action_seconds(params)
+        return _action_result(await self.call("action", params, deadline=deadline))
 
     async def screenshot(self, width: int | None = None, height: int | None = None) -> Screenshot:
         """Return an immediate screenshot, scaled to width x height when given (else native)."""

@@ -22,7 +22,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
-from agents.daemon import credentials, scaling
+from agents.daemon import actionspec, credentials, scaling
 from agents.daemon.actions import ActionError, ActionRunner
 from agents.daemon.backends.base import Desktop, DesktopError
 
@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 RPC_PATH = "/rpc"
 VNC_PATH = "/vnc"
 HEALTH_PATH = "/health"
-MAX_REQUEST_BYTES = 1 << 20  # the biggest legitimate request is a batch of long ``type`` texts
+MAX_REQUEST_BYTES = 1 << 20  # the biggest legitimate request is a ``type`` of 10,000 characters (≤ 40 KB)
 VNC_CHUNK = 256 * 1024  # per read of the VNC server, and so per frame to the viewer
 # A server's frame header is 2 bytes, 4 with a 16-bit length, 10 with a 64-bit one (RFC 6455 §5.2).
 # Reads from the VNC server land this far into a buffer, the header is written just before them,
@@ -170,48 +170,67 @@ class AgentServer:
     # -- RPC ---------------------------------------------------------------------------------------
 
     async def _rpc(self, ws: ServerConnection) -> None:
-        """Serve JSON calls on one connection, in the order they arrive (clients may pipeline)."""
-        async for message in ws:
-            request_id: Any = None
-            try:
-                if isinstance(message, bytes):
-                    raise ActionError("Send requests as text frames containing JSON.")
+        """Serve JSON calls on one connection, in the order they arrive (clients may pipeline).
+
+        A call runs only while its caller is there: when the connection closes (the caller gave up,
+        or died), the running call is cancelled, so an action never goes on typing for nobody.
+        """
+        closed = asyncio.ensure_future(ws.wait_closed())
+        try:
+            async for message in ws:
+                call = asyncio.ensure_future(self._answer(message))
+                await asyncio.wait((call, closed), return_when=asyncio.FIRST_COMPLETED)
+                if not call.done():
+                    call.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await call
+                    log.info("RPC caller left; its call was cancelled")
+                    return
                 try:
-                    request = json.loads(message)
-                except ValueError:
-                    raise ActionError("Request is not valid JSON.") from None
-                if not isinstance(request, dict):
-                    raise ActionError("Request must be a JSON object.")
-                request_id = request.get("id")
-                result = await self._call(request.get("method"), request.get("params") or {})
-                reply: dict[str, Any] = {"id": request_id, "result": result}
-            except ActionError as exc:
-                reply = {"id": request_id, "error": {"code": "invalid_request", "message": str(exc)}}
-            except DesktopError as exc:
-                log.warning("desktop error: %s", exc)
-                reply = {"id": request_id, "error": {"code": "desktop_unavailable", "message": str(exc)}}
-            except Exception:
-                log.exception("RPC call failed")
-                reply = {"id": request_id, "error": {"code": "internal", "message": "Internal agent error."}}
+                    await ws.send(json.dumps(call.result()))
+                except ConnectionClosed:
+                    return
+        finally:
+            closed.cancel()
+
+    async def _answer(self, message: str | bytes) -> dict[str, Any]:
+        """Return the reply to one request frame: its result, or an error the caller can read."""
+        request_id: Any = None
+        try:
+            if isinstance(message, bytes):
+                raise ActionError("Send requests as text frames containing JSON.")
             try:
-                await ws.send(json.dumps(reply))
-            except ConnectionClosed:
-                return
+                request = json.loads(message)
+            except ValueError:
+                raise ActionError("Request is not valid JSON.") from None
+            if not isinstance(request, dict):
+                raise ActionError("Request must be a JSON object.")
+            request_id = request.get("id")
+            return {
+                "id": request_id,
+                "result": await self._call(request.get("method"), request.get("params") or {}),
+            }
+        except ActionError as exc:
+            return {"id": request_id, "error": {"code": "invalid_request", "message": exc.message}}
+        except DesktopError as exc:
+            log.warning("desktop error: %s", exc)
+            return {"id": request_id, "error": {"code": "desktop_unavailable", "message": str(exc)}}
+        except Exception:
+            log.exception("RPC call failed")
+            return {"id": request_id, "error": {"code": "internal", "message": "Internal agent error."}}
 
     async def _call(self, method: object, params: Any) -> Any:
         if not isinstance(params, dict):
             raise ActionError('"params" must be a JSON object.')
         if method == "action":
             return await self.runner.action(params)
-        if method == "batch":
-            return await self.runner.batch(params.get("actions"))
         if method == "screenshot":
             return await self.runner.screenshot(params.get("width"), params.get("height"))
         if method == "info":
             return await self.runner.info()
         if method == "health":
             return self.health()
-        raise ActionError(f"Unknown method: {method}")
+        raise ActionError(f"Unknown method: {actionspec.clip(method)}")
 
     # -- VNC ---------------------------------------------------------------------------------------
 

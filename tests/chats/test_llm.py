@@ -107,7 +107,7 @@ def test_tool_use_input_and_usage(fake: FakeAnthropic, provider: ProviderConfig)
     result = call(provider, on_tool_input_delta=lambda index, chunk: json_deltas.append((index, chunk)))
 
     assert result.stop_reason == "tool_use"
-    assert result.tool_uses == [
+    assert result.content[1:] == [
         {
             "type": "tool_use",
             "id": "toolu_9",
@@ -159,7 +159,6 @@ def test_interrupt_mid_stream_keeps_partial_text(fake: FakeAnthropic, provider: 
 
     assert result.stop_reason == STOP_INTERRUPTED
     assert result.content == [{"type": "text", "text": "one two "}]
-    assert result.tool_uses == []
 
 
 def test_an_interrupt_ends_a_stream_whose_provider_went_silent(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -261,7 +262,9 @@ def test_zoom_is_not_in_the_oldest_version() -> None:
 
 
 def test_toolset_unknown_member() -> None:
-    with pytest.raises(ComputerToolInputError, match='Unknown action "computer" in the computer toolset'):
+    with pytest.raises(
+        ComputerToolInputError, match=re.escape('Unknown action "computer". Available actions: key, ')
+    ):
         parse_tool_use(
             COMPUTER_TOOLSET_20260801,
             name="computer",
@@ -288,84 +291,16 @@ def test_input_must_be_an_object() -> None:
         )
 
 
-LONG = "x" * 10_001
-
-BAD_INPUTS: list[tuple[str, dict[str, Any], str]] = [
-    ("dance", {}, 'Unknown action "dance"'),
-    ("key", {}, 'Missing "text" for the "key" action'),
-    ("key", {"text": ""}, '"text" must not be empty'),
-    ("key", {"text": 5}, '"text" must be a string'),
-    ("type", {"text": LONG}, "the limit is 10000"),
-    ("type", {"text": "hi", "coordinate": [1, 1]}, 'does not accept "coordinate"'),
-    ("hold_key", {"text": "shift"}, 'Missing "duration"'),
-    ("hold_key", {"duration": 1}, 'Missing "text"'),
-    ("hold_key", {"text": "shift", "duration": 31}, "from 0 to 30 seconds"),
-    ("hold_key", {"text": "shift", "duration": -1}, "from 0 to 30 seconds"),
-    ("hold_key", {"text": "shift", "duration": "1"}, "must be a number of seconds"),
-    ("wait", {}, 'Missing "duration"'),
-    ("wait", {"duration": 101}, "from 0 to 100 seconds"),
-    ("wait", {"duration": True}, "must be a number of seconds"),
-    ("wait", {"duration": float("nan")}, "must be a number of seconds"),
-    ("mouse_move", {}, 'Missing "coordinate"'),
-    ("mouse_move", {"coordinate": [W, 0]}, "outside the display: x must be 0 to 1279"),
-    ("mouse_move", {"coordinate": [0, H]}, "outside the display"),
-    ("mouse_move", {"coordinate": [-1, 5]}, "outside the display"),
-    ("mouse_move", {"coordinate": [1, 2, 3]}, "pair of whole numbers"),
-    ("mouse_move", {"coordinate": [1.5, 2]}, "pair of whole numbers"),
-    ("mouse_move", {"coordinate": ["1", "2"]}, "pair of whole numbers"),
-    ("mouse_move", {"coordinate": [True, 2]}, "pair of whole numbers"),
-    ("mouse_move", {"coordinate": "10,20"}, "pair of whole numbers"),
-    ("left_click", {"coordinate": [5000, 5]}, "outside the display"),
-    ("left_click", {"text": 3}, '"text" must be a string'),
-    ("left_click_drag", {"coordinate": [1, 1]}, 'Missing "start_coordinate"'),
-    ("left_click_drag", {"start_coordinate": [1, 1], "coordinate": [1, 9999]}, "outside the display"),
-    ("left_mouse_down", {"coordinate": [1, 1]}, "It takes no parameters"),
-    ("scroll", {"scroll_amount": 3}, 'Missing "scroll_direction"'),
-    ("scroll", {"scroll_direction": "down"}, 'Missing "scroll_amount"'),
-    ("scroll", {"scroll_direction": "sideways", "scroll_amount": 3}, 'Invalid scroll direction "sideways"'),
-    ("scroll", {"scroll_direction": "up", "scroll_amount": -1}, "from 0 to 100"),
-    ("scroll", {"scroll_direction": "up", "scroll_amount": 101}, "from 0 to 100"),
-    ("scroll", {"scroll_direction": "up", "scroll_amount": 2.5}, "whole number"),
-    ("screenshot", {"extra": 1}, 'does not accept "extra"'),
-]
+# Every refusal and its message: tests/agents/daemon/test_actionspec.py (one table for the server and the agent).
 
 
 @pytest.mark.parametrize("version", TOOL_VERSIONS)
-@pytest.mark.parametrize(("action", "fields", "message"), BAD_INPUTS)
-def test_bad_input_is_explained(version: str, action: str, fields: dict[str, Any], message: str) -> None:
+def test_a_refusal_is_a_message_for_the_model(version: str) -> None:
     with pytest.raises(ComputerToolInputError) as caught:
-        parse(version, action, fields)
+        parse(version, "mouse_move", {"coordinate": [W, 0]})
 
-    assert message in caught.value.message
+    assert caught.value.message.startswith('"coordinate" [1280, 0] is outside the 1280x800 display')
     assert str(caught.value) == caught.value.message
-
-
-@pytest.mark.parametrize(
-    ("region", "message"),
-    [
-        ([0, 0, 10], "four whole numbers"),
-        ([0, 0, 10, "10"], "four whole numbers"),
-        ([10, 0, 10, 10], "not a rectangle inside the display"),
-        ([20, 0, 10, 10], "not a rectangle"),
-        ([0, 0, W + 1, 10], "not a rectangle"),
-        ([-1, 0, 10, 10], "not a rectangle"),
-        ([0, 0, 10, H + 1], "not a rectangle"),
-    ],
-)
-@pytest.mark.parametrize("version", [COMPUTER_20251124, COMPUTER_TOOLSET_20260801])
-def test_bad_zoom_region(version: str, region: list[Any], message: str) -> None:
-    with pytest.raises(ComputerToolInputError, match=message):
-        parse(version, "zoom", {"region": region})
-
-
-def test_durations_are_seconds_at_the_limits() -> None:
-    assert parse(COMPUTER_20251124, "wait", {"duration": 100})["duration"] == 100
-    assert parse(COMPUTER_20251124, "wait", {"duration": 0})["duration"] == 0
-    assert parse(COMPUTER_TOOLSET_20260801, "hold_key", {"text": "a", "duration": 30})["duration"] == 30
-
-
-def test_text_at_the_limit_is_accepted() -> None:
-    assert len(parse(COMPUTER_20251124, "type", {"text": "y" * 10_000})["text"]) == 10_000
 
 
 def test_input_is_not_mutated() -> None:

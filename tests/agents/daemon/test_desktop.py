@@ -207,20 +207,25 @@ def test_zoom_returns_the_requested_region(agent: AgentProcess, xterm: subproces
     assert (wide["width"], wide["height"]) == (1280, 640)
 
 
-async def test_concurrent_clients_never_interleave(agent: AgentProcess) -> None:
-    async def stream(x: int) -> list[tuple[str | None, str]]:
-        outputs: list[tuple[str | None, str]] = []
+async def test_concurrent_clients_never_interleave(agent: AgentProcess, xev: Xev) -> None:
+    # Each drag is press, move, move, release in one action: with two clients dragging at once, the X
+    # server must see whole drags one after the other, never a press of one inside the other.
+    async def drags(x: int) -> None:
         async with AgentClient(agent.ws_url, TOKEN) as client:
-            for i in range(15):
-                point = [x, 100 + i * 10]
-                results = await client.batch(
-                    [{"action": "mouse_move", "coordinate": point}, {"action": "cursor_position"}]
+            for i in range(6):
+                y = 100 + i * 40
+                await client.action(
+                    {"action": "left_click_drag", "start_coordinate": [x, y], "coordinate": [x + 50, y]}
                 )
-                outputs.append((results[1].output, f"X={point[0]},Y={point[1]}"))
-        return outputs
 
-    for got, wanted in [pair for result in await asyncio.gather(stream(100), stream(900)) for pair in result]:
-        assert got == wanted
+    xev.clear()
+    await asyncio.gather(drags(100), drags(600))
+    buttons = _wait_events(
+        xev, lambda ev: b if len(b := [e for e in ev if e.button is not None]) == 24 else None, "12 drags"
+    )
+    for press, release in zip(buttons[::2], buttons[1::2], strict=True):
+        assert (press.kind, release.kind) == ("ButtonPress", "ButtonRelease")
+        assert press.root is not None and release.root == (press.root[0] + 50, press.root[1])
 
 
 async def test_pipelined_calls_run_in_order_on_one_connection(agent: AgentProcess) -> None:
@@ -234,19 +239,23 @@ async def test_pipelined_calls_run_in_order_on_one_connection(agent: AgentProces
 
 
 BAD_INPUTS: list[tuple[dict[str, Any], str]] = [
-    ({"action": "zoomx"}, "Unknown action: zoomx"),
-    ({"action": "key"}, 'Missing "text" for key action.'),
+    ({"action": "zoomx"}, 'Unknown action "zoomx".'),
+    ({"action": "key"}, 'Missing "text" for the "key" action.'),
     (
         {"action": "scroll", "scroll_direction": "sideways", "scroll_amount": 1},
-        "Invalid scroll direction: sideways",
+        'Invalid scroll direction "sideways"',
     ),
     (
         {"action": "left_click", "coordinate": [2000, 5]},
-        "Coordinate (2000, 5) is outside the 1280x800 display.",
+        '"coordinate" [2000, 5] is outside the 1280x800 display',
     ),
-    ({"action": "mouse_move", "coordinate": ["a", 5]}, '"coordinate" must be a list of two integers'),
-    ({"action": "type", "text": "x" * 10_001}, "Text is too long"),
+    ({"action": "mouse_move", "coordinate": ["a", 5]}, '"coordinate" must be a pair of whole numbers'),
+    ({"action": "type", "text": "x" * 10_001}, '"text" is 10001 characters long'),
     ({"action": "key", "text": "ctrl+nope"}, 'Unknown key name: "nope".'),
+    (
+        {"action": "left_mouse_up", "coordinate": [5, 5]},
+        'The "left_mouse_up" action does not accept "coordinate"',
+    ),
 ]
 
 
@@ -259,8 +268,6 @@ async def test_bad_input_gets_a_clear_error_and_the_agent_keeps_serving(agent: A
             assert info.value.code == "invalid_request"
         with pytest.raises(AgentRequestError, match="Unknown method: nope"):
             await client.call("nope")
-        with pytest.raises(AgentRequestError, match="Action 2: Unknown action: x"):
-            await client.batch([{"action": "cursor_position"}, {"action": "x"}])
         position = (await client.action({"action": "cursor_position"})).output
         assert position is not None and position.startswith("X=")
     # Garbage on the wire is answered too.

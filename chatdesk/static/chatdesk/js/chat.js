@@ -3,6 +3,7 @@
 //
 // Model and tool output is untrusted text: it only ever reaches the page through textContent.
 
+import { CLOSE, FINAL_CLOSES } from "./closecodes.js";
 import { api, backoff, wsUrl } from "./http.js";
 
 const config = JSON.parse(document.getElementById("chat-config").textContent);
@@ -18,11 +19,11 @@ const STATUS_WORDS = {
   completed: "Completed",
   error: "Error",
 };
-// Close codes after which reconnecting cannot help (see SPEC §4).
-const FINAL_CLOSES = {
-  4401: "Your session has ended. Reload the page to log in again.",
-  4403: "The server refused this page's origin.",
-  4404: "This chat no longer exists.",
+// What the page says when the stream is closed for good without a reason (see SPEC §4).
+const FINAL_TEXT = {
+  [CLOSE.NOT_AUTHENTICATED]: "Your session has ended. Reload the page to log in again.",
+  [CLOSE.FORBIDDEN_ORIGIN]: "The server refused this page's origin.",
+  [CLOSE.NOT_FOUND]: "This chat no longer exists.",
 };
 
 const $ = (id) => document.getElementById(id);
@@ -305,7 +306,7 @@ function applyPart(part) {
   if (!node) {
     node = document.createTextNode("");
     if (part.type === "tool_input") {
-      const box = toolCallElement(part.name || "Calling a tool…", "", "");
+      const box = toolCallElement("Calling a tool…", "", "");
       const input = box.querySelector(".tool-input");
       input.append(node);
       box.querySelector(".tool-json").remove();
@@ -392,8 +393,8 @@ function connect() {
     streamState.classList.remove("is-live");
     // Deltas of a message in flight are lost with the socket; its final form comes after reconnecting.
     dropDraft();
-    if (FINAL_CLOSES[event.code]) {
-      streamState.textContent = event.reason || FINAL_CLOSES[event.code];
+    if (FINAL_CLOSES.has(event.code)) {
+      streamState.textContent = event.reason || FINAL_TEXT[event.code];
       return;
     }
     const delay = backoff(attempt++);

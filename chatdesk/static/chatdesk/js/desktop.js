@@ -1,6 +1,7 @@
 // The live desktop panel: noVNC over the chat's desktop WebSocket (raw RFB), view-only by default,
 // "Take control" / "Hand back", and reconnection with backoff while the agent is away.
 
+import { CLOSE, FINAL_CLOSES } from "./closecodes.js";
 import { api, backoff, wsUrl } from "./http.js";
 
 const config = JSON.parse(document.getElementById("chat-config").textContent).desktop;
@@ -12,15 +13,16 @@ const takeoverButton = document.getElementById("desktop-takeover");
 const handbackForm = document.getElementById("desktop-handback");
 const noteInput = document.getElementById("handback-note");
 
-// Close codes of the desktop socket (SPEC §4). Only the first three are final.
-const FINAL_CLOSES = {
-  4401: "Your session has ended. Reload the page to log in again.",
-  4403: "The server refused this page's origin.",
-  4404: "This chat no longer exists.",
+// What the panel says when the desktop socket is closed without a reason (SPEC §4): for good, or
+// while it retries.
+const FINAL_TEXT = {
+  [CLOSE.NOT_AUTHENTICATED]: "Your session has ended. Reload the page to log in again.",
+  [CLOSE.FORBIDDEN_ORIGIN]: "The server refused this page's origin.",
+  [CLOSE.NOT_FOUND]: "This chat no longer exists.",
 };
-const RETRY_CLOSES = {
-  4409: "The workspace agent is not connected.",
-  4502: "The workspace agent cannot be reached.",
+const RETRY_TEXT = {
+  [CLOSE.NO_AGENT]: "The workspace agent is not connected.",
+  [CLOSE.AGENT_UNREACHABLE]: "The workspace agent cannot be reached.",
 };
 
 // A WebSocket that has already received its first bytes, handed to noVNC as its channel.
@@ -134,11 +136,11 @@ class DesktopPanel {
     this.rfb = null;
     this.ws = null;
     takeoverButton.disabled = true;
-    if (FINAL_CLOSES[event.code]) {
-      this.setState(event.reason || FINAL_CLOSES[event.code], "error");
+    if (FINAL_CLOSES.has(event.code)) {
+      this.setState(event.reason || FINAL_TEXT[event.code], "error");
       return;
     }
-    const why = RETRY_CLOSES[event.code] ? event.reason || RETRY_CLOSES[event.code] : "The desktop connection was lost.";
+    const why = RETRY_TEXT[event.code] ? event.reason || RETRY_TEXT[event.code] : "The desktop connection was lost.";
     const delay = backoff(this.attempt++, 1000, 15000);
     this.setState(`${why} Retrying in ${Math.ceil(delay / 1000)} s…`, "waiting");
     this.retryTimer = setTimeout(() => this.connect(), delay);
