@@ -10,8 +10,7 @@ from typing import Any
 
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-CLOSE_NOT_AUTHENTICATED = 4401
-CLOSE_NOT_FOUND = 4404
+from chatdesk.closecodes import NOT_AUTHENTICATED, NOT_FOUND
 
 
 class NotFoundConsumer(AsyncWebsocketConsumer):
@@ -19,8 +18,8 @@ class NotFoundConsumer(AsyncWebsocketConsumer):
         await self.accept()
         user: Any = self.scope.get("user")
         if user is None or not user.is_authenticated:
-            await self.close(code=CLOSE_NOT_AUTHENTICATED, reason="Not authenticated.")
+            await self.close(code=NOT_AUTHENTICATED, reason="Not authenticated.")
         elif "/chats/" in self.scope.get("path", ""):
-            await self.close(code=CLOSE_NOT_FOUND, reason="No such chat.")
+            await self.close(code=NOT_FOUND, reason="No such chat.")
         else:
-            await self.close(code=CLOSE_NOT_FOUND, reason="No such WebSocket endpoint.")
+            await self.close(code=NOT_FOUND, reason="No such WebSocket endpoint.")
