@@ -54,7 +54,7 @@ def exercise(operation: Any, mode: GenerationMode, headers: dict[str, str]) -> l
     def run(case: Any) -> None:
         try:
             case.call_and_validate(headers=headers, checks=CHECKS, timeout=30)
-        except Exception as exc:
+        except (Exception, BaseExceptionGroup) as exc:
             failures.append(f"{operation.label} [{mode}]: {str(exc)[:1500]}")
 
     run()

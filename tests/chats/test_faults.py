@@ -223,6 +223,7 @@ def test_a_turn_past_its_time_limit_ends_with_a_clear_error(
     # Celery sends a task's time limits with the message, from the sender's settings (here: this process).
     monkeypatch.setattr(run_turn, "soft_time_limit", 3)
     monkeypatch.setattr(run_turn, "time_limit", 3 + TURN_HARD_LIMIT_GRACE)
+    monkeypatch.setattr(run_turn, "_exec_options", None)  # Celery caches them at the first send
     fake.add_response(reply(text("Far too slow"), chunk_size=2, chunk_delay=20))
     with running_worker(tmp_path, concurrency=1, env=worker_env()):
         chat = services.chat_create(owner=user, message="Take your time")
