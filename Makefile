@@ -12,8 +12,13 @@ TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/chatdesk
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
 # The benchmarks write real rows: they get a database of their own, created when missing.
 BENCH_DATABASE ?= chatdesk_bench
+# Run as root, the local desktop runs as this unprivileged user, so its programs cannot read the agent's
+# token nor the server's files and processes (created by `desktop-user`; tests/support/agent_process.py
+# creates the same one for the tests).
+CHATDESK_AGENT_DESKTOP_USER ?= chatdesk-desktop
+export CHATDESK_AGENT_DESKTOP_USER
 
-.PHONY: run test lint bench setup python-deps system-deps assets services migrate clean
+.PHONY: run test lint bench setup python-deps system-deps desktop-user assets services migrate clean
 
 setup: system-deps python-deps assets
 
@@ -38,6 +43,14 @@ system-deps:
 	  fi; \
 	fi
 
+# The desktop's own account (root only; a non-root run keeps the desktop as the current user, see README).
+desktop-user:
+	@if [ "$$(id -u)" = 0 ] && ! id -u $(CHATDESK_AGENT_DESKTOP_USER) >/dev/null 2>&1; then \
+	  echo "Creating user $(CHATDESK_AGENT_DESKTOP_USER) for the desktop"; \
+	  useradd --system --create-home --home-dir /var/lib/$(CHATDESK_AGENT_DESKTOP_USER) --shell /bin/bash \
+	    $(CHATDESK_AGENT_DESKTOP_USER); \
+	fi
+
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --silent
 	@touch $@
@@ -60,10 +73,10 @@ services:
 migrate: python-deps
 	$(PY) manage.py migrate --noinput
 
-run: setup migrate
+run: setup desktop-user migrate
 	$(PY) manage.py runstack
 
-test: setup services
+test: setup desktop-user services
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(PY) -m pytest $(PYTEST_ARGS)
 
 lint: python-deps

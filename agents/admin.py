@@ -6,7 +6,7 @@ from django.contrib import admin
 from django.http import HttpRequest
 
 from agents.models import WorkspaceAgent
-from agents.services import workspace_agent_command
+from agents.services import workspace_agent_command, workspace_agent_token_file_command
 from chatdesk.admin import ShowsNewTokenOnceAdmin
 
 
@@ -37,4 +37,8 @@ class WorkspaceAgentAdmin(ShowsNewTokenOnceAdmin):
     credential_kind = "Agent token"
 
     def token_usage(self, request: HttpRequest, obj: Any, token: str) -> str:
-        return workspace_agent_command(request=request, token=token)
+        # The token goes in a private file, never on a command line (visible to every local user).
+        return (
+            "# save the token in a file only you can read: paste it, press Enter, then Ctrl+D\n"
+            f"{workspace_agent_token_file_command()}\n{workspace_agent_command(request=request)}"
+        )

@@ -28,8 +28,8 @@ class WorkspaceAgentListView(APIView):
 
     @extend_schema(
         summary="Register a workspace agent",
-        description="The response holds the agent's `token`, shown only this once: pass it to "
-        "`chatdesk-agent --token`.",
+        description="The response holds the agent's `token`, shown only this once: save it in a file "
+        "only you can read and run `chatdesk-agent --token-file FILE`.",
         request=WorkspaceAgentCreateSerializer,
         responses={
             201: WorkspaceAgentCreatedSerializer,
@@ -71,10 +71,13 @@ class HeartbeatView(APIView):
 
     @extend_schema(
         summary="Workspace agent heartbeat",
-        description="Called every few seconds by `chatdesk-agent` with `Authorization: Bearer <agent token>`.",
+        description="Called every few seconds by `chatdesk-agent` with `Authorization: Bearer <agent token>`. "
+        "The `url` must resolve to an address CHATDESK_AGENT_URL_ALLOW allows (400 otherwise). "
+        "`stopping: true` marks the agent disconnected at once.",
         request=HeartbeatSerializer,
         responses={
             200: HeartbeatResponseSerializer,
+            400: OpenApiResponse(description="Bad body, or a `url` the server may not connect to."),
             401: OpenApiResponse(description="Unknown agent token."),
         },
         auth=[],
@@ -88,6 +91,10 @@ class HeartbeatView(APIView):
         data.is_valid(raise_exception=True)
         display = data.validated_data["display"]
         agent = services.workspace_agent_heartbeat(
-            agent=agent, url=data.validated_data["url"], width=display["width"], height=display["height"]
+            agent=agent,
+            url=data.validated_data["url"],
+            width=display["width"],
+            height=display["height"],
+            stopping=data.validated_data["stopping"],
         )
         return Response({"id": str(agent.id), "status": agent.status})

@@ -8,7 +8,8 @@ from django.db import models
 from django.utils import timezone
 
 from agents.daemon.credentials import server_credential
-from chatdesk.crypto import decrypt_secret, encrypt_secret, hash_token, new_token
+from chatdesk.crypto import DecryptionError, decrypt_secret, encrypt_secret, hash_token, new_token
+from chatdesk.exceptions import AgentCredentialUnreadable
 
 
 class WorkspaceAgentQuerySet(models.QuerySet["WorkspaceAgent"]):
@@ -86,5 +87,11 @@ class WorkspaceAgent(models.Model):
         return raw
 
     def get_server_credential(self) -> str:
-        """Return the Bearer credential to present when calling this agent."""
-        return decrypt_secret(self.server_credential_encrypted)
+        """Return the Bearer credential to present when calling this agent.
+
+        Raise AgentCredentialUnreadable (an AgentError, 503) when the server's keys cannot decrypt it.
+        """
+        try:
+            return decrypt_secret(self.server_credential_encrypted)
+        except DecryptionError:
+            raise AgentCredentialUnreadable() from None

@@ -5,6 +5,8 @@ from typing import Any
 from rest_framework import serializers
 
 from agents.models import WorkspaceAgent
+from agents.services import agent_url_check
+from chatdesk.exceptions import ValidationError
 from chatdesk.serializers import StrictCharField, StrictSerializer
 
 MAX_DISPLAY_PX = 16384
@@ -54,13 +56,24 @@ class WorkspaceAgentCreateSerializer(StrictSerializer):
 
 
 class HeartbeatSerializer(StrictSerializer):
-    url = StrictCharField(max_length=500)
+    url = StrictCharField(max_length=500, help_text="Where the server reaches the agent (ws:// or wss://).")
     display = DisplaySerializer()
+    stopping = serializers.BooleanField(
+        required=False, default=False, help_text="The agent is stopping: show it disconnected at once."
+    )
 
     def validate_url(self, value: str) -> str:
         if not value.startswith(("ws://", "wss://")):
             raise serializers.ValidationError("Must be a ws:// or wss:// URL.")
         return value
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if not attrs.get("stopping"):
+            try:
+                agent_url_check(attrs["url"])
+            except ValidationError as exc:
+                raise serializers.ValidationError({"url": [exc.message]}) from None
+        return attrs
 
 
 class HeartbeatResponseSerializer(serializers.Serializer):

@@ -1,5 +1,6 @@
-"""Workspace agents page: register an agent (its token shown once, with the command that runs it),
-see each agent's status, delete one."""
+"""Workspace agents page: register an agent (its token shown once, with the commands that save it in a
+private file and run the agent with that file — never the token on a command line), see each agent's
+status, delete one."""
 
 from __future__ import annotations
 
@@ -40,8 +41,12 @@ def agent_list(request: HttpRequest) -> HttpResponse:
             except ChatdeskError as exc:
                 form.add_error("name", exc.message)
             else:
-                command = services.workspace_agent_command(request=request, token=raw)
-                created = {"agent": agent, "token": raw, "command": command}
+                created = {
+                    "agent": agent,
+                    "token": raw,
+                    "save_command": services.workspace_agent_token_file_command(),
+                    "command": services.workspace_agent_command(request=request),
+                }
                 form = AgentForm()
     agents = WorkspaceAgent.objects.filter(owner=page_user(request)).order_by(
         F("last_seen").desc(nulls_last=True), "name"

@@ -244,7 +244,8 @@ def bench_step_overhead(user: Any, fake: FakeAnthropic) -> Row:
     import chats.engine as engine
     import desktop.client
     from agents.daemon.client import ActionResult
-    from chats.engine import turn_run
+    from chats.engine import turn_execute
+    from chats.transitions import chat_transition
 
     steps = 30
     png = _png()
@@ -293,14 +294,15 @@ def bench_step_overhead(user: Any, fake: FakeAnthropic) -> Row:
     engine.stream_reply = timed_stream
     desktop.client.run_action_sync = instant_agent
     try:
-        # Created directly (not chat_spawn_child) so no task is queued for workers that are gone.
+        # Created and moved to pending directly (not chat_spawn_child), so no task is queued for workers
+        # that are gone.
         child = Chat.objects.create(
-            owner=user, parent=parent, mode="computer_use", workspace_agent=agent, model="claude-opus-5-5",
-            status=Chat.Status.PENDING,
-        )  # fmt: skip
+            owner=user, parent=parent, mode="computer_use", workspace_agent=agent, model="claude-opus-5-5"
+        )
+        chat_transition(chat_id=child.pk, to=Chat.Status.PENDING, expect=[Chat.Status.WAITING])
         services.message_append(chat=child, role="user", content=[services.text_part("bench")])
         started = time.perf_counter()
-        turn_run(chat_id=str(child.pk))
+        turn_execute(chat_id=str(child.pk))
         total = time.perf_counter() - started
     finally:
         engine.stream_reply = real_stream

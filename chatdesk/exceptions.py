@@ -23,6 +23,13 @@ class ValidationError(ChatdeskError):
     status_code = 400
 
 
+class ServerMisconfigured(ChatdeskError):
+    """The server cannot do this because of its own configuration, not the request (logged for the admin)."""
+
+    status_code = 503
+    default_message = "The server is misconfigured; an administrator must fix it."
+
+
 class Conflict(ChatdeskError):
     status_code = 409
 
@@ -77,3 +84,13 @@ class AgentNotConnected(AgentError):
 class AgentUnreachable(AgentError):
     status_code = 502
     default_message = "The workspace agent could not be reached."
+
+
+class AgentCredentialUnreadable(AgentError, ServerMisconfigured):
+    """The server cannot decrypt its credential for an agent (its encryption keys changed)."""
+
+    status_code = 503
+    default_message = (
+        "The server cannot decrypt its credential for this workspace agent: its encryption keys were "
+        "changed without keeping the old one. An administrator must fix the server's configuration."
+    )

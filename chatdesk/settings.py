@@ -19,6 +19,8 @@ from typing import Any
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from agents.daemon.addresses import DEFAULT_AGENT_URL_ALLOW, AddressAllowlist
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -91,6 +93,8 @@ def _secret_key() -> str:
 
 
 SECRET_KEY = _secret_key()
+# Old keys, still accepted for signatures (sessions) and for decrypting secrets at rest: see crypto.py.
+SECRET_KEY_FALLBACKS = env_list("SECRET_KEY_FALLBACKS", [])
 DEBUG = env_bool("DEBUG", False)
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
@@ -297,13 +301,21 @@ CHATDESK_SWEEP_INTERVAL = env_float("CHATDESK_SWEEP_INTERVAL", 15.0, minimum=1)
 # A turn still running after this long is stopped with a clear error (Celery soft time limit; the hard
 # limit, a minute later, kills a worker process stuck for good). See chats/tasks.py.
 CHATDESK_TURN_TIME_LIMIT = env_int("CHATDESK_TURN_TIME_LIMIT", 6 * 3600, minimum=60)
-# A workspace agent is `connected` while its last heartbeat is younger than this.
-CHATDESK_AGENT_TIMEOUT_SECONDS = env_int("CHATDESK_AGENT_TIMEOUT_SECONDS", 30, minimum=1)
+# A workspace agent is `connected` while its last heartbeat is younger than this. Agents heartbeat every
+# 3 s, so a dead one shows `disconnected` within 8 s (one that stops cleanly says so at once).
+CHATDESK_AGENT_TIMEOUT_SECONDS = env_int("CHATDESK_AGENT_TIMEOUT_SECONDS", 8, minimum=1)
 CHATDESK_AGENT_CONNECT_TIMEOUT = env_float("CHATDESK_AGENT_CONNECT_TIMEOUT", 10.0, minimum=0.1)
+# Where the server may connect to reach an agent (hosts, IP networks), checked on the resolved address.
+CHATDESK_AGENT_URL_ALLOW = env_list("CHATDESK_AGENT_URL_ALLOW", list(DEFAULT_AGENT_URL_ALLOW))
+try:
+    AddressAllowlist.parse(CHATDESK_AGENT_URL_ALLOW)
+except ValueError as _exc:
+    raise ImproperlyConfigured(f"CHATDESK_AGENT_URL_ALLOW: {_exc}.") from None
 # A desktop viewer whose browser has not read for this long is dropped (close 4408) instead of buffered.
 CHATDESK_DESKTOP_SLOW_VIEWER_SECONDS = env_float("CHATDESK_DESKTOP_SLOW_VIEWER_SECONDS", 10.0, minimum=0.1)
-# Secret that encrypts provider API keys at rest; defaults to one derived from SECRET_KEY.
-CHATDESK_ENCRYPTION_KEY = env_str("CHATDESK_ENCRYPTION_KEY")
+# Keys that encrypt secrets at rest (provider API keys, agent credentials), comma-separated: the first
+# encrypts, every one decrypts (rotation). Empty: SECRET_KEY, then SECRET_KEY_FALLBACKS.
+CHATDESK_ENCRYPTION_KEY = env_list("CHATDESK_ENCRYPTION_KEY", [])
 
 LOGGING = {
     "version": 1,

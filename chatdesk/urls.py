@@ -17,7 +17,7 @@ urlpatterns = [
     path("api/experimental/", include(api_patterns)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
-    path("", include("chatdesk.pages")),
+    path("", include("chatdesk.page_urls")),
 ]
 
 handler404 = "chatdesk.api.json_not_found"

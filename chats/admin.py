@@ -11,7 +11,8 @@ from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from chats.models import Chat, ChatFile, ChatMessage, ChatModelConfig, ChatProvider
+from chats.models import AuditEvent, Chat, ChatFile, ChatMessage, ChatModelConfig, ChatProvider
+from chats.services import chat_update
 
 
 class ChatProviderForm(forms.ModelForm):
@@ -112,15 +113,36 @@ class ChatMessageInline(admin.TabularInline):
         )
 
 
+class AuditEventInline(admin.TabularInline):
+    """Who did what on the chat's desktop (read-only: the audit log is never edited)."""
+
+    model = AuditEvent
+    fields = ("id", "at", "kind", "actor", "user", "data")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    ordering = ["id"]
+    verbose_name = "audit event"
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
 @admin.register(Chat)
 class ChatAdmin(admin.ModelAdmin):
-    list_display = ["title", "owner", "status", "mode", "model", "parent_link", "archived", "updated_at"]
-    list_filter = ["status", "mode", "archived"]
+    list_display = [
+        "title", "owner", "status", "paused_reason", "mode", "model", "parent_link", "archived", "updated_at"
+    ]  # fmt: skip
+    list_filter = ["status", "paused_reason", "mode", "archived"]
     search_fields = ["title", "id", "owner__username"]
     readonly_fields = [
         "id",
         "owner",
         "status",
+        "paused_reason",
         "mode",
         "parent",
         "root",
@@ -137,11 +159,16 @@ class ChatAdmin(admin.ModelAdmin):
         "updated_at",
     ]
     fields = ["title", "archived", *readonly_fields]
-    inlines = [ChatMessageInline]
+    inlines = [ChatMessageInline, AuditEventInline]
     list_select_related = ["owner", "parent"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
+
+    def save_model(self, request: HttpRequest, obj: Chat, form: forms.ModelForm[Chat], change: bool) -> None:
+        """Save only what staff may change. A full save would write back the status read when the form
+        was loaded, over a move a worker made meanwhile (statuses change in chats/transitions.py)."""
+        chat_update(chat=obj, title=obj.title, archived=obj.archived)
 
     def get_urls(self) -> list[URLPattern]:
         file_view = self.admin_site.admin_view(self.file_view)

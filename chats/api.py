@@ -17,6 +17,7 @@ from chats import services
 from chats.models import Chat
 from chats.selectors import chat_file_for_user, chat_for_user, chats_for_user
 from chats.serializers import (
+    AuditEventSerializer,
     ChatCreateSerializer,
     ChatListQuerySerializer,
     ChatSerializer,
@@ -24,6 +25,7 @@ from chats.serializers import (
     MessageCreateSerializer,
     MessageListQuerySerializer,
     MessageSerializer,
+    audit_event_to_json,
     message_to_json,
 )
 
@@ -115,6 +117,24 @@ class ChatMessagesView(APIView):
         return Response(message_to_json(message), status=status.HTTP_202_ACCEPTED)
 
 
+class ChatEventsView(APIView):
+    @extend_schema(
+        summary="List a chat's audit events",
+        description="Who did what on the chat's desktop and when: model actions, control changes, help requests "
+        "and approvals, in id order after `after_id` (a cursor: pass the last id you have).",
+        parameters=[MessageListQuerySerializer],
+        responses={200: AuditEventSerializer(many=True)},
+    )
+    def get(self, request: Request, pk: str) -> Response:
+        chat = chat_for_user(user=request_user(request), chat_id=pk)
+        query = MessageListQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        events = chat.audit_events.select_related("user").filter(id__gt=query.validated_data["after_id"])
+        return Response(
+            [audit_event_to_json(e) for e in events.order_by("id")[: query.validated_data["limit"]]]
+        )
+
+
 class ChatChildrenView(APIView):
     @extend_schema(summary="List a chat's child chats", responses={200: ChatSerializer(many=True)})
     def get(self, request: Request, pk: str) -> Response:
@@ -126,8 +146,8 @@ class ChatChildrenView(APIView):
 class ChatInterruptView(APIView):
     @extend_schema(
         summary="Interrupt the running turn",
-        description="The turn stops at its next safe point and the chat becomes `paused`; "
-        "what the model produced so far is kept.",
+        description="The turn stops at its next safe point and the chat becomes `paused` "
+        "(`paused_reason`: `interrupted`); what the model produced so far is kept.",
         request=None,
         responses={202: ChatSerializer},
     )

@@ -24,7 +24,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from chatdesk.closecodes import BAD_REQUEST as CLOSE_BAD_REQUEST
 from chatdesk.closecodes import NOT_AUTHENTICATED as CLOSE_NOT_AUTHENTICATED
 from chatdesk.closecodes import NOT_FOUND as CLOSE_NOT_FOUND
-from chats.events import group_name, uses_channel_layer
+from chats.events import StatusEvent, group_name, status_event, uses_channel_layer
 from chats.models import Chat, ChatEvent, ChatMessage
 from chats.serializers import message_to_json, parse_cursor
 
@@ -67,7 +67,7 @@ class ChatStreamConsumer(AsyncJsonWebsocketConsumer):
         await self._replay()
         status = await _status(chat_id)
         if status is not None:
-            await self.send_json({"type": "status", "status": status[0], "last_error": status[1]})
+            await self.send_json(status)
         if not uses_channel_layer():
             self.tail_task = asyncio.create_task(self._tail())
 
@@ -152,8 +152,9 @@ def _messages_after(chat_id: str, after_id: int) -> list[dict[str, Any]]:
 
 
 @database_sync_to_async
-def _status(chat_id: str) -> tuple[str, str] | None:
-    return Chat.objects.filter(pk=chat_id).values_list("status", "last_error").first()
+def _status(chat_id: str) -> StatusEvent | None:
+    chat = Chat.objects.filter(pk=chat_id).only("status", "paused_reason", "last_error").first()
+    return status_event(chat) if chat is not None else None
 
 
 @database_sync_to_async

@@ -16,6 +16,7 @@ from django.conf import settings
 from django.db import transaction
 
 from chats.models import Chat, ChatEvent, ChatMessage
+from chats.serializers import ChatSerializer, message_to_json
 
 
 class MessageEvent(TypedDict):
@@ -31,6 +32,7 @@ class MessagePartEvent(TypedDict):
 class StatusEvent(TypedDict):
     type: Literal["status"]
     status: str
+    paused_reason: str | None  # why the chat is paused (SPEC §8); null unless status is paused
     last_error: str
 
 
@@ -39,7 +41,14 @@ class ChildEvent(TypedDict):
     chat: dict[str, Any]
 
 
-Event = MessageEvent | MessagePartEvent | StatusEvent | ChildEvent
+class AuditLiveEvent(TypedDict):
+    """An audit event sent live: ``type`` is its kind (``control``, ``help_requested``, ``approval``, ``action``)."""
+
+    type: str
+    event: dict[str, Any]
+
+
+Event = MessageEvent | MessagePartEvent | StatusEvent | ChildEvent | AuditLiveEvent
 
 LAYER_MESSAGE_TYPE = "chat.event"
 
@@ -71,20 +80,23 @@ def publish(chat_id: object, event: Event) -> None:
 
 
 def publish_message(message: ChatMessage) -> None:
-    from chats.serializers import message_to_json
-
     publish(message.chat_id, MessageEvent(type="message", message=message_to_json(message)))
 
 
+def status_event(chat: Chat) -> StatusEvent:
+    return StatusEvent(
+        type="status", status=chat.status, paused_reason=chat.paused_reason, last_error=chat.last_error
+    )
+
+
 def publish_status(chat: Chat) -> None:
-    publish(chat.pk, StatusEvent(type="status", status=chat.status, last_error=chat.last_error))
+    """Send the chat's status to its viewers; a child's changed row goes to its parent's viewers too."""
+    publish(chat.pk, status_event(chat))
     if chat.parent_id is not None:
         publish_child(chat)
 
 
 def publish_child(chat: Chat) -> None:
     """Tell the parent's viewers that a child chat was created or changed."""
-    from chats.serializers import ChatSerializer
-
     if chat.parent_id is not None:
         publish(chat.parent_id, ChildEvent(type="child", chat=dict(ChatSerializer(chat).data)))

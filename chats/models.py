@@ -77,14 +77,29 @@ class ChatModelConfig(models.Model):
         return self.display_name or self.model
 
 
+class ChatPausedReason(models.TextChoices):
+    """Why a chat is `paused` (``Chat.paused_reason``, SPEC §8). Moves are in chats/transitions.py.
+
+    Adding a reason: one line here, then ``makemigrations chats`` (the check constraint lists the values).
+    """
+
+    INTERRUPTED = "interrupted"  # a person interrupted the turn
+    TAKEN_OVER = "taken_over"  # a person took control of the chat's desktop
+    NEEDS_HELP = "needs_help"  # the model asked a person for help
+    AWAITING_APPROVAL = "awaiting_approval"  # a risky action waits for a person's decision
+    BUDGET = "budget"  # the chat reached its cost budget
+
+
 class Chat(models.Model):
     class Status(models.TextChoices):
         WAITING = "waiting"  # idle, awaiting the user
         PENDING = "pending"  # a turn is queued
         RUNNING = "running"  # a worker is executing it
-        PAUSED = "paused"  # interrupted or desktop taken over; resumable
+        PAUSED = "paused"  # stopped until someone acts; paused_reason says why
         COMPLETED = "completed"  # a child chat finished its task
         ERROR = "error"  # see last_error
+
+    PausedReason = ChatPausedReason
 
     class Mode(models.TextChoices):
         COMPUTER_USE = "computer_use"
@@ -94,7 +109,12 @@ class Chat(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="chats")
     title = models.CharField(max_length=200, default=DEFAULT_TITLE)
+    # Changed only through chats/transitions.py, which holds the allowed moves.
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.WAITING)
+    # Set exactly while the chat is paused (a check constraint); null otherwise.
+    paused_reason = models.CharField(  # noqa: DJ001 (null, not "": the API says "paused_reason": null)
+        max_length=32, choices=ChatPausedReason.choices, null=True, blank=True
+    )
     # SPEC: null for a normal chat (not ""), so the API says `"mode": null`.
     mode = models.CharField(max_length=16, choices=Mode.choices, null=True, blank=True)  # noqa: DJ001
     # A root chat's root is itself; a child's root is its parent's root (enforced in save()).
@@ -144,6 +164,16 @@ class Chat(models.Model):
             models.CheckConstraint(
                 condition=Q(status__in=["waiting", "pending", "running", "paused", "completed", "error"]),
                 name="chat_status_valid",
+            ),
+            models.CheckConstraint(
+                # IS NOT NULL spelled out: a CHECK passes when its condition is NULL (NULL IN (...)).
+                condition=(
+                    Q(status="paused")
+                    & Q(paused_reason__isnull=False)
+                    & Q(paused_reason__in=ChatPausedReason.values)
+                )
+                | (~Q(status="paused") & Q(paused_reason__isnull=True)),
+                name="chat_paused_reason_iff_paused",
             ),
         ]
 
@@ -214,7 +244,7 @@ class ChatMessage(models.Model):
     model = models.CharField(max_length=200, blank=True)
     # Assistant messages: the id of the newest message the model had seen when it wrote this one. A user
     # message stored while the model was answering has a smaller id than the answer but was not part of
-    # its context; the request builder orders history by what the model saw (chats/engine.py).
+    # its context; the request builder orders history by what the model saw (chats/engine/history.py).
     context_id = models.BigIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -252,3 +282,51 @@ class ChatEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.payload.get('type')} #{self.id}"
+
+
+class AuditEvent(models.Model):
+    """Who did what on a chat, kept for good (SPEC §8 "Audit"; listed by ``GET /chats/{id}/events``).
+
+    ``kind`` says what happened: a model ``action`` on the desktop, a ``control`` change (a person took or
+    handed back the desktop), a ``help_requested`` by the model, an ``approval`` created or decided. ``at``
+    is when it happened (an action's start: recordings' timelines are built from it); ``data`` holds the
+    kind's details (see ``chats.audit``). Unlike ChatEvent (the embedded live-event tail, pruned after
+    minutes), rows stay as long as their chat.
+    """
+
+    class Kind(models.TextChoices):
+        ACTION = "action"
+        CONTROL = "control"
+        HELP_REQUESTED = "help_requested"
+        APPROVAL = "approval"
+
+    class Actor(models.TextChoices):
+        MODEL = "model"
+        PERSON = "person"
+        SYSTEM = "system"
+
+    id = models.BigAutoField(primary_key=True)
+    chat = models.ForeignKey(Chat, on_delete=models.CASCADE, related_name="audit_events")
+    kind = models.CharField(max_length=32, choices=Kind.choices)
+    actor = models.CharField(max_length=16, choices=Actor.choices)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    data = models.JSONField(default=dict, blank=True)
+    at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["chat", "id"], name="audit_chat_cursor")]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(kind__in=["action", "control", "help_requested", "approval"]),
+                name="audit_kind_valid",
+            ),
+            models.CheckConstraint(
+                condition=Q(actor__in=["model", "person", "system"]), name="audit_actor_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} by {self.actor} #{self.id}"

@@ -1,11 +1,11 @@
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
 
-from chats.models import Chat, ChatFile
+from chats.models import Chat, ChatFile, ChatModelConfig
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -22,3 +22,11 @@ def chats_for_user(*, user: User) -> QuerySet[Chat]:
 
 def chat_file_for_user(*, user: User, chat_id: object, file_id: object) -> ChatFile:
     return get_object_or_404(ChatFile, pk=file_id, chat_id=chat_id, chat__owner=user)
+
+
+def chat_model_options(chat: Chat) -> dict[str, Any]:
+    """Return the options of the chat's model config (or of the config for its model name)."""
+    config = chat.model_config
+    if config is None or config.model != chat.model:
+        config = ChatModelConfig.objects.filter(model=chat.model).first()
+    return dict(config.options or {}) if config is not None else {}

@@ -8,7 +8,7 @@ from rest_framework import serializers
 
 from agents.models import WorkspaceAgent
 from chatdesk.serializers import StrictBooleanField, StrictCharField, StrictSerializer
-from chats.models import Chat, ChatMessage
+from chats.models import AuditEvent, Chat, ChatMessage
 
 # Message ids are a bigint cursor. ASCII digits only: str.isdigit() also accepts "²" and "٣", which int()
 # then rejects or reads differently. A cursor beyond any id is simply past the end (clamped to the bigint
@@ -52,6 +52,33 @@ def message_to_json(message: ChatMessage) -> dict[str, Any]:
     }
 
 
+def audit_event_to_json(event: AuditEvent) -> dict[str, Any]:
+    return {
+        "id": event.id,
+        "chat_id": str(event.chat_id),
+        "kind": event.kind,
+        "actor": event.actor,
+        "user": event.user.get_username() if event.user is not None else None,
+        "data": event.data,
+        "at": event.at.isoformat().replace("+00:00", "Z"),
+    }
+
+
+class AuditEventSerializer(serializers.Serializer):
+    """Read shape of an audit event (documentation only; audit_event_to_json produces it)."""
+
+    id = serializers.IntegerField()
+    chat_id = serializers.UUIDField()
+    kind = serializers.ChoiceField(choices=AuditEvent.Kind.choices)
+    actor = serializers.ChoiceField(choices=AuditEvent.Actor.choices)
+    user = serializers.CharField(allow_null=True, help_text="The person's username, for a person's event.")
+    data = serializers.DictField(help_text="What happened, by kind (see SPEC §8).")  # type: ignore[assignment]
+    at = serializers.DateTimeField(help_text="When it happened (an action's start).")
+
+    def to_representation(self, instance: AuditEvent) -> dict[str, Any]:
+        return audit_event_to_json(instance)
+
+
 class ChatSerializer(serializers.ModelSerializer):
     parent_chat_id = serializers.UUIDField(source="parent_id", read_only=True, allow_null=True)
     root_chat_id = serializers.UUIDField(source="root_id", read_only=True)
@@ -63,6 +90,7 @@ class ChatSerializer(serializers.ModelSerializer):
             "id",
             "title",
             "status",
+            "paused_reason",
             "mode",
             "parent_chat_id",
             "root_chat_id",

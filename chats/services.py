@@ -1,4 +1,7 @@
-"""Writes and workflows on chats. The turn engine (chats/engine.py) builds on these."""
+"""Writes and workflows on chats. The turn engine (chats/engine/) builds on these.
+
+Status changes go through chats/transitions.py; the services here say when, and what else changes.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +9,17 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import User
+from django.core.files.base import ContentFile
 from django.db import transaction
 
 from agents.models import WorkspaceAgent
 from agents.services import workspace_agent_for_user
 from chatdesk.exceptions import ValidationError
-from chats.models import Chat, ChatMessage, ChatModelConfig
+from chats.events import publish_child, publish_message
+from chats.models import Chat, ChatFile, ChatMessage, ChatModelConfig
+from chats.tasks import turn_task
+from chats.tools.computer_use import computer_use
+from chats.transitions import ACTIVE, IDLE, chat_transition
 
 TITLE_WORDS = 6
 TITLE_MAX_CHARS = 80
@@ -90,8 +98,6 @@ def message_append(
     context_id: int | None = None,
 ) -> ChatMessage:
     """Store one message on ``chat`` and publish it to the chat's live stream."""
-    from chats.events import publish_message
-
     message = ChatMessage.objects.create(
         chat=chat, role=role, content=content, usage=usage or {}, model=model, context_id=context_id
     )
@@ -111,30 +117,35 @@ def chat_send_message(*, chat: Chat, content: str) -> ChatMessage:
     """Store a user message. Start a turn when the chat is idle; a running turn picks it up after."""
     chat = Chat.objects.select_for_update().get(pk=chat.pk)
     message = message_append(chat=chat, role=ChatMessage.Role.USER, content=[text_part(content)])
-    if chat.status in (Chat.Status.WAITING, Chat.Status.PAUSED, Chat.Status.COMPLETED, Chat.Status.ERROR):
+    if chat.status in IDLE:
         chat_queue_turn(chat=chat)
     return message
 
 
-def chat_queue_turn(*, chat: Chat) -> None:
-    """Mark ``chat`` pending and enqueue its turn once the transaction commits."""
-    from chats.events import publish_status
+def chat_queue_turn(*, chat: Chat) -> Chat:
+    """Queue a turn of idle ``chat`` (`pending`) and wake a worker once the transaction commits.
 
-    chat.status = Chat.Status.PENDING
-    chat.last_error = ""
-    chat.awaiting = None
-    chat.lease_recoveries = 0  # a fresh turn gets a fresh budget of lease recoveries (chats/engine/lease.py)
-    chat.save(update_fields=["status", "last_error", "awaiting", "lease_recoveries", "updated_at"])
-    publish_status(chat)
-    # Robust: the chat is `pending` in the database whatever the broker says; if this enqueue fails (Redis
+    Return the chat as it is now: unchanged when a turn is already queued or running (it will see
+    what is new), so queuing twice is harmless.
+    """
+    queued = chat_transition(
+        chat_id=chat.pk,
+        to=Chat.Status.PENDING,
+        expect=IDLE,
+        last_error="",
+        lease_recoveries=0,  # a fresh turn gets a fresh budget of lease recoveries (chats/engine/lease.py)
+    )
+    if queued is None:
+        return Chat.objects.get(pk=chat.pk)
+    # Robust: the chat is `pending` in the database whatever the broker says; if this wake-up fails (Redis
     # went away after the request checked it), the sweep queues the turn once the broker is back.
-    transaction.on_commit(lambda: turn_enqueue(chat_id=str(chat.pk)), robust=True)
+    transaction.on_commit(lambda: turn_wake(chat_id=str(chat.pk)), robust=True)
+    return queued
 
 
-def turn_enqueue(*, chat_id: str) -> None:
-    from chats.tasks import run_turn
-
-    run_turn.delay(chat_id)
+def turn_wake(*, chat_id: str) -> None:
+    """Ask a worker to run ``chat_id``'s queued turn. Harmless when there is none: the claim decides."""
+    turn_task.delay(chat_id)
 
 
 def chat_update(*, chat: Chat, title: str | None = None, archived: bool | None = None) -> Chat:
@@ -150,24 +161,24 @@ def chat_update(*, chat: Chat, title: str | None = None, archived: bool | None =
     return chat
 
 
-@transaction.atomic
 def chat_interrupt(*, chat: Chat) -> Chat:
-    """Stop ``chat``'s turn at the next safe point; the chat becomes `paused`.
+    """Stop ``chat``'s turn at the next safe point; the chat becomes `paused` (``interrupted``).
 
     A running turn sees the status change at its next check and stops, keeping what it produced; a
     queued turn finds the chat no longer `pending` and does nothing. A parent suspended in wait_agent
     stops waiting (its next turn answers the wait with the child's state then).
     """
-    from chats.events import publish_status
+    return chat_pause(chat=chat, reason=Chat.PausedReason.INTERRUPTED)
 
-    chat = Chat.objects.select_for_update().get(pk=chat.pk)
-    if chat.status in (Chat.Status.PENDING, Chat.Status.RUNNING):
-        chat.status = Chat.Status.PAUSED
-        chat.awaiting = None
-        chat.save(update_fields=["status", "awaiting", "updated_at"])
-        publish_status(chat)
-        chat_notify_parent(chat=chat)
-    return chat
+
+def chat_pause(*, chat: Chat, reason: str) -> Chat:
+    """Pause ``chat`` for ``reason`` (a ``Chat.PausedReason``) when a turn is queued or running.
+
+    The turn stops at its next safe point (after the current action). Return the chat as it is now:
+    unchanged when it had no turn queued or running.
+    """
+    paused = chat_transition(chat_id=chat.pk, to=Chat.Status.PAUSED, expect=ACTIVE, reason=reason)
+    return paused if paused is not None else Chat.objects.get(pk=chat.pk)
 
 
 @transaction.atomic
@@ -177,9 +188,6 @@ def chat_spawn_child(*, parent: Chat, prompt: str, title: str | None = None) -> 
     The child has the parent's owner and workspace agent, the computer-use model whatever the parent
     uses, the computer-use system prompt plus the task, and the task as its first user message.
     """
-    from chats.events import publish_child
-    from desktop.computer import computer_use_system_prompt
-
     model_name = settings.CHATDESK_COMPUTER_USE_MODEL
     config = ChatModelConfig.objects.filter(enabled=True, model=model_name).first()
     title = (title or "").strip()[:TITLE_MAX_CHARS] or title_from_prompt(prompt)
@@ -191,37 +199,24 @@ def chat_spawn_child(*, parent: Chat, prompt: str, title: str | None = None) -> 
         workspace_agent=parent.workspace_agent,
         model_config=config,
         model=model_name,
-        system_prompt=computer_use_system_prompt(prompt),
+        system_prompt=computer_use().system_prompt(prompt),
     )
     message_append(chat=child, role=ChatMessage.Role.USER, content=[text_part(prompt)])
-    chat_queue_turn(chat=child)
+    child = chat_queue_turn(chat=child)
     publish_child(child)
     return child
 
 
-@transaction.atomic
 def chat_close(*, chat: Chat) -> Chat:
     """Mark a child chat `completed` for good; a running turn stops at its next safe point."""
-    from chats.events import publish_status
-
-    chat = Chat.objects.select_for_update().get(pk=chat.pk)
-    if chat.status != Chat.Status.COMPLETED:
-        chat.status = Chat.Status.COMPLETED
-        chat.awaiting = None
-        chat.save(update_fields=["status", "awaiting", "updated_at"])
-        publish_status(chat)
-    return chat
+    unfinished = [status for status in Chat.Status if status != Chat.Status.COMPLETED]
+    closed = chat_transition(chat_id=chat.pk, to=Chat.Status.COMPLETED, expect=unfinished)
+    return closed if closed is not None else Chat.objects.get(pk=chat.pk)
 
 
-def chat_notify_parent(*, chat: Chat) -> None:
-    """Wake ``chat``'s parent when it is suspended in wait_agent on ``chat`` (once this transaction commits).
-
-    Waking is only queuing the parent's turn: the turn's claim decides, atomically, whether the wait is
-    over, so a duplicate or early wake-up is harmless.
-    """
-    if chat.parent_id is None or chat.status in (Chat.Status.PENDING, Chat.Status.RUNNING):
-        return
-    parent_id = str(chat.parent_id)
-    waiting = Chat.objects.filter(pk=parent_id, status=Chat.Status.PENDING, awaiting__chat_id=str(chat.pk))
-    if waiting.exists():
-        transaction.on_commit(lambda: turn_enqueue(chat_id=parent_id), robust=True)
+def chat_file_store_png(*, chat: Chat, png: bytes, width: int | None, height: int | None) -> ChatFile:
+    """Store a screenshot of ``chat`` in Django storage and return its ChatFile row."""
+    chat_file = ChatFile(chat=chat, content_type="image/png", size=len(png), width=width, height=height)
+    chat_file.file.save(f"{chat_file.pk}.png", ContentFile(png), save=False)
+    chat_file.save()
+    return chat_file

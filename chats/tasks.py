@@ -1,8 +1,12 @@
-"""Celery tasks of the turn engine: thin, they take ids and call one service.
+"""Celery tasks of the turn engine: thin, they take ids and call the engine.
 
 ``acks_late``: a task is acknowledged only once it returns, so a turn whose worker dies is not lost
 silently; the claim in chats/engine/lease.py makes a redelivery harmless, and the sweep recovers turns
 whose worker died.
+
+Layering: this module sits below chats.transitions and chats.services, which send its tasks, and the
+engine sits above them all. So the tasks import the engine when they run, not at import time: the one
+deliberate deferred import in chats (tests/test_layering.py checks there is no other cycle).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ SWEEP_SOFT_LIMIT = 60
 SWEEP_HARD_LIMIT = 90
 
 
+# The task name stays "chats.run_turn": tasks already queued in a broker keep their meaning.
 @shared_task(
     name="chats.run_turn",
     acks_late=True,
@@ -32,11 +37,11 @@ SWEEP_HARD_LIMIT = 90
     soft_time_limit=settings.CHATDESK_TURN_TIME_LIMIT,
     time_limit=settings.CHATDESK_TURN_TIME_LIMIT + TURN_HARD_LIMIT_GRACE,
 )
-def run_turn(chat_id: str) -> None:
+def turn_task(chat_id: str) -> None:
     """Run the chat's queued turn (a no-op when there is none: redelivered, interrupted, waiting)."""
-    from chats.engine import turn_run
+    from chats.engine import turn_execute  # deferred: the engine imports the layers that send this task
 
-    turn_run(chat_id=chat_id)
+    turn_execute(chat_id=chat_id)
 
 
 @shared_task(
@@ -47,7 +52,7 @@ def run_turn(chat_id: str) -> None:
 )
 def sweep_turns() -> None:
     """Recover turns whose worker died, wake answerable waits, prune old live events (Celery beat)."""
-    from chats.engine.lease import turns_sweep
+    from chats.engine.lease import turns_sweep  # deferred, as above
 
     counts = turns_sweep()
     if any(counts.values()):

@@ -6,6 +6,7 @@ urlpatterns = [
     path("chats", api.ChatListView.as_view(), name="chat-list-api"),
     path("chats/<uuid:pk>", api.ChatDetailView.as_view(), name="chat-detail-api"),
     path("chats/<uuid:pk>/messages", api.ChatMessagesView.as_view(), name="chat-messages"),
+    path("chats/<uuid:pk>/events", api.ChatEventsView.as_view(), name="chat-events"),
     path("chats/<uuid:pk>/children", api.ChatChildrenView.as_view(), name="chat-children"),
     path("chats/<uuid:pk>/interrupt", api.ChatInterruptView.as_view(), name="chat-interrupt"),
     path("chats/<uuid:pk>/files/<uuid:file_id>", api.ChatFileView.as_view(), name="chat-file"),

@@ -49,7 +49,7 @@ class DesktopScreenshotView(APIView):
         summary="Take a screenshot of the chat's desktop",
         description="A PNG of the desktop now, at its native size or `width` pixels wide (16-4096, aspect "
         "ratio kept). 409 when the chat has no connected workspace agent, 502 when the agent cannot be "
-        "reached or fails.",
+        "reached or fails, 503 when the server cannot decrypt its credential for the agent (misconfigured).",
         parameters=[ScreenshotQuerySerializer],
         responses={
             (200, "image/png"): OpenApiResponse(OpenApiTypes.BINARY, description="The screenshot."),
@@ -57,6 +57,7 @@ class DesktopScreenshotView(APIView):
             404: ERROR,
             409: ERROR,
             502: ERROR,
+            503: ERROR,
         },
     )
     def get(self, request: Request, pk: str) -> HttpResponse:
@@ -75,7 +76,7 @@ class DesktopTakeoverView(APIView):
     @extend_schema(
         summary="Take control of the chat's desktop",
         description="Marks the desktop as held by you; computer-use chats working on it pause after their "
-        "current action and stay paused until you hand it back.",
+        "current action (`paused_reason`: `taken_over`) and stay paused until you hand it back.",
         request=TakeoverSerializer,
         responses={200: WorkspaceAgentSerializer, 404: ERROR, 409: ERROR},
     )
@@ -89,7 +90,8 @@ class DesktopTakeoverView(APIView):
 class DesktopHandbackView(APIView):
     @extend_schema(
         summary="Hand the chat's desktop back",
-        description="Clears the hold. Each computer-use chat paused while you held the desktop is told that "
+        description="Clears the hold. Each computer-use chat on the desktop paused for a person "
+        "(`paused_reason` `taken_over` or `needs_help`; not one that was interrupted) is told that "
         "a person used it (with your `note`) and resumes. 409 when the desktop is not held.",
         request=HandbackSerializer,
         responses={200: WorkspaceAgentSerializer, 400: ERROR, 404: ERROR, 409: ERROR},

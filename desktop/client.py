@@ -8,13 +8,21 @@ presents ``agent.get_server_credential()``, a value derived from the token that 
 credential; they are ``chatdesk.exceptions`` errors, so the API and the turn engine can show them:
 
 * ``AgentNotConnected`` (409) — the chat has no workspace agent, or it has stopped heartbeating;
-* ``AgentUnreachable`` (502) — the agent did not answer, dropped the connection, or timed out;
+* ``AgentUnreachable`` (502) — the agent did not answer, dropped the connection, timed out, or its URL
+  is outside CHATDESK_AGENT_URL_ALLOW;
 * ``AgentError`` (502) — the agent answered but refused (wrong credential) or reported an error
-  (``AgentRequestFailed``: e.g. a coordinate outside the display; the message is written for the model).
+  (``AgentRequestFailed``: e.g. a coordinate outside the display; the message is written for the model);
+* ``AgentCredentialUnreadable`` (503) — the server cannot decrypt its credential for the agent.
+
+The server dials an agent only at an address CHATDESK_AGENT_URL_ALLOW allows, checked on the resolved
+address when it connects and connected to as checked (``agents.daemon.addresses``). What the far end
+answered (HTTP statuses, error texts) goes to the log, never into these messages: users see only that
+the agent could not be reached.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -27,6 +35,7 @@ from websockets.exceptions import InvalidStatus, InvalidURI, WebSocketException
 
 from agents.daemon import client as agent_client
 from agents.models import WorkspaceAgent
+from agents.services import agent_url_allowlist
 from chatdesk.exceptions import AgentError, AgentNotConnected, AgentUnreachable
 from chats.models import Chat
 from desktop.wsframes import UpstreamLimits, VncUpstream, connect_upstream
@@ -35,6 +44,9 @@ logger = logging.getLogger(__name__)
 
 NO_AGENT = "Chat has no workspace agent."
 NOT_CONNECTED = "Workspace agent is not connected."
+NOT_ALLOWED = (
+    "Workspace agent {name!r} is at an address the server may not connect to (CHATDESK_AGENT_URL_ALLOW)."
+)
 
 # VNC upstream (per viewer). The agent sends the VNC server's bytes in frames of at most 256 KiB;
 # VNC_BUFFER bounds the whole frames buffered per viewer when the browser side is slow (reading from
@@ -88,6 +100,8 @@ def _map_error(agent: WorkspaceAgent, what: str, exc: agent_client.AgentClientEr
         return AgentError(f"Workspace agent {agent.name!r} refused the server's credential ({what}).")
     if isinstance(exc, agent_client.AgentRequestError):
         return AgentRequestFailed(f"Workspace agent {agent.name!r}: {exc.message}")
+    if isinstance(exc, agent_client.AgentAddressNotAllowed):
+        return AgentUnreachable(NOT_ALLOWED.format(name=agent.name))
     if isinstance(exc, agent_client.AgentUnreachable):
         return AgentUnreachable(f"Workspace agent {agent.name!r} could not be reached ({what}).")
     return AgentError(f"Workspace agent {agent.name!r} failed ({what}).")
@@ -101,7 +115,10 @@ async def open_agent(agent: WorkspaceAgent) -> AsyncIterator[agent_client.AgentC
     block are mapped too.
     """
     client = agent_client.AgentClient(
-        _agent_url(agent), agent.get_server_credential(), timeout=settings.CHATDESK_AGENT_CONNECT_TIMEOUT
+        _agent_url(agent),
+        agent.get_server_credential(),
+        timeout=settings.CHATDESK_AGENT_CONNECT_TIMEOUT,
+        allow=agent_url_allowlist(),
     )
     try:
         await client.__aenter__()
@@ -122,24 +139,35 @@ async def open_vnc_upstream(agent: WorkspaceAgent) -> VncUpstream:
     the agent's frames through to the browser (``desktop.wsframes``) and owns this connection's
     keepalive (ping every 15 s) and its buffer bounds (flow control per viewer). The agent is reached
     directly, whatever HTTP(S)_PROXY says; no extension (compression) is negotiated.
-    The whole handshake is bounded by CHATDESK_AGENT_CONNECT_TIMEOUT.
-    Raise AgentUnreachable (no answer, refused, timeout) or AgentError (credential refused).
+    The whole handshake is bounded by CHATDESK_AGENT_CONNECT_TIMEOUT; the address is checked against
+    CHATDESK_AGENT_URL_ALLOW first (see module docstring).
+    Raise AgentUnreachable (no answer, refused, timeout, address not allowed) or AgentError (credential
+    refused).
     """
     url = _agent_url(agent) + "/vnc"
+    credential = agent.get_server_credential()
+    try:
+        async with asyncio.timeout(settings.CHATDESK_AGENT_CONNECT_TIMEOUT):
+            target = await agent_client.checked_address(url, agent_url_allowlist())
+    except agent_client.AgentClientError as exc:
+        raise _map_error(agent, "VNC connect", exc) from None
+    except TimeoutError:
+        raise AgentUnreachable(f"Workspace agent {agent.name!r} could not be reached.") from None
     try:
         return await connect_upstream(
             url,
-            headers={"Authorization": f"Bearer {agent.get_server_credential()}"},
+            headers={"Authorization": f"Bearer {credential}"},
             open_timeout=settings.CHATDESK_AGENT_CONNECT_TIMEOUT,
             limits=VNC_LIMITS,
             user_agent="chatdesk-server",
+            address=target.get("host"),
         )
     except InvalidStatus as exc:
         status = exc.response.status_code
         logger.warning("workspace agent %s (%s): VNC connect answered HTTP %s", agent.name, agent.pk, status)
         if status == 401:
             raise AgentError(f"Workspace agent {agent.name!r} refused the server's credential.") from None
-        raise AgentUnreachable(f"Workspace agent {agent.name!r} answered HTTP {status}.") from None
+        raise AgentUnreachable(f"Workspace agent {agent.name!r} could not be reached.") from None
     except InvalidURI:
         raise AgentUnreachable(f"Workspace agent {agent.name!r} has no usable URL.") from None
     except (OSError, TimeoutError, WebSocketException) as exc:

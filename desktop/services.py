@@ -1,11 +1,14 @@
 """Take-over and hand-back of a chat's desktop.
 
 A person who takes the desktop holds it (``WorkspaceAgent.desktop_held_by/at``); the computer-use
-chats working on that desktop are paused through ``chat_interrupt`` (a running turn stops at its next
-safe point, after its current action, so the model never races the person's mouse). While the hold
-lasts, the turn engine refuses to run computer-use turns on that agent. Handing back clears the hold
-and, for each computer-use chat that was paused during the hold, tells the model that a person used
-the desktop (with the person's note) and queues its turn: what is on screen may have changed.
+chats working on that desktop are paused for ``taken_over`` (a running turn stops at its next safe
+point, after its current action, so the model never races the person's mouse). While the hold lasts,
+the computer tool (desktop/tools.py) pauses computer-use turns on that agent for the same reason.
+Handing back clears the hold and, for each computer-use chat on that desktop paused for a person
+(``chats.transitions.RESUMED_BY_HANDBACK``: taken over, or asking for help), tells the model that a
+person used the desktop (with the person's note) and queues its turn: what is on screen may have
+changed. Which chats resume is decided by why they paused, never by timestamps: a chat interrupted
+before or during the hold stays paused.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ from django.utils import timezone
 from agents.models import WorkspaceAgent
 from chatdesk.exceptions import AgentNotConnected, Conflict
 from chats.models import Chat
-from chats.services import chat_interrupt, chat_send_message
+from chats.services import chat_pause, chat_send_message
+from chats.transitions import ACTIVE, RESUMED_BY_HANDBACK
 from desktop.client import NO_AGENT
 
 HANDBACK_MESSAGE = "A person took control of the desktop and has handed it back"
@@ -57,30 +61,31 @@ def desktop_takeover(*, chat: Chat, user: AbstractBaseUser) -> WorkspaceAgent:
         agent.desktop_held_at = timezone.now()
     agent.desktop_held_by = user  # type: ignore[assignment]
     agent.save(update_fields=["desktop_held_by", "desktop_held_at", "updated_at"])
-    busy = _computer_use_chats(agent).filter(status__in=[Chat.Status.PENDING, Chat.Status.RUNNING])
+    busy = _computer_use_chats(agent).filter(status__in=ACTIVE)
     for child in busy.order_by("created_at"):
-        chat_interrupt(chat=child)
+        chat_pause(chat=child, reason=Chat.PausedReason.TAKEN_OVER)
     return agent
 
 
 @transaction.atomic
 def desktop_handback(*, chat: Chat, user: AbstractBaseUser, note: str | None = None) -> WorkspaceAgent:
-    """Clear the hold on the chat's desktop and resume the computer-use chats paused during it.
+    """Clear the hold on the chat's desktop and resume its computer-use chats paused for a person.
 
-    Each such chat gets a user message saying a person used the desktop (with ``note``), which queues
-    its turn. Chats paused before the hold began (someone interrupted them) stay paused. Return the
-    agent. Raise Conflict (409) when the desktop is not held, AgentNotConnected when there is no agent.
+    Each chat paused for a reason in RESUMED_BY_HANDBACK gets a user message saying a person used the
+    desktop (with ``note``), which queues its turn. Chats paused for another reason (interrupted) stay
+    paused. Return the agent. Raise Conflict (409) when the desktop is not held, AgentNotConnected when
+    there is no agent.
     """
     agent = _locked_agent(chat)
     if agent.desktop_held_by_id is None or agent.desktop_held_at is None:
         raise Conflict(NOT_HELD)
-    held_at = agent.desktop_held_at
     agent.desktop_held_by = None
     agent.desktop_held_at = None
     agent.save(update_fields=["desktop_held_by", "desktop_held_at", "updated_at"])
-    # Paused since the hold began: by desktop_takeover, or by the engine refusing to run while held.
-    paused = _computer_use_chats(agent).filter(status=Chat.Status.PAUSED, updated_at__gte=held_at)
+    paused_for_a_person = _computer_use_chats(agent).filter(
+        status=Chat.Status.PAUSED, paused_reason__in=RESUMED_BY_HANDBACK
+    )
     content = handback_message(note)
-    for child in paused.order_by("created_at"):
+    for child in paused_for_a_person.order_by("created_at"):
         chat_send_message(chat=child, content=content)
     return agent

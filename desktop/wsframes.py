@@ -491,9 +491,12 @@ async def connect_upstream(
     open_timeout: float,
     limits: UpstreamLimits,
     user_agent: str,
+    address: str | None = None,
 ) -> VncUpstream:
     """Open a WebSocket to ``url`` (ws or wss) and return it as a VncUpstream, open.
 
+    ``address`` is the IP address to connect to (already checked by the caller) instead of resolving
+    the URL's host again; the host name still goes in the Host header and TLS's server name.
     No extension and no subprotocol is offered. Raise what websockets raises for a bad URI
     (InvalidURI) or a refused handshake (InvalidStatus, InvalidHandshake), OSError or TimeoutError.
     """
@@ -511,9 +514,10 @@ async def connect_upstream(
         async with asyncio.timeout(open_timeout):
             _, upstream = await loop.create_connection(
                 lambda: VncUpstream(handshake, limits),
-                uri.host,
+                address or uri.host,
                 uri.port,
                 ssl=ssl_context,
+                server_hostname=uri.host if ssl_context else None,
             )
             await upstream.opened
     except BaseException:

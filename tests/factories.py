@@ -47,6 +47,11 @@ class ChatFactory(factory.django.DjangoModelFactory[Chat]):
     owner = factory.SubFactory(UserFactory)
     title = factory.Sequence(lambda n: f"Chat {n}")
     model = "claude-sonnet-5-5"
+    status = Chat.Status.WAITING
+    # A paused chat always has a reason (a check constraint); pass paused_reason for another one.
+    paused_reason = factory.LazyAttribute(
+        lambda chat: Chat.PausedReason.INTERRUPTED if chat.status == Chat.Status.PAUSED else None
+    )
 
 
 class ChatMessageFactory(factory.django.DjangoModelFactory[ChatMessage]):

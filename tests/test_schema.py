@@ -63,3 +63,12 @@ def test_interactive_docs_are_an_html_page(client) -> None:
     html = response.content.decode()
     assert "swagger" in html.lower()
     assert "/api/schema/" in html
+
+
+def test_a_chat_documents_why_it_is_paused(client) -> None:
+    schemas = client.get("/api/schema/?format=json").json()["components"]["schemas"]
+    paused_reason = schemas["Chat"]["properties"]["paused_reason"]
+    assert paused_reason["nullable"] is True
+    (enum_ref,) = [ref["$ref"] for ref in paused_reason["oneOf"] if "NullEnum" not in ref["$ref"]]
+    enum = schemas[enum_ref.rsplit("/", 1)[1]]["enum"]
+    assert enum == ["interrupted", "taken_over", "needs_help", "awaiting_approval", "budget"]

@@ -26,7 +26,7 @@ from agents.daemon import actionspec, scaling
 from agents.daemon.actionspec import ActionError
 from agents.daemon.backends.base import Desktop, DesktopError, InputError
 from agents.daemon.keys import KeyNameError, normalize_key
-from agents.daemon.screenshot import Frame, SettleConfig, encode_png, fit_within, settled_grab
+from agents.daemon.screenshot import Capture, SettleConfig, encode_png, fit_within, settled_grab
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +149,7 @@ class _Pending:
     """What an executed action still needs outside the desktop lock: text output and an image."""
 
     output: str | None = None
-    frame: Frame | None = None
+    frame: Capture | None = None
     size: scaling.Size | None = None
     crop: tuple[int, int, int, int] | None = None
 

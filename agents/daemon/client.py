@@ -8,6 +8,11 @@ carry ids, the agent answers each), and the agent executes them in the order the
 Errors form a small hierarchy so callers can tell "the agent said no" (``AgentRequestError``,
 whose message is safe to show to a model) from "the agent is not there" (``AgentUnreachable``).
 Messages never contain the token.
+
+Given ``allow`` (the server's CHATDESK_AGENT_URL_ALLOW), a client connects only to an address of the
+URL's host that the allowlist allows, checked when it connects and connected to as checked
+(``agents.daemon.addresses``); otherwise it raises ``AgentAddressNotAllowed``. Proxies from the
+environment are never used to reach an agent.
 """
 
 from __future__ import annotations
@@ -24,8 +29,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI, WebSocketException
+from websockets.uri import parse_uri
 
 from agents.daemon import actionspec
+from agents.daemon.addresses import AddressAllowlist, AddressNotAllowed, resolve_allowed
 
 MAX_RESPONSE_BYTES = 256 * 1024 * 1024  # a zoom or screenshot of a large desktop is many MB of base64
 
@@ -40,6 +47,10 @@ class AgentUnauthorized(AgentClientError):
 
 class AgentUnreachable(AgentClientError):
     """The agent could not be reached: connection refused, timeout, or the connection dropped."""
+
+
+class AgentAddressNotAllowed(AgentClientError):
+    """The agent's URL does not resolve to an address the allowlist allows; nothing was dialled."""
 
 
 class AgentRequestError(AgentClientError):
@@ -85,8 +96,29 @@ def _describe(exc: BaseException) -> str:
     return type(exc).__name__
 
 
-async def _connect(url: str, token: str, open_timeout: float, *, max_size: int | None) -> ClientConnection:
+async def checked_address(url: str, allow: AddressAllowlist | None) -> dict[str, Any]:
+    """Return the keyword arguments that make websockets connect to an allowed address of ``url``'s
+    host ({} without an allowlist). Raise AgentAddressNotAllowed or AgentClientError (bad URL)."""
+    if allow is None:
+        return {}
     try:
+        uri = parse_uri(url)
+    except InvalidURI as exc:
+        raise AgentClientError(f"Invalid agent URL {url!r}.") from exc
+    try:
+        address = await resolve_allowed(uri.host, uri.port, allow)
+    except AddressNotAllowed as exc:
+        raise AgentAddressNotAllowed(str(exc)) from None
+    # The URI's host name still goes in the Host header and TLS's server name (websockets does both).
+    return {"host": address, "port": uri.port}
+
+
+async def _connect(
+    url: str, token: str, open_timeout: float, *, max_size: int | None, allow: AddressAllowlist | None
+) -> ClientConnection:
+    try:
+        async with asyncio.timeout(open_timeout):
+            target = await checked_address(url, allow)
         return await connect(
             url,
             additional_headers={"Authorization": f"Bearer {token}"},
@@ -95,6 +127,8 @@ async def _connect(url: str, token: str, open_timeout: float, *, max_size: int |
             max_size=max_size,
             ping_interval=20,
             ping_timeout=20,
+            proxy=None,
+            **target,
         )
     except InvalidStatus as exc:
         if exc.response.status_code == 401:
@@ -106,28 +140,39 @@ async def _connect(url: str, token: str, open_timeout: float, *, max_size: int |
         raise AgentUnreachable(f"Cannot connect to agent at {url}: {_describe(exc)}.") from None
 
 
-async def open_vnc(url: str, token: str, *, timeout: float = 10) -> ClientConnection:  # noqa: ASYNC109 - the handshake deadline, the API the server expects
+async def open_vnc(
+    url: str,
+    token: str,
+    *,
+    timeout: float = 10,  # noqa: ASYNC109 - the handshake deadline, the API the server expects
+    allow: AddressAllowlist | None = None,
+) -> ClientConnection:
     """Return a WebSocket connected to the agent's VNC route (raw RFB bytes in binary frames).
 
-    Raise AgentUnauthorized or AgentUnreachable.
+    Raise AgentUnauthorized, AgentUnreachable or AgentAddressNotAllowed.
     """
-    return await _connect(_base(url) + "/vnc", token, timeout, max_size=4 * 1024 * 1024)
+    return await _connect(_base(url) + "/vnc", token, timeout, max_size=4 * 1024 * 1024, allow=allow)
 
 
 class AgentClient:
     """See the module docstring. Use as an async context manager."""
 
-    def __init__(self, url: str, token: str, *, timeout: float = 10) -> None:
+    def __init__(
+        self, url: str, token: str, *, timeout: float = 10, allow: AddressAllowlist | None = None
+    ) -> None:
         self.url = _base(url)
         self._token = token
         self.timeout = timeout
+        self.allow = allow
         self._ws: ClientConnection | None = None
         self._reader: asyncio.Task[None] | None = None
         self._pending: dict[int, asyncio.Future[Any]] = {}
         self._ids = itertools.count(1)
 
     async def __aenter__(self) -> AgentClient:
-        self._ws = await _connect(self.url + "/rpc", self._token, self.timeout, max_size=MAX_RESPONSE_BYTES)
+        self._ws = await _connect(
+            self.url + "/rpc", self._token, self.timeout, max_size=MAX_RESPONSE_BYTES, allow=self.allow
+        )
         self._reader = asyncio.create_task(self._read_replies())
         return self
 
@@ -236,6 +281,7 @@ def _action_result(result: dict[str, Any]) -> ActionResult:
 
 __all__ = [
     "ActionResult",
+    "AgentAddressNotAllowed",
     "AgentClient",
     "AgentClientError",
     "AgentRequestError",

@@ -1,14 +1,14 @@
 """Screen capture straight from the X server, settling, and PNG encoding.
 
-Frames are read in-process over the X11 protocol (a core ``GetImage`` on the root window), with
+Captures are read in-process over the X11 protocol (a core ``GetImage`` on the root window), with
 a small asyncio client written against the X11 wire format instead of Xlib/mss: Xlib's default
 I/O-error handler calls ``exit()`` when the X server goes away, and a desktop that dies under us
 must be restarted, not take the agent down with it. The client speaks only the three requests it
 needs (connection setup, ``GetImage``, ``QueryPointer``) and never blocks the event loop.
 
-A *settled* screenshot is taken after an action: frames are grabbed a short interval apart until
+A *settled* screenshot is taken after an action: captures are grabbed a short interval apart until
 two consecutive ones are byte-identical, bounded by a maximum wait. If the screen still equals
-the frame from before the action, it must stay unchanged for a short quiet period, so an
+the capture from before the action, it must stay unchanged for a short quiet period, so an
 application that reacts a few milliseconds late is not photographed before it draws.
 """
 
@@ -32,7 +32,7 @@ class XProtocolError(Exception):
 
 
 @dataclass(frozen=True)
-class Frame:
+class Capture:
     """One raw capture: ``data`` is ``width * height`` pixels in Pillow raw ``mode``."""
 
     width: int
@@ -41,7 +41,7 @@ class Frame:
     mode: str = "BGRX"
 
     def image(self) -> Image.Image:
-        """Return the frame as an RGB Pillow image (sharing no state with the frame)."""
+        """Return the capture as an RGB Pillow image (sharing no state with the capture)."""
         if self.mode == "PNG":
             with Image.open(io.BytesIO(self.data)) as img:
                 return img.convert("RGB")
@@ -150,7 +150,7 @@ class XConnection:
 
     async def get_image(
         self, x: int = 0, y: int = 0, width: int | None = None, height: int | None = None
-    ) -> Frame:
+    ) -> Capture:
         """Return the root window's pixels (BGRX) in the given rectangle (default: all of it)."""
         w = self.width if width is None else width
         h = self.height if height is None else height
@@ -159,7 +159,7 @@ class XConnection:
         )
         if len(data) > w * h * 4:
             del data[w * h * 4 :]
-        return Frame(width=w, height=h, data=bytes(data), mode="BGRX")
+        return Capture(width=w, height=h, data=bytes(data), mode="BGRX")
 
     async def query_pointer(self) -> tuple[int, int, int]:
         """Return the pointer's root position and its key/button mask (Shift=1, Control=4, Button1=256, …)."""
@@ -192,7 +192,7 @@ class XConnection:
         self._sock.close()
 
 
-Grab = Callable[[], Awaitable[Frame]]
+Grab = Callable[[], Awaitable[Capture]]
 
 
 @dataclass(frozen=True)
@@ -204,11 +204,11 @@ class SettleConfig:
     timeout: float = 1.5
 
 
-async def settled_grab(grab: Grab, *, before: Frame | None, config: SettleConfig) -> Frame:
-    """Grab until two consecutive frames are equal, at most ``config.timeout`` seconds.
+async def settled_grab(grab: Grab, *, before: Capture | None, config: SettleConfig) -> Capture:
+    """Grab until two consecutive captures are equal, at most ``config.timeout`` seconds.
 
-    When the screen still equals ``before`` (the frame from before the action), it must also stay
-    so for ``config.quiet`` seconds, to give a slow application time to react. Return the last frame.
+    When the screen still equals ``before`` (the capture from before the action), it must also stay
+    so for ``config.quiet`` seconds, to give a slow application time to react. Return the last capture.
     """
     start = time.monotonic()
     previous = await grab()
@@ -226,13 +226,13 @@ async def settled_grab(grab: Grab, *, before: Frame | None, config: SettleConfig
 
 
 def encode_png(
-    frame: Frame, size: tuple[int, int] | None = None, crop: tuple[int, int, int, int] | None = None
+    capture: Capture, size: tuple[int, int] | None = None, crop: tuple[int, int, int, int] | None = None
 ) -> bytes:
-    """Return ``frame`` (optionally cropped to native (x0, y0, x1, y1)) as PNG bytes at ``size``.
+    """Return ``capture`` (optionally cropped to native (x0, y0, x1, y1)) as PNG bytes at ``size``.
 
     Downscaling uses a box-aware bicubic filter so text stays legible to the model.
     """
-    img = frame.image()
+    img = capture.image()
     if crop is not None:
         img = img.crop(crop)
     if size is not None and img.size != size:

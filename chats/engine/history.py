@@ -5,7 +5,7 @@ tool_result, image with a ``file_id``). The API knows only user and assistant tu
 every tool_use answered by a tool_result at the start of the next user turn, and images as base64.
 
 Images are loaded from storage only here, only for the newest ``keep_screenshots`` (older ones become a
-short text: chats.context.prune_screenshots), and never kept in message JSON.
+short text: chats.engine.request.prune_screenshots), and never kept in message JSON.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-from chats.context import prune_screenshots
+from chats.engine.request import prune_screenshots
 from chats.models import ChatFile, ChatMessage
 
 logger = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """Who runs a chat's turn: the atomic claim, the lease with its heartbeat, and the sweep.
 
 Invariants:
-- Only a conditional UPDATE (``pending -> running``) starts a turn, so a redelivered or duplicated Celery
+- Only a conditional UPDATE (``pending -> running``, chats/transitions.py) starts a turn, so a redelivered or duplicated Celery
   task is a no-op, and every later write of the turn is conditional on still owning it (``worker_id``).
 - A running turn renews ``heartbeat_at`` from a background thread. When a worker dies, its turns' leases
   expire; the sweep (Celery beat, ``chats.sweep_turns``) re-queues such a turn once, and fails it the next
@@ -14,6 +14,7 @@ Invariants:
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
@@ -29,10 +30,10 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from chatdesk.celery import turn_queue_depth
-from chats import services
-from chats.events import publish_status
 from chats.models import Chat, ChatEvent
+from chats.services import turn_wake
 from chats.tools.wait import wait_resolvable
+from chats.transitions import chat_transition
 
 logger = logging.getLogger(__name__)
 
@@ -63,51 +64,42 @@ def turn_claim(*, chat_id: str, worker_id: str) -> tuple[Chat, dict[str, Any] | 
         return None
     same_wait = Q(awaiting__tool_use_id=awaiting.get("tool_use_id")) if awaiting else Q(awaiting__isnull=True)
     now = timezone.now()
-    claimed = (
-        Chat.objects.filter(Q(pk=chat_id, status=Chat.Status.PENDING) & same_wait).update(
-            status=Chat.Status.RUNNING,
-            worker_id=worker_id,
-            started_at=now,
-            heartbeat_at=now,
-            awaiting=None,
-            updated_at=now,
-        )
-        == 1
+    chat = chat_transition(
+        chat_id=chat_id,
+        to=Chat.Status.RUNNING,
+        expect=[Chat.Status.PENDING],
+        where=same_wait,
+        worker_id=worker_id,
+        started_at=now,
+        heartbeat_at=now,
     )
-    if not claimed:
-        return None
-    chat = Chat.objects.select_related("workspace_agent", "model_config").get(pk=chat_id)
-    publish_status(chat)
-    return chat, awaiting
+    return (chat, awaiting) if chat is not None else None
 
 
-@transaction.atomic
 def turn_end(
     *,
     chat_id: UUID | str,
     worker_id: str,
     status: str,
+    reason: str | None = None,
     last_error: str = "",
     awaiting: dict[str, Any] | None = None,
 ) -> Chat | None:
-    """Move the running turn owned by ``worker_id`` to ``status``. Return the chat, or None if not owned.
+    """Move the running turn owned by ``worker_id`` to ``status`` (`paused` for ``reason``).
 
-    Publish the new status and wake a parent waiting for this chat.
+    Return the chat, or None when this worker no longer owns the turn (interrupted, swept, closed).
     """
-    updated = Chat.objects.filter(pk=chat_id, status=Chat.Status.RUNNING, worker_id=worker_id).update(
-        status=status,
+    return chat_transition(
+        chat_id=chat_id,
+        to=status,
+        expect=[Chat.Status.RUNNING],
+        reason=reason,
+        where=Q(worker_id=worker_id),
         last_error=last_error,
         awaiting=awaiting,
         lease_recoveries=0,
         heartbeat_at=None,
-        updated_at=timezone.now(),
     )
-    if updated != 1:
-        return None
-    chat = Chat.objects.get(pk=chat_id)
-    publish_status(chat)
-    services.chat_notify_parent(chat=chat)
-    return chat
 
 
 class Heartbeat:
@@ -156,8 +148,6 @@ def turns_sweep() -> dict[str, int]:
 
     Return counts of what was done (for logs and tests).
     """
-    from chats.services import turn_enqueue
-
     now = timezone.now()
     cutoff = now - timedelta(seconds=settings.CHATDESK_TURN_LEASE_SECONDS)
     counts = {"requeued": 0, "failed": 0, "woken": 0, "events_pruned": 0}
@@ -165,44 +155,34 @@ def turns_sweep() -> dict[str, int]:
         Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, updated_at__lt=cutoff)
     )
     for chat in stale.only("pk", "worker_id", "lease_recoveries"):
-        owned_by_dead = Chat.objects.filter(
-            Q(pk=chat.pk, status=Chat.Status.RUNNING, worker_id=chat.worker_id)
-            & (Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True))
+        owned_by_dead = Q(worker_id=chat.worker_id) & (
+            Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True)
         )
         if chat.lease_recoveries < MAX_LEASE_RECOVERIES:
-            with transaction.atomic():
-                if owned_by_dead.update(
-                    status=Chat.Status.PENDING,
-                    worker_id="",
-                    heartbeat_at=None,
-                    lease_recoveries=F("lease_recoveries") + 1,
-                    updated_at=now,
-                ):
-                    logger.warning(
-                        "Chat %s lost its worker (%s); re-queuing its turn.", chat.pk, chat.worker_id
-                    )
-                    publish_status(Chat.objects.get(pk=chat.pk))
-                    chat_id = str(chat.pk)
-                    transaction.on_commit(
-                        lambda chat_id=chat_id: turn_enqueue(chat_id=chat_id),  # type: ignore[misc]
-                        robust=True,
-                    )
-                    counts["requeued"] += 1
-        else:
-            with transaction.atomic():
-                if owned_by_dead.update(
-                    status=Chat.Status.ERROR,
-                    last_error=WORKER_LOST_MESSAGE,
-                    worker_id="",
-                    heartbeat_at=None,
-                    lease_recoveries=0,
-                    updated_at=now,
-                ):
-                    logger.warning("Chat %s lost its worker again; its turn failed.", chat.pk)
-                    failed = Chat.objects.get(pk=chat.pk)
-                    publish_status(failed)
-                    services.chat_notify_parent(chat=failed)
-                    counts["failed"] += 1
+            if chat_transition(
+                chat_id=chat.pk,
+                to=Chat.Status.PENDING,
+                expect=[Chat.Status.RUNNING],
+                where=owned_by_dead,
+                worker_id="",
+                heartbeat_at=None,
+                lease_recoveries=F("lease_recoveries") + 1,
+            ):
+                logger.warning("Chat %s lost its worker (%s); re-queuing its turn.", chat.pk, chat.worker_id)
+                transaction.on_commit(functools.partial(turn_wake, chat_id=str(chat.pk)), robust=True)
+                counts["requeued"] += 1
+        elif chat_transition(
+            chat_id=chat.pk,
+            to=Chat.Status.ERROR,
+            expect=[Chat.Status.RUNNING],
+            where=owned_by_dead,
+            last_error=WORKER_LOST_MESSAGE,
+            worker_id="",
+            heartbeat_at=None,
+            lease_recoveries=0,
+        ):
+            logger.warning("Chat %s lost its worker again; its turn failed.", chat.pk)
+            counts["failed"] += 1
     # Pending chats whose task may be gone (a broker restart), and suspended waits whose deadline passed
     # (a backup for the deadline task): queuing again is harmless, the claim decides. But not while tasks
     # wait in the queue: with a backlog, old pending chats are simply waiting their turn, and queuing them
@@ -217,7 +197,7 @@ def turns_sweep() -> dict[str, int]:
             ).update(updated_at=now):
                 continue  # claimed or changed meanwhile
             try:
-                turn_enqueue(chat_id=str(chat.pk))
+                turn_wake(chat_id=str(chat.pk))
             except Exception:  # the broker went away again: the next sweep tries once more
                 logger.warning("Could not queue the turn of chat %s.", chat.pk, exc_info=True)
                 Chat.objects.filter(pk=chat.pk, updated_at=now).update(updated_at=chat.updated_at)

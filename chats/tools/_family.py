@@ -5,24 +5,19 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from agents.models import WorkspaceAgent
 from chats.models import Chat, ChatMessage
+from chats.transitions import ACTIVE, PARENT_KEEPS_WAITING
 
 NOT_DESCENDANT = "target chat is not a descendant of current chat"
-#: A child whose status is one of these has not finished its turn yet.
-ACTIVE_STATUSES = (Chat.Status.PENDING, Chat.Status.RUNNING)
 
 
 def still_working(child: Chat) -> bool:
-    """Return True while ``child`` has not finished: its turn is queued or running, or a person has taken
-    over its desktop (it paused for them and resumes at hand-back, so a waiting parent keeps waiting)."""
-    if child.status in ACTIVE_STATUSES:
+    """Return True while ``child`` has not finished: its turn is queued or running, or it paused until
+    a person acts (it took over the desktop, ...) and goes on by itself then, so a waiting parent keeps
+    waiting (chats.transitions.PARENT_KEEPS_WAITING)."""
+    if child.status in ACTIVE:
         return True
-    if child.status == Chat.Status.PAUSED and child.is_computer_use and child.workspace_agent_id is not None:
-        return WorkspaceAgent.objects.filter(
-            pk=child.workspace_agent_id, desktop_held_by__isnull=False
-        ).exists()
-    return False
+    return child.status == Chat.Status.PAUSED and child.paused_reason in PARENT_KEEPS_WAITING
 
 
 def descendant(chat: Chat, chat_id: object) -> Chat | None:

@@ -38,14 +38,15 @@ class ToolResult:
     """The outcome of one tool_use.
 
     ``content`` holds stored-shape parts. ``suspend`` asks the engine to end the turn without answering
-    (``wait_agent``): the answer is produced when the turn resumes. ``pause`` asks the engine to pause the
-    chat before the action ran (a person holds the desktop); the tool_use is run again on resume.
+    (``wait_agent``): the answer is produced when the turn resumes. ``pause`` (a ``Chat.PausedReason``)
+    asks the engine to pause the chat for that reason before the action ran (a person holds the
+    desktop: ``taken_over``); the tool_use is run again on resume.
     """
 
     content: list[dict[str, Any]] = field(default_factory=list)
     is_error: bool = False
     suspend: Awaiting | None = None
-    pause: bool = False
+    pause: str | None = None
 
 
 def text_result(text: str, *, is_error: bool = False) -> ToolResult:
@@ -83,6 +84,11 @@ class Tool:
     def handles(self, block: dict[str, Any]) -> bool:
         """Return True when ``block`` (a tool_use) is a call of this tool."""
         return block.get("name") == self.name and not block.get("toolset_name")
+
+    def pause_reason(self) -> str | None:
+        """Return why the chat must pause before its model is called at all (a ``Chat.PausedReason``:
+        a person holds the desktop this tool acts on), or None. Checked when a turn starts."""
+        return None
 
     def run(self, ctx: ToolContext, tool_input: dict[str, Any]) -> ToolResult:
         raise NotImplementedError

@@ -20,11 +20,14 @@ TOKEN = re.compile(r"cda_[A-Za-z0-9_-]{20,}")
 def test_creating_an_agent_shows_its_token_exactly_once(admin_client, user) -> None:
     response = admin_client.post(f"{AGENTS}add/", {"owner": user.pk, "name": "office"}, follow=True)
     assert response.status_code == 200
-    # One token on the page (in the copy field and, for agents, in the command line using it).
-    tokens = set(TOKEN.findall(response.content.decode()))
+    # One token on the page, in its copy field only; the command lines name a private file instead.
+    html = response.content.decode()
+    tokens = TOKEN.findall(html)
     assert len(tokens) == 1
     [raw] = tokens
-    assert f"chatdesk-agent --server http://testserver --token {raw}" in response.content.decode()
+    assert "(umask 077; cat &gt; ~/.chatdesk-agent-token)" in html
+    assert "chatdesk-agent --server http://testserver --token-file ~/.chatdesk-agent-token" in html
+    assert "--token " not in html
     assert "no-store" in response["Cache-Control"]
     assert not any(raw in morsel.value for morsel in admin_client.cookies.values())
     agent = WorkspaceAgent.objects.get(name="office")

@@ -191,3 +191,72 @@ def test_chat_created_after_a_heartbeat_uses_that_agent(api, user) -> None:
     body = post_json(api, f"{API}/chats", {}).json()
     assert body["workspace_agent"] == str(agent.id)
     assert Chat.objects.get(pk=body["id"]).workspace_agent == agent
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ws://8.8.8.8:7420",  # the internet
+        "ws://169.254.169.254:80",  # link-local: cloud metadata services
+        "ws://0.0.0.0:7420",
+        "wss://[2001:4860:4860::8888]:443",
+        "ws://[::ffff:8.8.8.8]:7420",  # IPv4-mapped IPv6 counts as the IPv4 address
+        "ws://no-such-host.invalid:7420",
+    ],
+)
+def test_heartbeat_with_a_url_outside_the_allowlist_is_a_400(user, url: str) -> None:
+    agent = WorkspaceAgentFactory.create(owner=user)
+    response = post_json(as_agent(agent_token(agent)), HEARTBEAT, {**GOOD_BEAT, "url": url})
+    assert response.status_code == 400
+    [message] = response.json()["url"]
+    assert "outside CHATDESK_AGENT_URL_ALLOW" in message and "--advertise-url" in message
+    agent.refresh_from_db()
+    assert (agent.url, agent.last_seen) == ("", None)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ws://127.0.0.1:7420",
+        "ws://localhost:7420",
+        "ws://[::1]:7420",
+        "ws://10.1.2.3",
+        "wss://192.168.0.9/agent",
+    ],
+)
+def test_heartbeat_with_a_loopback_or_private_url_is_accepted_by_default(user, url: str) -> None:
+    agent = WorkspaceAgentFactory.create(owner=user)
+    assert post_json(as_agent(agent_token(agent)), HEARTBEAT, {**GOOD_BEAT, "url": url}).status_code == 200
+
+
+@override_settings(CHATDESK_AGENT_URL_ALLOW=["203.0.113.0/24", "agents.example.com", ".desks.example.com"])
+@pytest.mark.parametrize(
+    ("url", "status"),
+    [
+        ("ws://203.0.113.7:7420", 200),
+        ("wss://agents.example.com", 200),  # a host-name entry trusts the name, whatever it resolves to
+        ("wss://d1.desks.example.com", 200),
+        ("wss://evil-agents.example.com", 400),
+        ("ws://127.0.0.1:7420", 400),  # the list replaces the default
+    ],
+)
+def test_the_allowlist_takes_networks_and_host_names(user, url: str, status: int) -> None:
+    agent = WorkspaceAgentFactory.create(owner=user)
+    assert post_json(as_agent(agent_token(agent)), HEARTBEAT, {**GOOD_BEAT, "url": url}).status_code == status
+
+
+def test_a_stopping_agent_shows_disconnected_at_once(api, user) -> None:
+    agent = WorkspaceAgentFactory.create(owner=user)
+    client = as_agent(agent_token(agent))
+    post_json(client, HEARTBEAT, GOOD_BEAT)
+    assert api.get(f"{API}/workspace-agents/{agent.id}").json()["status"] == "connected"
+    response = post_json(client, HEARTBEAT, {**GOOD_BEAT, "stopping": True})
+    assert response.json() == {"id": str(agent.id), "status": "disconnected"}
+    assert api.get(f"{API}/workspace-agents/{agent.id}").json()["status"] == "disconnected"
+    # It keeps the last URL it had (a stopping heartbeat does not change it).
+    assert api.get(f"{API}/workspace-agents/{agent.id}").json()["url"] == GOOD_BEAT["url"]
+
+
+def test_an_agent_is_disconnected_within_ten_seconds_of_its_last_heartbeat_by_default(user) -> None:
+    agent = WorkspaceAgentFactory.create(owner=user, last_seen=timezone.now() - timedelta(seconds=9))
+    assert agent.status == "disconnected"

@@ -123,7 +123,7 @@ def test_a_chunked_body_within_the_limit_is_read(daphne: Daphne, api_token: str)
 def test_refusals_close_with_their_code_and_reason_under_daphne(
     daphne: Daphne, api_token: str, path: str, authenticated: bool, code: int, reason: str
 ) -> None:
-    headers = {"Authorization": f"Bearer {api_token}"} if authenticated else {"Origin": "http://localhost"}
+    headers = {"Authorization": f"Bearer {api_token}"} if authenticated else {"Origin": daphne.url}
     with connect(f"{daphne.ws_url}{path}", additional_headers=headers, open_timeout=10) as ws:
         with pytest.raises(ConnectionClosed) as closed:
             ws.recv(timeout=10)

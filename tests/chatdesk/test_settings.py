@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import os
 import stat
+import subprocess
+import sys
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
@@ -9,6 +12,7 @@ from django.test import override_settings
 from chatdesk import settings as chatdesk_settings
 from chatdesk.checks import check_settings
 from chatdesk.settings import env_bool, env_float, env_int, env_list
+from tests.support.agent_process import REPO_ROOT
 
 
 @pytest.mark.parametrize(("raw", "expected"), [("1", True), ("TRUE", True), (" yes ", True), ("on", True),
@@ -93,3 +97,40 @@ def test_system_checks_flag_conflicting_settings() -> None:
     assert "chatdesk.E001" in _ids(DEBUG=False, SECRET_KEY="django-insecure-abc")
     assert "chatdesk.E002" in _ids(REDIS_URL="localhost:6379")
     assert "chatdesk.W002" in _ids(CHATDESK_TURN_LEASE_SECONDS=10, CHATDESK_SWEEP_INTERVAL=15.0)
+
+
+@pytest.mark.parametrize(
+    ("value", "loaded"),
+    [
+        ("10.0.0.0/8, agents.example.com ,[fd00::]/8", "['10.0.0.0/8', 'agents.example.com', '[fd00::]/8']"),
+        (None, "['127.0.0.0/8', '::1/128', '10.0.0.0/8', '172.16.0.0/12', '192.168.0.0/16', 'fc00::/7']"),
+    ],
+)
+def test_agent_url_allow_is_read_from_the_environment(value: str | None, loaded: str) -> None:
+    result = _load_settings({"CHATDESK_AGENT_URL_ALLOW": value}, "CHATDESK_AGENT_URL_ALLOW")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == loaded
+
+
+def test_a_malformed_agent_url_allow_fails_loudly() -> None:
+    result = _load_settings({"CHATDESK_AGENT_URL_ALLOW": "10.0.0.0/33"}, "CHATDESK_AGENT_URL_ALLOW")
+    assert result.returncode != 0
+    assert (
+        "ImproperlyConfigured: CHATDESK_AGENT_URL_ALLOW: '10.0.0.0/33' is neither an IP network"
+        in result.stderr
+    )
+
+
+def test_encryption_keys_are_a_comma_separated_list() -> None:
+    result = _load_settings({"CHATDESK_ENCRYPTION_KEY": "new-key, old-key"}, "CHATDESK_ENCRYPTION_KEY")
+    assert result.stdout.strip() == "['new-key', 'old-key']"
+
+
+def _load_settings(env: dict[str, str | None], name: str) -> subprocess.CompletedProcess[str]:
+    """Import the settings in a fresh interpreter with ``env`` applied (None unsets); print ``name``."""
+    child = {k: v for k, v in os.environ.items() if k not in env}
+    child.update({k: v for k, v in env.items() if v is not None})
+    return subprocess.run(
+        [sys.executable, "-c", f"import chatdesk.settings as s; print(s.{name})"],
+        cwd=REPO_ROOT, env=child, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip

@@ -200,7 +200,9 @@ def test_chat_admin_lets_staff_rename_and_archive_but_not_change_status(admin_cl
         f"/admin/chats/chat/{chat.id}/change/",
         {"title": "Renamed", "archived": "on", "status": "running",
          "messages-TOTAL_FORMS": "3", "messages-INITIAL_FORMS": "3",
-         "messages-MIN_NUM_FORMS": "0", "messages-MAX_NUM_FORMS": "1000"},
+         "messages-MIN_NUM_FORMS": "0", "messages-MAX_NUM_FORMS": "1000",
+         "audit_events-TOTAL_FORMS": "0", "audit_events-INITIAL_FORMS": "0",
+         "audit_events-MIN_NUM_FORMS": "0", "audit_events-MAX_NUM_FORMS": "1000"},
     )  # fmt: skip
     assert response.status_code == 302, response.content.decode()
     chat.refresh_from_db()

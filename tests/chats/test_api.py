@@ -419,8 +419,11 @@ def test_interrupt_pauses_only_a_queued_or_running_turn(api, user, before: str, 
     response = api.post(f"{API}/chats/{chat.id}/interrupt")
     assert response.status_code == 202
     assert response.json()["status"] == after
+    # Why a chat is paused is part of its JSON; null unless paused.
+    assert response.json()["paused_reason"] == ("interrupted" if after == "paused" else None)
     chat.refresh_from_db()
     assert chat.status == after
+    assert api.get(f"{API}/chats/{chat.id}").json()["paused_reason"] == chat.paused_reason
 
 
 def test_file_is_served_to_its_owner_with_its_content_type(api, other_api, user) -> None:

@@ -12,7 +12,7 @@ from django.utils import timezone
 from pytest_django.fixtures import Settings
 
 from chats import services
-from chats.engine import turn_run
+from chats.engine import turn_execute
 from chats.engine.history import build_api_messages, unanswered_tool_uses
 from chats.engine.lease import WORKER_LOST_MESSAGE, turn_claim, turns_sweep
 from chats.engine.parts import PartPublisher
@@ -180,7 +180,7 @@ def test_pruned_screenshots_are_visible_in_the_request_and_the_step_limit_holds(
         }
         fake.add_response(reply(tool_call))
         # One step allowed: the model asks for a tool, the turn answers it, then hits the limit.
-        turn_run(chat_id=str(chat.pk))
+        turn_execute(chat_id=str(chat.pk))
         sent = fake.message_requests[0].json["messages"]
     images = [
         b

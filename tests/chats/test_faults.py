@@ -24,7 +24,7 @@ from websockets.sync.client import ClientConnection, connect
 from chatdesk.celery import app as celery_app
 from chats import services
 from chats.models import Chat, ChatMessage, ChatProvider
-from chats.tasks import TURN_HARD_LIMIT_GRACE, run_turn
+from chats.tasks import TURN_HARD_LIMIT_GRACE, turn_task
 from tests.chats.conftest import wait_status, worker_env
 from tests.support.fake_anthropic import FakeAnthropic, RecordedRequest, Reply, reply, text
 from tests.support.processes import Daphne, running_daphne, running_worker, wait_until
@@ -221,9 +221,9 @@ def test_a_turn_past_its_time_limit_ends_with_a_clear_error(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Celery sends a task's time limits with the message, from the sender's settings (here: this process).
-    monkeypatch.setattr(run_turn, "soft_time_limit", 3)
-    monkeypatch.setattr(run_turn, "time_limit", 3 + TURN_HARD_LIMIT_GRACE)
-    monkeypatch.setattr(run_turn, "_exec_options", None)  # Celery caches them at the first send
+    monkeypatch.setattr(turn_task, "soft_time_limit", 3)
+    monkeypatch.setattr(turn_task, "time_limit", 3 + TURN_HARD_LIMIT_GRACE)
+    monkeypatch.setattr(turn_task, "_exec_options", None)  # Celery caches them at the first send
     fake.add_response(reply(text("Far too slow"), chunk_size=2, chunk_delay=20))
     with running_worker(tmp_path, concurrency=1, env=worker_env()):
         chat = services.chat_create(owner=user, message="Take your time")

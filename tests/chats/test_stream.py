@@ -20,14 +20,14 @@ from chats.events import MessagePartEvent, publish, publish_message
 from chats.models import Chat, ChatEvent, ChatMessage
 from tests.chats.conftest import worker_env
 from tests.factories import ChatFactory
-from tests.support.asgi import bearer
+from tests.support.asgi import bearer, same_origin
 from tests.support.processes import running_daphne
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 async def open_stream(chat_id: object, token: str | None, query: str = "") -> WebsocketCommunicator:
-    headers = bearer(token) if token else [(b"origin", b"http://localhost")]
+    headers = bearer(token) if token else same_origin()
     communicator = WebsocketCommunicator(
         application, f"/api/experimental/chats/{chat_id}/stream{query}", headers
     )
@@ -106,6 +106,21 @@ async def test_embedded_default_tails_the_event_table(user: User, api_token: str
     live = await receive(communicator)
     assert live["type"] == "message" and live["message"]["id"] == message.id
     await communicator.disconnect()
+
+
+async def test_the_status_event_says_why_a_chat_is_paused(user: User, api_token: str) -> None:
+    chat = await database_sync_to_async(ChatFactory.create)(owner=user, status=Chat.Status.RUNNING)
+    communicator = await open_stream(chat.pk, api_token)
+    running = {"type": "status", "status": "running", "paused_reason": None, "last_error": ""}
+    assert await receive(communicator) == running
+    await database_sync_to_async(services.chat_interrupt)(chat=chat)
+    paused = {"type": "status", "status": "paused", "paused_reason": "interrupted", "last_error": ""}
+    assert await receive(communicator) == paused
+    await communicator.disconnect()
+    # On connect, the current status comes with its reason too.
+    again = await open_stream(chat.pk, api_token)
+    assert await receive(again) == paused
+    await again.disconnect()
 
 
 def test_reconnecting_through_daphne_misses_nothing(tmp_path: Path, user: User, api_token: str) -> None:

@@ -13,13 +13,14 @@ from chatdesk.exceptions import ProviderNotConfigured
 from chats import services
 from chats.models import Chat, ChatModelConfig, ChatProvider
 from chats.providers import provider_configured, provider_resolve
-from chats.tools import tools_for_chat
 from chats.tools.base import ToolContext, ToolResult
+from chats.tools.catalog import tools_for_chat
 from chats.tools.close import CloseAgentTool
-from chats.tools.computer import ComputerTool
 from chats.tools.message import MessageAgentTool
 from chats.tools.spawn import SpawnComputerUseAgentTool
 from chats.tools.wait import WaitAgentTool, wait_resolvable
+from desktop.services import desktop_handback, desktop_takeover
+from desktop.tools import ComputerTool
 from tests.factories import ChatFactory, WorkspaceAgentFactory
 
 pytestmark = pytest.mark.django_db
@@ -168,8 +169,6 @@ def test_wait_suspends_on_a_working_child_and_answers_a_finished_one(user: User)
 
 
 def test_a_child_paused_by_a_takeover_keeps_its_parent_waiting(user: User) -> None:
-    from desktop.services import desktop_handback, desktop_takeover
-
     agent = WorkspaceAgentFactory.create(owner=user)
     root = ChatFactory.create(owner=user, workspace_agent=agent)
     child = services.chat_spawn_child(parent=root, prompt="work")
@@ -205,21 +204,3 @@ def test_message_agent_queues_a_turn_and_close_agent_completes(user: User) -> No
     assert closed["status"] == "completed"
     child.refresh_from_db()
     assert child.status == Chat.Status.COMPLETED
-
-
-def test_computer_tool_declares_the_agents_display_and_rejects_bad_input(user: User) -> None:
-    agent = WorkspaceAgentFactory.create(owner=user, display_width=1920, display_height=1080)
-    root = ChatFactory.create(owner=user, workspace_agent=agent)
-    child = services.chat_spawn_child(parent=root, prompt="x")
-    tool = ComputerTool(child)
-    assert tool.display == (1429, 804) and tool.version == "computer_toolset_20260801" and tool.betas() == []
-    bad = tool.run(ToolContext(chat=child, tool_use_id="t", name="left_click"), {"coordinate": [5000, 1]})
-    assert bad.is_error and bad.content[0]["text"].startswith("invalid computer use input:")
-    # The model config may pin an older tool version.
-    ChatModelConfig.objects.create(model=child.model, options={"computer_tool_version": "computer_20250124"})
-    pinned = ComputerTool(child)
-    assert pinned.version == "computer_20250124" and pinned.betas() == ["computer-use-2025-01-24"]
-    assert pinned.definitions()[0]["display_width_px"] == 1429
-    # No agent reachable: an error result, the chat goes on.
-    unreachable = tool.run(ToolContext(chat=child, tool_use_id="t", name="screenshot"), {})
-    assert unreachable.is_error and "not connected" in unreachable.content[0]["text"]

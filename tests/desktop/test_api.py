@@ -258,3 +258,23 @@ def test_session_takeover_needs_csrf(user: User, workspace: Workspace) -> None:
     client.force_login(user)
     assert client.post(takeover_url(workspace["root"]), format="json").status_code == 403
     assert status(workspace["running"]) == Chat.Status.RUNNING
+
+
+@pytest.mark.django_db
+def test_handback_resumes_only_chats_paused_for_the_takeover_not_by_timestamps(
+    api: APIClient, workspace: Workspace
+) -> None:
+    """A chat interrupted before the hold and renamed during it (so updated after the hold began) stays
+    paused: hand-back resumes a chat because of why it paused, not because of when it last changed."""
+    interrupted = workspace["running"]
+    assert api.post(f"/api/experimental/chats/{interrupted.pk}/interrupt").json()["status"] == "paused"
+    api.post(takeover_url(workspace["root"]), format="json")
+    renamed = api.patch(f"/api/experimental/chats/{interrupted.pk}", {"title": "Renamed"}, format="json")
+    assert renamed.status_code == 200
+
+    assert api.post(handback_url(workspace["root"]), format="json").status_code == 200
+    assert status(interrupted) == Chat.Status.PAUSED
+    assert user_texts(interrupted) == []
+    # The chat the take-over paused is resumed and told.
+    assert status(workspace["pending"]) == Chat.Status.PENDING
+    assert user_texts(workspace["pending"]) == [HANDBACK_NO_NOTE]

@@ -29,7 +29,7 @@ from tests.desktop.conftest import (
 )
 from tests.factories import ChatFactory, UserFactory
 from tests.support.agent_process import running_agent
-from tests.support.asgi import bearer
+from tests.support.asgi import bearer, same_origin
 from tests.support.processes import free_port
 from tests.support.waiting import wait_until_async
 
@@ -72,7 +72,7 @@ async def test_viewer_gets_a_real_vnc_session(desktop: DesktopSetup) -> None:
 
 
 async def test_anonymous_is_refused(desktop: DesktopSetup) -> None:
-    code, reason = await refused(viewer(desktop, headers=[(b"origin", b"http://localhost")]))
+    code, reason = await refused(viewer(desktop, headers=same_origin()))
     assert (code, reason) == (4401, "Not authenticated.")
 
 
@@ -97,10 +97,10 @@ async def test_session_cookie_from_a_foreign_origin_is_refused(desktop: DesktopS
         return client.cookies["sessionid"].value
 
     cookie = f"sessionid={await sync_to_async(login)()}".encode()
-    foreign = [(b"cookie", cookie), (b"origin", b"https://evil.example")]
+    foreign = [(b"cookie", cookie), (b"host", b"localhost:8000"), (b"origin", b"https://evil.example")]
     assert (await refused(viewer(desktop, headers=foreign)))[0] == 4403
     # The same cookie from our own origin is a working session.
-    communicator = viewer(desktop, headers=[(b"cookie", cookie), (b"origin", b"http://localhost")])
+    communicator = viewer(desktop, headers=[(b"cookie", cookie), *same_origin()])
     try:
         assert (await communicator.connect(timeout=20))[0]
         assert (await communicator_client(communicator).handshake()).width == GEOMETRY[0]

@@ -104,7 +104,7 @@ async def test_real_vnc_session_with_an_agent_heartbeating_to_daphne(daphne: Dap
 
 async def test_refusals_carry_their_codes_through_daphne(daphne: Daphne, desktop: DesktopSetup) -> None:
     path = desktop.path
-    async with ws_connect(daphne, path, headers={"Origin": "http://localhost"}) as ws:
+    async with ws_connect(daphne, path, headers={"Origin": daphne.url}) as ws:
         assert await close_code(ws) == 4401
     async with ws_connect(daphne, path, token="cdk_bogus") as ws:
         assert await close_code(ws) == 4401
@@ -126,7 +126,7 @@ async def test_refusals_carry_their_codes_through_daphne(daphne: Daphne, desktop
     cookie = f"sessionid={await sync_to_async(login)()}"
     async with ws_connect(daphne, path, headers={"Cookie": cookie, "Origin": "https://evil.example"}) as ws:
         assert await close_code(ws) == 4403
-    async with ws_connect(daphne, path, headers={"Cookie": cookie, "Origin": "http://localhost"}) as ws:
+    async with ws_connect(daphne, path, headers={"Cookie": cookie, "Origin": daphne.url}) as ws:
         assert (await websocket_client(ws).handshake()).width == GEOMETRY[0]
 
     no_agent = await sync_to_async(ChatFactory.create)(owner=desktop.user, workspace_agent=None)

@@ -166,7 +166,10 @@ def test_agents_page_registers_an_agent_with_its_command_and_deletes_it(
     page.get_by_role("button", name="Register agent").click()
     command = page.locator("#agent-command").input_value()
     token = page.locator("#agent-token").input_value()
-    assert command == f"chatdesk-agent --server {server.url} --token {token}"
+    # The token is shown once, by itself; the commands keep it in a private file, off every command line.
+    assert page.locator("#agent-save-token").input_value() == "(umask 077; cat > ~/.chatdesk-agent-token)"
+    assert command == f"chatdesk-agent --server {server.url} --token-file ~/.chatdesk-agent-token"
+    assert token not in page.content().replace(f'value="{token}"', "", 1)
     agent = WorkspaceAgent.objects.get(owner=alice, name="workstation")
     assert WorkspaceAgent.objects.for_raw_token(token) == agent
     expect(page.get_by_role("row").filter(has_text="workstation").locator(".badge")).to_have_text(

@@ -10,6 +10,10 @@
         agent.x_env()    # os.environ + DISPLAY + XAUTHORITY, to start apps on the desktop
         agent.call("action", {"action": "screenshot"})   # one synchronous RPC call
 
+The token reaches the agent as it should in production: through a 0600 token file (or, with
+``token_via="env"``, CHATDESK_AGENT_TOKEN), never on its command line. Run as root, the agent starts its
+desktop as ``DESKTOP_USER`` (created when missing, as ``make run`` does).
+
 On exit the agent gets SIGTERM and is waited for (SIGKILL after a grace period), so its desktop
 is stopped. Waiting is on conditions with deadlines, never fixed sleeps.
 """
@@ -20,6 +24,7 @@ import contextlib
 import itertools
 import json
 import os
+import pwd
 import signal
 import socket
 import subprocess
@@ -37,6 +42,36 @@ from websockets.sync.client import connect
 REPO_ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 20.0
 STOP_TIMEOUT = 15.0
+DESKTOP_USER = "chatdesk-desktop"  # the account `make run` creates (Makefile: desktop-user)
+USE_DEFAULT = "default"
+
+
+def desktop_user() -> str | None:
+    """Return the user agents in tests run their desktop as: DESKTOP_USER as root, else None (own user).
+
+    Creates it when missing, with the same command as the Makefile's ``desktop-user`` target.
+    """
+    if os.geteuid() != 0:
+        return None
+    try:
+        pwd.getpwnam(DESKTOP_USER)
+    except KeyError:
+        subprocess.run(
+            ["useradd", "--system", "--create-home", "--home-dir", f"/var/lib/{DESKTOP_USER}",
+             "--shell", "/bin/bash", DESKTOP_USER],
+            capture_output=True, check=False,
+        )  # fmt: skip
+        pwd.getpwnam(DESKTOP_USER)  # another test process may have created it meanwhile: fine
+    return DESKTOP_USER
+
+
+def write_token_file(directory: Path, token: str) -> Path:
+    """Write ``token`` to a new 0600 file in ``directory`` and return its path."""
+    path = directory / "agent-token"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as file:
+        file.write(token + "\n")
+    return path
 
 
 def free_port() -> int:
@@ -144,11 +179,12 @@ class AgentProcess(OnLoopbackPort):
 
 def agent_command(
     *,
-    token: str | None,
+    token_file: Path | None,
     server_url: str | None,
     port: int,
     geometry: str,
     backend: str,
+    desktop_user: str | None,
     extra_args: Sequence[str],
 ) -> list[str]:
     """Return the argv that runs the agent from this checkout (installed or not)."""
@@ -156,8 +192,10 @@ def agent_command(
     argv += ["--backend", backend]
     if server_url is not None:
         argv += ["--server", server_url]
-    if token is not None:
-        argv += ["--token", token]
+    if token_file is not None:
+        argv += ["--token-file", str(token_file)]
+    if desktop_user is not None:
+        argv += ["--desktop-user", desktop_user]
     return argv + list(extra_args)
 
 
@@ -182,25 +220,62 @@ def running_agent(
     backend: str = "xvnc",
     extra_args: Sequence[str] = (),
     env: dict[str, str] | None = None,
+    token_via: str = "file",  # noqa: S107 - how the token travels, not a token
+    desktop_user_name: str | None = USE_DEFAULT,
 ) -> Iterator[AgentProcess]:
     """Run a chatdesk-agent on a free loopback port until the block ends (see module docstring).
 
-    ``server_url`` defaults to a closed port: heartbeats then fail quietly with backoff.
+    ``server_url`` defaults to a closed port: heartbeats then fail quietly with backoff. The token goes
+    through a 0600 file (``token_via="file"``) or CHATDESK_AGENT_TOKEN (``"env"``). The desktop runs as
+    ``desktop_user_name`` (default: ``desktop_user()``).
     """
     child_env = dict(os.environ if env is None else env)
     child_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), child_env.get("PYTHONPATH")]))
     child_env.setdefault("PYTHONUNBUFFERED", "1")
+    child_env.pop("CHATDESK_AGENT_TOKEN", None)
+    if desktop_user_name == USE_DEFAULT:
+        desktop_user_name = desktop_user()
+    with tempfile.TemporaryDirectory(prefix="chatdesk-agent-token-") as token_dir:
+        token_file = None
+        if token_via == "file":
+            token_file = write_token_file(Path(token_dir), token)
+        else:
+            child_env["CHATDESK_AGENT_TOKEN"] = token
+        yield from _run_agent(
+            token=token,
+            token_file=token_file,
+            server_url=server_url,
+            geometry=geometry,
+            backend=backend,
+            desktop_user_name=desktop_user_name,
+            extra_args=extra_args,
+            child_env=child_env,
+        )
+
+
+def _run_agent(
+    *,
+    token: str,
+    token_file: Path | None,
+    server_url: str,
+    geometry: str,
+    backend: str,
+    desktop_user_name: str | None,
+    extra_args: Sequence[str],
+    child_env: dict[str, str],
+) -> Iterator[AgentProcess]:
     last_error: Exception | None = None
     for _attempt in range(3):  # the free port may be taken between probing and binding
         port = free_port()
         log_file = tempfile.NamedTemporaryFile(prefix="chatdesk-agent-log-", suffix=".txt", delete=False)
         process = subprocess.Popen(
             agent_command(
-                token=token,
+                token_file=token_file,
                 server_url=server_url,
                 port=port,
                 geometry=geometry,
                 backend=backend,
+                desktop_user=desktop_user_name,
                 extra_args=extra_args,
             ),
             cwd=REPO_ROOT,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 
 from agents.daemon.backends.base import Desktop, DesktopError, InputError
+from agents.daemon.boundary import DesktopUser
 
 BACKENDS = ("auto", "xvnc", "portabledesktop")
 
@@ -20,13 +21,14 @@ def resolve_backend(name: str) -> str:
     return name
 
 
-def create_desktop(name: str, geometry: tuple[int, int]) -> Desktop:
-    """Return an unstarted desktop of backend ``name`` ("auto", "xvnc" or "portabledesktop")."""
+def create_desktop(name: str, geometry: tuple[int, int], *, user: DesktopUser | None = None) -> Desktop:
+    """Return an unstarted desktop of backend ``name`` ("auto", "xvnc" or "portabledesktop") whose
+    processes run as ``user`` (default: the agent's own user)."""
     backend = resolve_backend(name)
     if backend == "portabledesktop":
         from agents.daemon.backends.portabledesktop import PortableDesktop
 
-        return PortableDesktop(geometry)
+        return PortableDesktop(geometry, user=user)
     from agents.daemon.backends.xvnc import XvncDesktop
 
-    return XvncDesktop(geometry)
+    return XvncDesktop(geometry, user=user)

@@ -4,6 +4,10 @@ A backend owns one desktop: it starts it lazily, notices when it died, stops it 
 turns the agent's input primitives (always in *native* pixels, already validated) into real
 input events. Serialization is not the backend's job: ``actions.ActionRunner`` holds one lock
 per desktop around every call.
+
+Every process a backend starts runs as ``self.user`` with an environment from its allowlist
+(``agents.daemon.boundary``): pass ``env=self.user.environment(...)`` and ``**self.user.spawn_options()``,
+or use :func:`run_command` with ``user=self.user``.
 """
 
 from __future__ import annotations
@@ -13,7 +17,8 @@ import asyncio
 import socket
 from typing import Literal
 
-from agents.daemon.screenshot import Frame
+from agents.daemon.boundary import DesktopUser
+from agents.daemon.screenshot import Capture
 
 ScrollDirection = Literal["up", "down", "left", "right"]
 # X11 pointer buttons: 1 left, 2 middle, 3 right; wheel 4 up, 5 down, 6 left, 7 right.
@@ -29,19 +34,21 @@ class InputError(Exception):
 
 
 async def run_command(
-    argv: list[str], *, what: str, time_limit: float, env: dict[str, str] | None = None
+    argv: list[str], *, what: str, time_limit: float, user: DesktopUser, env: dict[str, str] | None = None
 ) -> str:
-    """Run ``argv`` (never through a shell) and return its stdout.
+    """Run ``argv`` (never through a shell) as ``user`` and return its stdout.
 
-    The process is killed when ``time_limit`` passes or the caller is cancelled, so no input command
-    outlives the action that ran it. Raise InputError naming ``what`` with the last line of stderr.
+    ``env`` defaults to the user's allowlisted environment (no DISPLAY). The process is killed when
+    ``time_limit`` passes or the caller is cancelled, so no input command outlives the action that ran
+    it. Raise InputError naming ``what`` with the last line of stderr.
     """
     proc = await asyncio.create_subprocess_exec(
         *argv,
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
-        env=env,
+        env=env if env is not None else user.environment(),
+        **user.spawn_options(),
     )
     try:
         out, err = await asyncio.wait_for(proc.communicate(), time_limit)
@@ -62,8 +69,9 @@ class Desktop(abc.ABC):
 
     name = "base"
 
-    def __init__(self, geometry: tuple[int, int]) -> None:
+    def __init__(self, geometry: tuple[int, int], *, user: DesktopUser | None = None) -> None:
         self.geometry = geometry
+        self.user = user or DesktopUser.current()
         self.native_size: tuple[int, int] = geometry
         self.x_display: str | None = None
         self.xauthority: str | None = None
@@ -83,12 +91,19 @@ class Desktop(abc.ABC):
     async def stop(self) -> None:
         """Stop the desktop and every process on it (idempotent)."""
 
+    async def sweep_stale(self) -> None:
+        """Stop what a previous agent that died without stopping (SIGKILL) left of its desktops.
+
+        Called once when the agent starts; the default does nothing.
+        """
+        return None
+
     @abc.abstractmethod
     async def open_vnc(self) -> socket.socket:
         """Return a fresh non-blocking socket connected to the desktop's RFB server (one per viewer)."""
 
     @abc.abstractmethod
-    async def grab(self) -> Frame:
+    async def grab(self) -> Capture:
         """Return the whole screen at native size."""
 
     @abc.abstractmethod

@@ -33,7 +33,8 @@ import socket
 from typing import Any
 
 from agents.daemon.backends.base import Desktop, DesktopError, InputError, ScrollDirection, run_command
-from agents.daemon.screenshot import Frame
+from agents.daemon.boundary import DesktopUser
+from agents.daemon.screenshot import Capture
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +50,8 @@ class PortableDesktop(Desktop):
 
     name = "portabledesktop"
 
-    def __init__(self, geometry: tuple[int, int]) -> None:
-        super().__init__(geometry)
+    def __init__(self, geometry: tuple[int, int], *, user: DesktopUser | None = None) -> None:
+        super().__init__(geometry, user=user)
         self.vnc_port: int | None = None
         self._up = False
 
@@ -59,7 +60,7 @@ class PortableDesktop(Desktop):
         if shutil.which(CLI) is None:
             raise DesktopError("Failed to start desktop session: portabledesktop is not on PATH.")
         return await run_command(
-            [CLI, *map(str, args)], what=f"portabledesktop {args[0]}", time_limit=time_limit
+            [CLI, *map(str, args)], what=f"portabledesktop {args[0]}", time_limit=time_limit, user=self.user
         )
 
     async def _json(self, *args: str | int) -> dict[str, Any]:
@@ -134,13 +135,13 @@ class PortableDesktop(Desktop):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return sock
 
-    async def grab(self) -> Frame:
+    async def grab(self) -> Capture:
         try:
             shot = await self._json("screenshot", "--json")
             png = base64.b64decode(shot["data"])
         except (InputError, KeyError, ValueError, TypeError) as exc:
             raise DesktopError("Failed to capture the screen.") from exc
-        return Frame(width=self.native_size[0], height=self.native_size[1], data=png, mode="PNG")
+        return Capture(width=self.native_size[0], height=self.native_size[1], data=png, mode="PNG")
 
     async def cursor_position(self) -> tuple[int, int]:
         data = await self._json("cursor", "--json")

@@ -8,10 +8,17 @@ Isolation choices, because the desktop is driven by a model and watched by peopl
   MIT-MAGIC-COOKIE from an Xauthority file in the same private directory.
 * ``-displayfd`` lets Xvnc pick a free display number itself, so agents never race for one.
 * ``-AcceptSetDesktopSize=0`` keeps the geometry fixed: the model's declared size depends on it.
-* The agent's token never reaches the desktop: children get an environment without it.
+* Nothing of the agent's environment reaches the desktop but an allowlist, and the desktop runs as
+  ``self.user`` (``--desktop-user`` when the agent is root): see ``agents.daemon.boundary``. The private
+  directory, its cookie file and the runtime directory then belong to that user; the agent (root) still
+  reaches the RFB socket and the X display.
 * Every child runs in its own session/process group; stopping kills those groups, every process
   whose environment names this display and its cookie file, then Xvnc, escalating to SIGKILL after
   a grace period.
+* An agent killed without a chance to stop (SIGKILL, OOM) must not leave its desktop behind: Xvnc and
+  openbox are started with a parent-death signal (``setpriv --pdeathsig TERM``), so they get SIGTERM the
+  moment the agent dies (and X clients die with the X server); and the next agent to start sweeps the
+  private directories whose agent is gone (``sweep_stale_desktops``), killing what still claims them.
 """
 
 from __future__ import annotations
@@ -35,7 +42,8 @@ from agents.daemon.backends.base import (
     ScrollDirection,
     run_command,
 )
-from agents.daemon.screenshot import Frame, XConnection, XProtocolError
+from agents.daemon.boundary import DesktopUser
+from agents.daemon.screenshot import Capture, XConnection, XProtocolError
 
 log = logging.getLogger(__name__)
 
@@ -47,16 +55,25 @@ XDOTOOL_TIMEOUT = 15.0
 TYPE_CHUNK = 100
 TYPE_DELAY_MS = 5
 KEY_DELAY_MS = 5  # between keystrokes of a key action; xdotool's default sleeps 12 ms+ per key
-# Environment variables that must not leak to programs on the desktop (the model can read them).
-SECRET_ENV = ("CHATDESK_AGENT_TOKEN",)
+DIR_PREFIX = "chatdesk-agent-"
+OWNER_FILE = "agent"  # in the private directory: "<agent pid> <its start time>", to tell a stale one
+X11_SOCKET_DIR = Path("/tmp/.X11-unix")  # noqa: S108 - where every X server puts its socket
 
 
-def desktop_env(display: str, xauthority: str) -> dict[str, str]:
-    """Return the environment for a program on the desktop: ours minus secrets, plus DISPLAY."""
-    env = {k: v for k, v in os.environ.items() if k not in SECRET_ENV}
-    env["DISPLAY"] = display
-    env["XAUTHORITY"] = xauthority
-    return env
+def parent_death_prefix() -> list[str]:
+    """Return the argv prefix that makes a child get SIGTERM when the agent dies ([] without setpriv)."""
+    return ["setpriv", "--pdeathsig", "TERM", "--"] if shutil.which("setpriv") else []
+
+
+def process_start_time(pid: int) -> str | None:
+    """Return the start time of ``pid`` (clock ticks since boot, from /proc), None when it is gone.
+
+    A pid and its start time name one process: a recycled pid has another start time.
+    """
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[19]
+    except (OSError, IndexError):
+        return None
 
 
 def write_xauthority(path: Path, cookie: bytes) -> None:
@@ -182,13 +199,76 @@ async def terminate(pids: set[int], *, grace: float = STOP_GRACE) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
+def ensure_x11_socket_dir() -> None:
+    """Create /tmp/.X11-unix (1777) when missing: an Xvnc that is not root cannot create it itself."""
+    with contextlib.suppress(FileExistsError):
+        X11_SOCKET_DIR.mkdir()
+        os.chmod(X11_SOCKET_DIR, 0o1777)  # noqa: S103 - sticky and world-writable, as X expects
+
+
+def stale_desktop_dirs(parent: Path) -> list[Path]:
+    """Return this machine's desktop directories (under ``parent``) whose agent is gone.
+
+    Only directories whose owner file this user wrote are considered, and an agent is gone when no
+    process has the pid and start time the file names.
+    """
+    stale = []
+    for path in parent.glob(DIR_PREFIX + "*"):
+        owner = path / OWNER_FILE
+        try:
+            if path.is_symlink() or owner.lstat().st_uid != os.geteuid():
+                continue  # not written by an agent of this user (the desktop's user cannot forge one)
+            pid_text, started = owner.read_text().split()
+        except (OSError, ValueError):
+            continue
+        if not pid_text.isdigit() or process_start_time(int(pid_text)) != started:
+            stale.append(path)
+    return stale
+
+
+def processes_of_desktop(path: Path) -> set[int]:
+    """Return the pids that belong to the desktop in directory ``path``: its Xvnc (``-auth`` there) and
+    every process whose XAUTHORITY is its cookie file, owned by the directory's user."""
+    try:
+        uid = path.stat().st_uid
+    except OSError:
+        return set()
+    cookie = str(path / "Xauthority").encode()
+    spare = _ancestors()
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) in spare:
+            continue
+        try:
+            if entry.stat().st_uid != uid:
+                continue
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"XAUTHORITY=" + cookie in environ or (b"-auth" in argv and cookie in argv):
+            found.add(int(entry.name))
+    return found
+
+
+async def sweep_stale_desktops(parent: Path | None = None) -> None:
+    """Stop the processes of every stale desktop (``stale_desktop_dirs``) and remove its directory."""
+    for path in stale_desktop_dirs(parent or Path(tempfile.gettempdir())):
+        victims = processes_of_desktop(path)
+        log.warning(
+            "removing the desktop left by an agent that died (%s, %d processes)", path.name, len(victims)
+        )
+        await terminate(victims)
+        shutil.rmtree(path, ignore_errors=True)
+
+
 class XvncDesktop(Desktop):
     """Xvnc + openbox on a private display; see the module docstring."""
 
     name = "xvnc"
 
-    def __init__(self, geometry: tuple[int, int]) -> None:
-        super().__init__(geometry)
+    def __init__(self, geometry: tuple[int, int], *, user: DesktopUser | None = None) -> None:
+        super().__init__(geometry, user=user)
         self._xvnc: asyncio.subprocess.Process | None = None
         self._wm: asyncio.subprocess.Process | None = None
         self._x: XConnection | None = None
@@ -218,45 +298,60 @@ class XvncDesktop(Desktop):
     async def _start(self) -> None:
         if shutil.which("Xvnc") is None:
             raise DesktopError("Failed to start desktop session: Xvnc is not installed.")
-        self._dir = Path(tempfile.mkdtemp(prefix="chatdesk-agent-"))  # mode 0700
+        self._dir = Path(tempfile.mkdtemp(prefix=DIR_PREFIX))  # mode 0700
+        (self._dir / OWNER_FILE).write_text(f"{os.getpid()} {process_start_time(os.getpid())}\n")
         cookie = os.urandom(16)
         xauthority = self._dir / "Xauthority"
         write_xauthority(xauthority, cookie)
-        self.rfb_socket = str(self._dir / "rfb.sock")
-        width, height = self.geometry
-        read_fd, write_fd = os.pipe()
-        argv = [
-            "Xvnc",
-            "-displayfd", str(write_fd),
-            "-geometry", f"{width}x{height}",
-            "-depth", "24",
-            "-dpi", "96",
-            "-auth", str(xauthority),
-            "-nolisten", "tcp",
-            "-rfbport", "-1",
-            "-rfbunixpath", self.rfb_socket,
-            "-rfbunixmode", "0600",
-            "-SecurityTypes", "None",
-            "-AlwaysShared",
-            # Xvnc black-lists a peer after 5 unauthenticated connections (several viewers opening at
-            # once): its only peer is this agent, behind our own token check, so the list only hurts.
-            "-UseBlacklist=0",
-            "-AcceptSetDesktopSize=0",
-        ]  # fmt: skip
-        log_file = (self._dir / "Xvnc.log").open("wb")
+        runtime_dir = self._dir / "runtime"
+        runtime_dir.mkdir(mode=0o700)
+        log_fd = os.open(self._dir / "Xvnc.log", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
-            self._xvnc = await asyncio.create_subprocess_exec(
-                *argv,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=log_file,
-                pass_fds=(write_fd,),
-                start_new_session=True,
-                env={k: v for k, v in os.environ.items() if k not in (*SECRET_ENV, "DISPLAY")},
-            )
+            # Everything above is the agent's own doing; the desktop's user gets the directory only now.
+            for path in (self._dir, xauthority, runtime_dir):
+                self.user.give(path)
+            if self.user.switch:
+                ensure_x11_socket_dir()
+            self.rfb_socket = str(self._dir / "rfb.sock")
+            width, height = self.geometry
+            read_fd, write_fd = os.pipe()
+            argv = [
+                *parent_death_prefix(),
+                "Xvnc",
+                "-displayfd", str(write_fd),
+                "-geometry", f"{width}x{height}",
+                "-depth", "24",
+                "-dpi", "96",
+                "-auth", str(xauthority),
+                "-nolisten", "tcp",
+                "-rfbport", "-1",
+                "-rfbunixpath", self.rfb_socket,
+                "-rfbunixmode", "0600",
+                "-SecurityTypes", "None",
+                "-AlwaysShared",
+                # Xvnc black-lists a peer after 5 unauthenticated connections (several viewers opening at
+                # once): its only peer is this agent, behind our own token check, so the list only hurts.
+                "-UseBlacklist=0",
+                "-AcceptSetDesktopSize=0",
+            ]  # fmt: skip
+            try:
+                self._xvnc = await asyncio.create_subprocess_exec(
+                    *argv,
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=log_fd,
+                    stderr=log_fd,
+                    pass_fds=(write_fd,),
+                    start_new_session=True,
+                    env=self.user.environment(runtime_dir=str(runtime_dir)),
+                    **self.user.spawn_options(),
+                )
+            except BaseException:
+                os.close(read_fd)
+                raise
+            finally:
+                os.close(write_fd)
         finally:
-            os.close(write_fd)
-            log_file.close()
+            os.close(log_fd)
         try:
             number = await asyncio.wait_for(asyncio.to_thread(_read_display_number, read_fd), START_TIMEOUT)
         except TimeoutError:
@@ -269,7 +364,9 @@ class XvncDesktop(Desktop):
             raise DesktopError("Failed to start desktop session: Xvnc exited during start-up.")
         self.x_display = f":{number}"
         self.xauthority = str(xauthority)
-        self._env = desktop_env(self.x_display, self.xauthority)
+        self._env = self.user.environment(
+            display=self.x_display, xauthority=self.xauthority, runtime_dir=str(runtime_dir)
+        )
         try:
             self._x = await XConnection.open(self.x_display, cookie)
         except (OSError, XProtocolError, TimeoutError) as exc:
@@ -284,12 +381,14 @@ class XvncDesktop(Desktop):
             log.warning("openbox is not installed; the desktop has no window manager")
             return
         self._wm = await asyncio.create_subprocess_exec(
+            *parent_death_prefix(),
             "openbox",
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL,
             start_new_session=True,
             env=self._env,
+            **self.user.spawn_options(),
         )
         await self._wait_for_wm()
 
@@ -311,6 +410,9 @@ class XvncDesktop(Desktop):
                 return
             await asyncio.sleep(0.02)
         log.warning("openbox did not announce itself within %.0fs; going on", WM_START_TIMEOUT)
+
+    async def sweep_stale(self) -> None:
+        await sweep_stale_desktops()
 
     async def stop(self) -> None:
         if self._x is not None:
@@ -349,7 +451,7 @@ class XvncDesktop(Desktop):
             raise DesktopError("Desktop is not running.")
         return self._x
 
-    async def grab(self) -> Frame:
+    async def grab(self) -> Capture:
         try:
             return await self._xconn().get_image()
         except (OSError, asyncio.IncompleteReadError, XProtocolError) as exc:
@@ -372,7 +474,7 @@ class XvncDesktop(Desktop):
         if self.x_display is None:
             raise DesktopError("Desktop is not running.")
         return await run_command(
-            ["xdotool", *map(str, args)], what="xdotool", time_limit=time_limit, env=self._env
+            ["xdotool", *map(str, args)], what="xdotool", time_limit=time_limit, user=self.user, env=self._env
         )
 
     @staticmethod

@@ -14,7 +14,7 @@ from websockets.sync.client import connect
 
 from agents.daemon.client import AgentClient, AgentUnauthorized, AgentUnreachable, open_vnc
 from tests.agents.daemon.conftest import TOKEN, needs_desktop, wait_until
-from tests.support.agent_process import running_agent
+from tests.support.agent_process import desktop_user, running_agent
 
 pytestmark = [needs_desktop, pytest.mark.desktop]
 
@@ -121,3 +121,28 @@ def test_sigterm_stops_the_whole_desktop() -> None:
     assert not alive(xvnc) and not any(alive(p) for p in wm)
     assert not private_dir.exists()
     assert not Path(f"/tmp/.X11-unix/X{display.lstrip(':')}").exists()
+
+
+def test_a_sigkilled_agent_leaves_no_desktop_behind() -> None:
+    """SIGKILL gives the agent no chance to stop its desktop: Xvnc and openbox die with it (parent-death
+    signal), and the next agent to start removes what is left (a detached program, the private folder)."""
+    user = desktop_user()
+    as_user = ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups"] if user else []
+    with running_agent(token=TOKEN) as agent:
+        private_dir = Path(agent.info()["xauthority"]).parent
+        [xvnc] = children(agent.pid, "Xvnc")
+        wm = children(agent.pid, "openbox")
+        # A program of the desktop's user that detached itself and does not use X, so outlives Xvnc.
+        straggler = subprocess.Popen([*as_user, "setsid", "sleep", "300"], env=agent.x_env())
+        agent.process.kill()
+        agent.process.wait()
+        wait_until(lambda: not alive(xvnc) and not any(alive(p) for p in wm), what="Xvnc and openbox to die")
+        assert straggler.poll() is None and private_dir.exists()
+    try:
+        with running_agent(token=TOKEN) as agent:
+            straggler.wait(10)
+            assert not private_dir.exists()
+            assert agent.call("screenshot")["width"] == 1280
+    finally:
+        if straggler.poll() is None:
+            straggler.kill()

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import os
+import shutil
 import socket
-import sys
+import tempfile
 import textwrap
 import threading
 from collections.abc import Iterator
@@ -13,29 +16,47 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from PIL import Image
 
 from agents.daemon.client import AgentClient, open_vnc
 from tests.agents.daemon.conftest import TOKEN, wait_until
 from tests.support.agent_process import AgentProcess, running_agent
 
+# A shell script, so the desktop's user (``--desktop-user`` when the tests run as root) can run it: it
+# records its argv (fields separated by \x1f) and answers like portabledesktop v0.0.4.
 FAKE = textwrap.dedent(
     """\
-    #!{python}
-    import base64, io, json, os, sys
-    args = sys.argv[1:]
-    with open(os.environ["FAKE_PD_LOG"], "a") as log:
-        log.write(json.dumps(args) + "\\n")
-    if args[:1] == ["up"]:
-        print(json.dumps({{"vncPort": int(os.environ["FAKE_PD_VNC_PORT"]), "geometry": args[args.index("--geometry") + 1]}}))
-    elif args[:1] == ["screenshot"]:
-        from PIL import Image
-        out = io.BytesIO()
-        Image.new("RGB", (1280, 800), (30, 60, 90)).save(out, format="PNG")
-        print(json.dumps({{"data": base64.b64encode(out.getvalue()).decode(), "size": len(out.getvalue())}}))
-    elif args[:1] == ["cursor"]:
-        print(json.dumps({{"x": 640, "y": 400}}))
+    #!/bin/sh
+    line=""
+    for arg in "$@"; do line="$line$(printf '\\037')$arg"; done
+    printf '%s\\n' "${{line#?}}" >> '{log}'
+    case "$1" in
+      up)
+        while [ $# -gt 0 ]; do [ "$1" = --geometry ] && geometry="$2"; shift; done
+        printf '{{"vncPort": {port}, "geometry": "%s"}}\\n' "$geometry";;
+      screenshot) cat '{shot}';;
+      cursor) printf '{{"x": 640, "y": 400}}\\n';;
+    esac
     """
 )
+
+
+def install_fake(vnc_port: int) -> tuple[Path, Path]:
+    """Write the fake into a new directory every user may read; return (that directory, its argv log)."""
+    bin_dir = Path(tempfile.mkdtemp(prefix="fake-portabledesktop-"))
+    bin_dir.chmod(0o755)
+    log, shot = bin_dir / "argv.log", bin_dir / "screenshot.json"
+    log.touch()
+    log.chmod(0o666)  # appended to by the desktop's user
+    png = io.BytesIO()
+    Image.new("RGB", (1280, 800), (30, 60, 90)).save(png, format="PNG")
+    shot.write_text(
+        json.dumps({"data": base64.b64encode(png.getvalue()).decode(), "size": len(png.getvalue())})
+    )
+    script = bin_dir / "portabledesktop"
+    script.write_text(FAKE.format(log=log, port=vnc_port, shot=shot))
+    script.chmod(0o755)
+    return bin_dir, log
 
 
 class FakeVncServer:
@@ -71,24 +92,20 @@ class FakeVncServer:
 
 
 @pytest.fixture(scope="module")
-def fake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[AgentProcess, Path]]:
-    bin_dir = tmp_path_factory.mktemp("fakebin")
-    script = bin_dir / "portabledesktop"
-    script.write_text(FAKE.format(python=sys.executable))
-    script.chmod(0o755)
-    log = bin_dir / "argv.log"
+def fake() -> Iterator[tuple[AgentProcess, Path]]:
     vnc = FakeVncServer()
-    env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}", FAKE_PD_LOG=str(log))
-    env["FAKE_PD_VNC_PORT"] = str(vnc.port)
+    bin_dir, log = install_fake(vnc.port)
+    env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     try:
         with running_agent(token=TOKEN, backend="auto", env=env) as agent:
             yield agent, log
     finally:
         vnc.close()
+        shutil.rmtree(bin_dir)
 
 
 def calls(log: Path) -> list[list[str]]:
-    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    return [line.split("\x1f") for line in log.read_text().splitlines()] if log.exists() else []
 
 
 async def run_and_record(agent: AgentProcess, log: Path, params: dict[str, Any]) -> list[list[str]]:
@@ -171,17 +188,14 @@ async def test_cursor_position_and_vnc_go_through_portabledesktop(fake: tuple[Ag
         await ws.close()
 
 
-def test_stopping_the_agent_runs_down(tmp_path: Path) -> None:
-    script = tmp_path / "portabledesktop"
-    script.write_text(FAKE.format(python=sys.executable))
-    script.chmod(0o755)
-    log = tmp_path / "argv.log"
+def test_stopping_the_agent_runs_down() -> None:
     vnc = FakeVncServer()
-    env = dict(os.environ, PATH=f"{tmp_path}{os.pathsep}{os.environ['PATH']}", FAKE_PD_LOG=str(log))
-    env["FAKE_PD_VNC_PORT"] = str(vnc.port)
+    bin_dir, log = install_fake(vnc.port)
+    env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     try:
         with running_agent(token=TOKEN, backend="portabledesktop", env=env) as agent:
             agent.info()
         wait_until(lambda: ["down"] in calls(log), what="portabledesktop down")
     finally:
         vnc.close()
+        shutil.rmtree(bin_dir)

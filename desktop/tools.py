@@ -1,12 +1,15 @@
 """The Anthropic computer tool for computer-use chats, executed on the chat's workspace agent.
 
+The desktop app registers it with chats (desktop/apps.py -> chats.tools.computer_use), so the
+dependency runs one way: desktop imports chats, never the reverse.
+
 The model sees the desktop at a *declared* size (long edge <= 1568 px, <= 1.15 MP) computed from the
 agent's native display; every action goes to the agent with that size, which maps coordinates to native
 pixels and returns a settled screenshot at the declared size. Screenshots are stored as ChatFile rows
 and referenced from the tool result; they are untrusted input to the model (the system prompt says so).
 
 Bad input from the model and agent failures become error tool results the model can read: the chat
-goes on. A person holding the desktop (take-over) pauses the chat before the action runs.
+goes on. A person holding the desktop pauses the chat (``taken_over``) before the action runs.
 """
 
 from __future__ import annotations
@@ -14,26 +17,18 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from django.core.files.base import ContentFile
-
 from agents.models import WorkspaceAgent
 from chatdesk.exceptions import AgentError, AgentNotConnected, AgentUnreachable
-from chats.models import Chat, ChatFile, ChatModelConfig
+from chats.models import Chat
+from chats.selectors import chat_model_options
+from chats.services import chat_file_store_png
 from chats.tools.base import Tool, ToolContext, ToolResult, error_result
-from desktop import computer
+from desktop import client, computer
 
 logger = logging.getLogger(__name__)
 
 #: Used until the agent has reported its display in a heartbeat (the agent's default geometry).
 FALLBACK_DISPLAY = (1280, 800)
-
-
-def model_options(chat: Chat) -> dict[str, Any]:
-    """Return the options of the chat's model config (or of the config for its model name)."""
-    config = chat.model_config
-    if config is None or config.model != chat.model:
-        config = ChatModelConfig.objects.filter(model=chat.model).first()
-    return dict(config.options or {}) if config is not None else {}
 
 
 class ComputerTool(Tool):
@@ -43,7 +38,7 @@ class ComputerTool(Tool):
 
     def __init__(self, chat: Chat) -> None:
         self.chat = chat
-        override = model_options(chat).get("computer_tool_version")
+        override = chat_model_options(chat).get("computer_tool_version")
         self.version = computer.tool_version_for_model(
             chat.model, override if isinstance(override, str) else None
         )
@@ -67,6 +62,11 @@ class ComputerTool(Tool):
             return block.get("toolset_name") == computer.TOOL_NAME
         return block.get("name") == computer.TOOL_NAME
 
+    def pause_reason(self) -> str | None:
+        """A person holds the chat's desktop: the chat pauses (``taken_over``) until hand-back."""
+        agent = self._agent()
+        return desktop_pause_reason(agent) if agent is not None else None
+
     def run(self, ctx: ToolContext, tool_input: dict[str, Any]) -> ToolResult:
         name = ctx.name or computer.TOOL_NAME
         width, height = self.display
@@ -79,14 +79,13 @@ class ComputerTool(Tool):
         agent = self._agent()
         if agent is None:
             return error_result("This chat has no workspace agent, so the computer cannot be used.")
-        if agent.desktop_held_by_id is not None:
-            return ToolResult(pause=True)
-        from desktop.client import agent_for_chat, run_action_sync
-
+        reason = desktop_pause_reason(agent)
+        if reason is not None:
+            return ToolResult(pause=reason)
         action = params["action"]
         try:
             self.chat.workspace_agent = agent
-            result = run_action_sync(agent_for_chat(self.chat), params)
+            result = client.run_action_sync(client.agent_for_chat(self.chat), params)
         except AgentNotConnected:
             return error_result(f'action "{action}" failed: the workspace agent is not connected.')
         except AgentUnreachable:
@@ -97,7 +96,9 @@ class ComputerTool(Tool):
         if result.output:
             content.append({"type": "text", "text": result.output.replace("\x00", "")})
         if result.png:
-            chat_file = store_png(self.chat, result.png, width=result.width, height=result.height)
+            chat_file = chat_file_store_png(
+                chat=self.chat, png=result.png, width=result.width, height=result.height
+            )
             content.append({"type": "image", "file_id": str(chat_file.pk)})
         if not content:
             content.append({"type": "text", "text": f'action "{action}" performed'})
@@ -110,9 +111,6 @@ class ComputerTool(Tool):
         return WorkspaceAgent.objects.filter(pk=self.chat.workspace_agent_id).first()
 
 
-def store_png(chat: Chat, png: bytes, *, width: int | None, height: int | None) -> ChatFile:
-    """Store a screenshot in Django storage and return its ChatFile row."""
-    chat_file = ChatFile(chat=chat, content_type="image/png", size=len(png), width=width, height=height)
-    chat_file.file.save(f"{chat_file.pk}.png", ContentFile(png), save=False)
-    chat_file.save()
-    return chat_file
+def desktop_pause_reason(agent: WorkspaceAgent) -> str | None:
+    """Return why a computer-use chat on ``agent``'s desktop may not act now, or None when it may."""
+    return Chat.PausedReason.TAKEN_OVER if agent.desktop_held_by_id is not None else None

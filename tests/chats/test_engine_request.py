@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from chats.context import (
+from chats.engine.request import (
     MAX_CACHE_BREAKPOINTS,
     OMITTED_SCREENSHOT_TEXT,
     add_cache_breakpoints,

@@ -1,0 +1,45 @@
+"""Which tools a chat's model is offered, and which tool answers a tool_use.
+
+- Root chats (when an Anthropic key is configured, and an app provides computer use):
+  spawn_computer_use_agent, wait_agent, message_agent, close_agent — they delegate GUI work to
+  computer-use child chats.
+- Computer-use chats: the tools registered for computer use (chats/tools/computer_use.py: the desktop
+  app's computer tool); they never get the sub-agent tools.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chats.models import Chat
+from chats.tools.base import Tool
+from chats.tools.close import CloseAgentTool
+from chats.tools.computer_use import computer_use, computer_use_registered
+from chats.tools.message import MessageAgentTool
+from chats.tools.spawn import SpawnComputerUseAgentTool
+from chats.tools.wait import WaitAgentTool
+
+__all__ = ["SUBAGENT_TOOLS", "find_tool", "tools_for_chat"]
+
+SUBAGENT_TOOLS: tuple[type[Tool], ...] = (
+    SpawnComputerUseAgentTool,
+    WaitAgentTool,
+    MessageAgentTool,
+    CloseAgentTool,
+)
+
+
+def tools_for_chat(chat: Chat, *, provider_configured: bool) -> list[Tool]:
+    """Return the tools offered to ``chat``'s model."""
+    if not computer_use_registered():
+        return []
+    if chat.is_computer_use:
+        return computer_use().tools(chat)
+    if chat.is_root and provider_configured:
+        return [tool() for tool in SUBAGENT_TOOLS]
+    return []
+
+
+def find_tool(tools: list[Tool], block: dict[str, Any]) -> Tool | None:
+    """Return the tool that answers the tool_use ``block``, or None for a tool we did not offer."""
+    return next((tool for tool in tools if tool.handles(block)), None)
