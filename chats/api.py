@@ -81,7 +81,7 @@ class ChatDetailView(APIView):
     @extend_schema(summary="Delete a chat and its child chats", responses={204: None})
     def delete(self, request: Request, pk: str) -> Response:
         chat = chat_for_user(user=request_user(request), chat_id=pk)
-        chat.delete()
+        services.chat_delete(chat=chat)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
