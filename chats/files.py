@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 from typing import Any
+from uuid import UUID
 
 from django.conf import settings
 from django.core.files import File
@@ -31,7 +32,7 @@ __all__ = ["chat_file_store", "files_purge_expired"]
 
 def chat_file_store(
     *,
-    chat_id: object,
+    chat_id: UUID | str,
     content: File[Any],
     content_type: str,
     size: int,

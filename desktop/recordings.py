@@ -26,6 +26,7 @@ import logging
 import tempfile
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from uuid import UUID
 
 from asgiref.sync import async_to_sync
 from django.conf import settings
@@ -103,7 +104,7 @@ def recording_start(*, chat: Chat, kind: str) -> Recording | None:
     return recording
 
 
-def recording_stop(*, recording_id: object) -> None:
+def recording_stop(*, recording_id: UUID | str) -> None:
     """Stop a recording on its agent, note how it ended, and queue the fetch of its file (idempotent)."""
     recording = Recording.objects.filter(pk=recording_id).select_related("workspace_agent").first()
     if recording is None or recording.state != Recording.State.RECORDING or recording.workspace_agent is None:
@@ -143,7 +144,7 @@ def recording_stop(*, recording_id: object) -> None:
     transaction.on_commit(lambda: recording_fetch_task.delay(str(recording.pk)))
 
 
-def recording_fetch(*, recording_id: object) -> None:
+def recording_fetch(*, recording_id: UUID | str) -> None:
     """Bring a stopped recording's file from its agent into storage, then delete the agent's copy."""
     recording = Recording.objects.filter(pk=recording_id).select_related("workspace_agent").first()
     if recording is None or recording.state != Recording.State.RECORDING or recording.ended_at is None:
