@@ -258,6 +258,8 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "ChatStatusEnum": "chats.models.Chat.Status",
         "WorkspaceAgentStatusEnum": "agents.models.WorkspaceAgent.Status",
+        "RecordingKindEnum": "chats.models.Recording.Kind",
+        "RecordingStateEnum": "chats.models.Recording.State",
     },
 }
 

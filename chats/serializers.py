@@ -7,7 +7,7 @@ from rest_framework import serializers
 
 from agents.models import WorkspaceAgent
 from chatdesk.serializers import StrictBooleanField, StrictCharField, StrictSerializer
-from chats.models import AuditEvent, Chat, ChatMessage
+from chats.models import AuditEvent, Chat, ChatMessage, Recording
 
 
 def file_url(chat_id: object, file_id: object) -> str:
@@ -68,8 +68,8 @@ class RecordingSerializer(serializers.Serializer):
     """Read shape of a recording (documentation only; chats.timeline.recording_to_json produces it)."""
 
     id = serializers.UUIDField()
-    kind = serializers.ChoiceField(choices=["model", "person"], help_text="Who worked on the desktop.")
-    state = serializers.ChoiceField(choices=["recording", "stored", "failed"])
+    kind = serializers.ChoiceField(choices=Recording.Kind.choices, help_text="Who worked on the desktop.")
+    state = serializers.ChoiceField(choices=Recording.State.choices)
     complete = serializers.BooleanField(help_text="False when the recorder stopped early (see `note`).")
     note = serializers.CharField()
     started_at = serializers.DateTimeField(help_text="When the video's first frame was taken.")
@@ -100,7 +100,9 @@ class TimelineEntrySerializer(serializers.Serializer):
         allow_null=True,
         help_text="Native pixels [x, y], when there is one.",
     )
-    by = serializers.ChoiceField(choices=["model", "person"])
+    by = serializers.ChoiceField(
+        choices=Recording.Kind.choices, help_text="Who acted: the model or a person."
+    )
 
 
 class ChatSerializer(serializers.ModelSerializer):

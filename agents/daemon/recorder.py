@@ -259,12 +259,15 @@ class Recorder:
             recording.state = "failed" if recording.size() == 0 else "finished"
             if recording.started_at is not None:
                 log.warning("recording %s ended early: %s", recording.id, recording.reason)
-                if recording.size() > 0:
-                    await self._remux(recording)
+                if recording.size() > 0 and not await self._remux(recording):
+                    recording.state = "failed"  # not even one whole frame reached the file
         recording.finished.set()
 
-    async def _remux(self, recording: Recording) -> None:
-        """Rewrite a file ffmpeg did not finish (no duration, no seek index) so a browser can play and seek it."""
+    async def _remux(self, recording: Recording) -> bool:
+        """Rewrite a file ffmpeg did not finish (no duration, no seek index) so a browser can play and seek it.
+
+        Return False when nothing playable could be read from it.
+        """
         fixed = recording.path.with_suffix(".fixed" + SUFFIX)
         env = self.desktop.user.environment()
         try:
@@ -280,11 +283,14 @@ class Recorder:
             except TimeoutError:
                 proc.kill()
                 await proc.wait()
-                return
+                return False
             if code == 0 and fixed.exists() and fixed.stat().st_size > 0:
                 os.replace(fixed, recording.path)
+                return True
+            return False
         except OSError as exc:
             log.warning("could not remux recording %s: %s", recording.id, exc)
+            return False
         finally:
             with contextlib.suppress(OSError):
                 fixed.unlink()
