@@ -233,11 +233,11 @@ def _parse_range(header: str, size: int) -> tuple[int, int] | None:
             return (-1, -1)
         return max(0, size - length), size - 1
     start = int(match[1])
+    if start >= size:
+        return (-1, -1)
     end = int(match[2]) if match[2] else size - 1
     if end < start:
         return None
-    if start >= size:
-        return (-1, -1)
     return start, min(end, size - 1)
 
 

@@ -11,6 +11,8 @@ ffmpeg processes and the files:
   ``KEEPALIVE_SECONDS`` so the video lasts as long as the recording did (a player can seek to its end).
   The comparison runs on planar RGB (``format=gbrp``), which is cheaper than converting every grabbed frame
   to YUV; only kept frames are converted and encoded.
+* **The video lasts as long as the recording.** Stopping waits (at most a keep-alive period) until a frame
+  from the moment of the stop is in the file, so the actions of a turn's last seconds lie inside the video.
 * **Real time is kept.** Frames carry their grab time, so second ``t`` of the video is ``started_at + t`` on
   the wall clock (``started_at`` is the first frame's grab time, which ffmpeg prints as the input's
   ``start:``): the server turns an action's start time into an offset into the video.
@@ -67,7 +69,7 @@ REMUX_TIMEOUT = 60.0
 THUMBNAIL_WIDTH = 320
 STDERR_LINES = 20
 _START_RE = re.compile(r"Input #0, x11grab.*|\s+Duration: .*, start: (?P<start>\d+(?:\.\d+)?)")
-_ID_RE = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
+_PROGRESS_RE = re.compile(r"^(?P<key>[a-z_]+)=(?P<value>\S*)$")
 
 
 class RecordingUnavailable(DesktopError):
@@ -88,6 +90,8 @@ class Recording:
     complete: bool = True
     reason: str = ""
     stopping: bool = False
+    out_time: float = 0.0  # the newest frame's time in the video (ffmpeg's -progress out_time_us)
+    progressed: asyncio.Event = field(default_factory=asyncio.Event)
     thumbnail_png: bytes | None = None
     stderr: deque[str] = field(default_factory=lambda: deque(maxlen=STDERR_LINES))
     watcher: asyncio.Task[None] | None = None
@@ -125,14 +129,14 @@ def ffmpeg_argv(
     """Return ffmpeg's command line for one recording of ``display`` into ``out`` (see module docstring)."""
     width, height = size
     return [
-        "ffmpeg", "-hide_banner", "-nostats", "-loglevel", "info",
+        "ffmpeg", "-hide_banner", "-nostats", "-loglevel", "info", "-progress", "pipe:2", "-stats_period", "0.25",
         "-f", "x11grab", "-draw_mouse", "1", "-framerate", str(fps),
         "-video_size", f"{width}x{height}", "-i", display,
         "-t", str(max_seconds),
         "-vf", f"format=gbrp,mpdecimate=max={fps * KEEPALIVE_SECONDS},format=yuv420p",
         "-fps_mode", "vfr",
         "-c:v", "libvpx", "-deadline", "realtime", "-cpu-used", "8", "-threads", "1",
-        "-b:v", "1M", "-crf", "10", "-g", str(fps * 60), "-auto-alt-ref", "0",
+        "-b:v", "1M", "-crf", "10", "-g", str(fps * 60), "-auto-alt-ref", "0", "-lag-in-frames", "0",
         # Short clusters reach the disk every second: a recorder that crashes still leaves a playable file.
         "-cluster_time_limit", "1000", "-flush_packets", "1", "-fs", str(max_bytes),
         "-f", "webm", "-y", str(out),
@@ -240,6 +244,12 @@ class Recorder:
         try:
             async for raw in proc.stderr:
                 line = raw.decode(errors="replace").rstrip()
+                progress = _PROGRESS_RE.match(line)
+                if progress is not None:
+                    if progress["key"] == "out_time_us" and progress["value"].isdigit():
+                        recording.out_time = int(progress["value"]) / 1e6
+                        recording.progressed.set()
+                    continue
                 recording.stderr.append(line)
                 if recording.started_at is None and (match := _START_RE.match(line)) and match["start"]:
                     recording.started_at = float(match["start"])
@@ -302,6 +312,7 @@ class Recorder:
         screen as it ends when ``thumbnail`` (an async callable returning PNG bytes) is given."""
         recording = self._get(recording_id)
         if recording.state == "recording" and not recording.stopping:
+            await self._wait_for_frame_at(recording, time.time())
             if thumbnail is not None:
                 with contextlib.suppress(DesktopError, OSError, ValueError):
                     recording.thumbnail_png = await thumbnail()
@@ -311,6 +322,25 @@ class Recorder:
         if recording.thumbnail_png:
             result["thumbnail_base64"] = base64.b64encode(recording.thumbnail_png).decode("ascii")
         return result
+
+    async def _wait_for_frame_at(self, recording: Recording, moment: float) -> None:
+        """Wait (at most a keep-alive period) until the video has a frame from ``moment`` on.
+
+        Frames equal to the previous one are dropped, so without this the video would end at the last
+        change: the actions of a turn's last seconds would lie past its end, where no player can seek.
+        """
+        if recording.started_at is None:
+            return
+        target = moment - recording.started_at - 0.05
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + KEEPALIVE_SECONDS + 1.0
+        while recording.out_time < target and recording.state == "recording":
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            recording.progressed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(recording.progressed.wait(), remaining)
 
     async def _halt(self, recording: Recording, *, graceful: bool) -> None:
         """Stop ffmpeg: SIGINT (it finishes the file), SIGKILL to its session after the grace period."""
