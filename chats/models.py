@@ -411,11 +411,14 @@ def chat_storage_dir(chat_id: object) -> str:
 
 
 def chat_file_remove(name: str) -> None:
-    """Delete one stored file's bytes (a missing file is fine)."""
+    """Delete one stored file's bytes (a missing file is fine), and its chat's folder once it is empty
+    (on local storage; saving a file makes the folder again)."""
     try:
         default_storage.delete(name)
     except OSError:
         logger.warning("Could not delete the stored file %s.", name, exc_info=True)
+    with contextlib.suppress(NotImplementedError, OSError):
+        os.rmdir(os.path.dirname(default_storage.path(name)))
 
 
 @receiver(post_delete, sender=ChatFile, dispatch_uid="chats.models.delete_file_bytes")
@@ -427,15 +430,3 @@ def _delete_file_bytes(sender: type[ChatFile], instance: ChatFile, **kwargs: Any
     name = instance.file.name
     if name:
         transaction.on_commit(lambda: chat_file_remove(name))
-
-
-@receiver(post_delete, sender=Chat, dispatch_uid="chats.models.delete_chat_folder")
-def _delete_chat_folder(sender: type[Chat], instance: Chat, **kwargs: Any) -> None:
-    """Remove a deleted chat's (by then empty) storage folder, on local storage."""
-    folder = chat_storage_dir(instance.pk)
-
-    def remove() -> None:
-        with contextlib.suppress(NotImplementedError, OSError):
-            os.rmdir(default_storage.path(folder))
-
-    transaction.on_commit(remove)
