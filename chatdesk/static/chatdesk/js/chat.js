@@ -528,9 +528,11 @@ let currentRecording = null;
 let pendingSeek = null;
 let recordingTimer = null;
 
+// 83.4 → "1:23.4": a position in a recording, to a tenth of a second (actions come fast).
 function clock(seconds) {
-  const whole = Math.max(0, Math.floor(seconds));
-  return `${Math.floor(whole / 60)}:${String(whole % 60).padStart(2, "0")}`;
+  const tenths = Math.max(0, Math.round(seconds * 10));
+  const whole = Math.floor(tenths / 10);
+  return `${Math.floor(whole / 60)}:${String(whole % 60).padStart(2, "0")}.${tenths % 10}`;
 }
 
 function playable(recording) {
