@@ -40,6 +40,7 @@ from agents.models import WorkspaceAgent
 from chatdesk.exceptions import ChatdeskError
 from chats.files import chat_file_store
 from chats.models import Chat, Recording
+from chats.transitions import ACTIVE
 from desktop import client
 
 logger = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ __all__ = [
     "recording_stop",
     "recordings_forget_on_agent",
     "recordings_stop_person",
+    "recordings_sweep",
 ]
 
 
@@ -139,7 +141,7 @@ def recording_stop(*, recording_id: UUID | str) -> None:
         )
         if thumb is not None:
             Recording.objects.filter(pk=recording.pk).update(thumbnail=thumb)
-    from desktop.tasks import recording_fetch_task
+    from desktop.tasks import recording_fetch_task  # deferred: the tasks module imports this one
 
     transaction.on_commit(lambda: recording_fetch_task.delay(str(recording.pk)))
 
@@ -222,6 +224,33 @@ def recordings_stop_person(*, agent: WorkspaceAgent) -> None:
     )
     for recording_id in running.values_list("pk", flat=True):
         recording_stop(recording_id=recording_id)
+
+
+def recordings_sweep() -> int:
+    """Stop the recordings nobody will stop (their turn's worker died; a hold ended without a hand-back
+    the server saw); return how many. Run by the beat task ``desktop.sweep_recordings``."""
+    cutoff = timezone.now() - timedelta(seconds=settings.CHATDESK_TURN_LEASE_SECONDS)
+    running = Recording.objects.filter(state=Recording.State.RECORDING, started_at__lt=cutoff).select_related(
+        "chat", "workspace_agent"
+    )
+    stopped = 0
+    for recording in running.order_by("-started_at"):
+        if recording.kind == Recording.Kind.MODEL:
+            newest = (
+                Recording.objects.filter(chat_id=recording.chat_id, kind=Recording.Kind.MODEL)
+                .order_by("-started_at")
+                .values_list("pk", flat=True)
+                .first()
+            )
+            if recording.chat.status in ACTIVE and newest == recording.pk:
+                continue  # its turn still works on the desktop
+        elif (
+            recording.workspace_agent is not None and recording.workspace_agent.desktop_held_by_id is not None
+        ):
+            continue  # the person still holds the desktop
+        recording_stop(recording_id=recording.pk)
+        stopped += 1
+    return stopped
 
 
 def recordings_forget_on_agent(sender: type[Recording], instance: Recording, **kwargs: Any) -> None:

@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import logging
+
 from celery import shared_task
+
+from desktop.recordings import recording_fetch, recordings_sweep
+
+logger = logging.getLogger(__name__)
 
 
 @shared_task(name="desktop.fetch_recording", acks_late=True, ignore_result=True)
 def recording_fetch_task(recording_id: str) -> None:
     """Bring a stopped recording's file from its workspace agent into storage (desktop/recordings.py)."""
-    from desktop.recordings import recording_fetch
-
     recording_fetch(recording_id=recording_id)
+
+
+@shared_task(name="desktop.sweep_recordings", ignore_result=True)
+def recordings_sweep_task() -> None:
+    """Stop the recordings nobody will stop: their turn's worker died (Celery beat)."""
+    stopped = recordings_sweep()
+    if stopped:
+        logger.info("Stopped %d orphaned recordings.", stopped)
