@@ -281,3 +281,23 @@ def test_deleting_a_chat_mid_turn_stops_it_and_removes_its_files(
     assert len(fake.message_requests) <= calls + 1
     assert not folder.exists() or not any(folder.iterdir())
     assert ChatFile.objects.count() == 0 and Recording.objects.count() == 0
+
+
+def test_the_sweep_stops_a_recording_whose_turn_is_gone(
+    user: User, desktop_agent: tuple[WorkspaceAgent, AgentProcess]
+) -> None:
+    from datetime import timedelta
+
+    from desktop.recordings import recording_start, recordings_sweep
+
+    agent_row, agent = desktop_agent
+    chat = child_chat(user, agent_row)  # queued, never run: no worker here
+    recording = recording_start(chat=chat, kind=Recording.Kind.MODEL)
+    assert recording is not None and ffmpeg_recorders(agent.display)
+    Recording.objects.filter(pk=recording.pk).update(started_at=recording.started_at - timedelta(minutes=5))
+    assert recordings_sweep() == 0  # the chat's turn is queued: it may still be recording for it
+    Chat.objects.filter(pk=chat.pk).update(status=Chat.Status.ERROR)  # its worker died, the sweep failed it
+    assert recordings_sweep() == 1
+    assert ffmpeg_recorders(agent.display) == []
+    recording.refresh_from_db()
+    assert recording.ended_at is not None and recording.duration_seconds is not None

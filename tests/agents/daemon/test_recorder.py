@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import os
+import pwd
 import shutil
 import signal
 import time
@@ -11,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.agent_process import AgentProcess, running_agent
+from agents.daemon.boundary import ALLOWED_NAMES, IDENTITY_NAMES
+from tests.support.agent_process import AgentProcess, desktop_user, running_agent
 from tests.support.media import ffmpeg_recorders, ffprobe
 from tests.support.waiting import wait_until
 
@@ -22,6 +24,25 @@ pytestmark = [
         reason="needs Xvnc, xdotool and ffmpeg",
     ),
 ]
+
+
+def assert_desktop_process(pid: int) -> None:
+    """ffmpeg runs as the desktop's user with the desktop's allowlisted environment, like its programs."""
+    uid = int(
+        next(
+            line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("Uid:")
+        ).split()[1]
+    )
+    name = desktop_user()
+    expected = pwd.getpwnam(name).pw_uid if name is not None else os.geteuid()
+    assert uid == expected
+    names = {
+        item.split(b"=", 1)[0].decode()
+        for item in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        if item
+    }
+    allowed = {*ALLOWED_NAMES, *IDENTITY_NAMES, "DISPLAY", "XAUTHORITY", "XDG_RUNTIME_DIR"}
+    assert {n for n in names if not n.startswith("LC_")} <= allowed, names
 
 
 def download(agent: AgentProcess, recording_id: str, path: Path) -> bytes:
@@ -41,7 +62,8 @@ def test_a_recording_is_a_webm_that_lasts_as_long_as_it_ran(tmp_path: Path) -> N
         before = time.time()
         started = agent.call("recording_start", {"fps": 8})
         assert before - 1 <= started["started_at"] <= time.time()
-        assert ffmpeg_recorders(agent.display)
+        (pid,) = ffmpeg_recorders(agent.display)
+        assert_desktop_process(pid)
         for x in range(100, 700, 100):  # the pointer moves: frames change
             agent.call("action", {"action": "mouse_move", "coordinate": [x, 300]})
         wait_until(lambda: time.time() - started["started_at"] > 3, timeout=10, what="3 s of recording")
