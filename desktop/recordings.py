@@ -218,12 +218,18 @@ def _note(text: str) -> str:
 
 
 def recordings_stop_person(*, agent: WorkspaceAgent) -> None:
-    """Stop every person recording running on ``agent``'s desktop (the desktop was handed back)."""
+    """Stop every person recording running on ``agent``'s desktop (the desktop was handed back).
+
+    In a task: stopping waits for the video to hold a frame of the moment (up to a few seconds), which
+    the hand-back's HTTP answer should not.
+    """
+    from desktop.tasks import recording_stop_task  # deferred: the tasks module imports this one
+
     running = Recording.objects.filter(
         workspace_agent=agent, kind=Recording.Kind.PERSON, state=Recording.State.RECORDING
     )
     for recording_id in running.values_list("pk", flat=True):
-        recording_stop(recording_id=recording_id)
+        recording_stop_task.delay(str(recording_id))
 
 
 def recordings_sweep() -> int:

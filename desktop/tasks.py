@@ -6,7 +6,7 @@ import logging
 
 from celery import shared_task
 
-from desktop.recordings import recording_fetch, recordings_sweep
+from desktop.recordings import recording_fetch, recording_stop, recordings_sweep
 
 logger = logging.getLogger(__name__)
 
@@ -23,3 +23,9 @@ def recordings_sweep_task() -> None:
     stopped = recordings_sweep()
     if stopped:
         logger.info("Stopped %d orphaned recordings.", stopped)
+
+
+@shared_task(name="desktop.stop_recording", acks_late=True, ignore_result=True)
+def recording_stop_task(recording_id: str) -> None:
+    """Stop a recording on its agent and queue the fetch of its file (desktop/recordings.py)."""
+    recording_stop(recording_id=recording_id)

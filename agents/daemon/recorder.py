@@ -51,6 +51,7 @@ from typing import Any
 
 from agents.daemon.actionspec import ActionError
 from agents.daemon.backends.base import Desktop, DesktopError
+from agents.daemon.backends.xvnc import DIR_PREFIX, OWNER_FILE, parent_death_prefix, process_start_time
 
 log = logging.getLogger(__name__)
 
@@ -172,8 +173,6 @@ class Recorder:
         user, who runs ffmpeg.
         """
         if self._dir is None or not self._dir.is_dir():
-            from agents.daemon.backends.xvnc import DIR_PREFIX, OWNER_FILE, process_start_time
-
             self._dir = Path(tempfile.mkdtemp(prefix=f"{DIR_PREFIX}recordings-", dir=self._parent))
             (self._dir / OWNER_FILE).write_text(f"{os.getpid()} {process_start_time(os.getpid())}\n")
             self.desktop.user.give(self._dir)
@@ -216,8 +215,6 @@ class Recorder:
                 max_seconds=seconds_value,
                 out=path,
             )
-            from agents.daemon.backends.xvnc import parent_death_prefix
-
             recording.process = await asyncio.create_subprocess_exec(
                 *parent_death_prefix(),
                 *(LOW_PRIORITY if shutil.which(LOW_PRIORITY[0]) else []),

@@ -257,7 +257,8 @@ class AgentServer:
 
     async def _thumbnail(self) -> bytes:
         """Return a small PNG of the screen now (a recording's thumbnail: its last frame)."""
-        frame = await self.desktop.grab()
+        async with self.runner.lock:  # one request at a time on the desktop's X connection
+            frame = await self.desktop.grab()
         size = (THUMBNAIL_WIDTH, max(1, round(frame.height * THUMBNAIL_WIDTH / frame.width)))
         return await asyncio.to_thread(encode_png, frame, size)
 
