@@ -1,6 +1,6 @@
 """Benchmark of desktop recording (agents/daemon/recorder.py) on a real 1280x800 desktop with an xterm open.
 
-Run from the repository root:  python bench/bench_recording.py [-n 40] [--idle-seconds 30]
+Run from the repository root:  python bench/bench_recording.py [-n 80] [--idle-seconds 30]
 
 Measures, with the agent's real ffmpeg:
 - the recorder's CPU (ffmpeg's user+system time / wall time, % of one core) while a scripted sequence of
@@ -33,6 +33,7 @@ from tests.support.media import ffmpeg_recorders
 
 TOKEN = "bench-token"
 TICKS = os.sysconf("SC_CLK_TCK")
+BLOCKS = 8  # alternating blocks of clicks without and with a recording
 
 
 def cpu_seconds(pid: int) -> float:
@@ -93,10 +94,12 @@ async def bench(n: int, idle_seconds: float) -> int:
                 # Latency, side by side: blocks alternate between recording and not.
                 plain: list[float] = []
                 recorded: list[float] = []
-                block = max(1, n // 4)
-                for round_ in range(4):
+                # A recording starts before a turn's first action; measure it running, past its first second.
+                block = max(1, n // BLOCKS)
+                for round_ in range(BLOCKS):
                     plain += await click_block(client, block, round_ * block)
                     started = await client.call("recording_start", {})
+                    await asyncio.sleep(1)
                     recorded += await click_block(client, block, round_ * block)
                     await client.call("recording_stop", {"id": started["id"]})
                     await client.call("recording_delete", {"id": started["id"]})
@@ -153,7 +156,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("-n", type=int, default=40, help="clicks per latency figure (default 40)")
+    parser.add_argument("-n", type=int, default=80, help="clicks per latency figure (default 80)")
     parser.add_argument(
         "--idle-seconds", type=float, default=30, help="length of the idle stretch (default 30)"
     )

@@ -17,7 +17,7 @@ from rest_framework.exceptions import NotFound
 
 from chats.api import MISSING, file_response
 from chats.models import AuditEvent, Chat, ChatFile, ChatMessage, ChatModelConfig, ChatProvider
-from chats.services import chat_update
+from chats.services import chat_delete, chat_update
 
 
 class ChatProviderForm(forms.ModelForm):
@@ -185,6 +185,13 @@ class ChatAdmin(admin.ModelAdmin):
         """Save only what staff may change. A full save would write back the status read when the form
         was loaded, over a move a worker made meanwhile (statuses change in chats/transitions.py)."""
         chat_update(chat=obj, title=obj.title, archived=obj.archived)
+
+    def delete_model(self, request: HttpRequest, obj: Chat) -> None:
+        chat_delete(chat=obj)  # locks the chat tree first: safe while a turn runs (chats/services.py)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Chat]) -> None:
+        for chat in queryset:
+            chat_delete(chat=chat)
 
     def get_urls(self) -> list[URLPattern]:
         file_view = self.admin_site.admin_view(self.file_view)
