@@ -1,7 +1,7 @@
 """What model calls cost, and whether a chat may make the next one (SPEC §10).
 
 Prices are USD per million tokens on ChatModelConfig (input, output, cache write, cache read); defaults
-for known model names ship as data (migration ``0006_default_prices``) and admins edit them. A model
+for known model names ship as data (migration ``0007_default_prices``) and admins edit them. A model
 without a known price is counted at the most expensive known price (per kind of token), never as free.
 
 A message's cost is computed once, when its model call is recorded, at the prices of that moment; a chat

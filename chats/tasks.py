@@ -16,6 +16,8 @@ import logging
 from celery import shared_task
 from django.conf import settings
 
+from chats.files import files_purge_expired
+
 logger = logging.getLogger(__name__)
 
 
@@ -74,3 +76,11 @@ def compact_task(chat_id: str) -> None:
     from chats.engine.compaction import compaction_run  # deferred, as above
 
     compaction_run(chat_id=chat_id)
+
+
+@shared_task(name="chats.purge_expired_files", ignore_result=True)
+def purge_expired_files() -> None:
+    """Remove the bytes of files older than CHATDESK_FILE_RETENTION_DAYS (Celery beat; chats/files.py)."""
+    purged = files_purge_expired()
+    if purged:
+        logger.info("Purged %d expired files.", purged)

@@ -12,4 +12,6 @@ urlpatterns = [
     path("chats/<uuid:pk>/resume", api.ChatResumeView.as_view(), name="chat-resume"),
     path("chats/<uuid:pk>/compact", api.ChatCompactView.as_view(), name="chat-compact"),
     path("chats/<uuid:pk>/files/<uuid:file_id>", api.ChatFileView.as_view(), name="chat-file"),
+    path("chats/<uuid:pk>/recordings", api.ChatRecordingsView.as_view(), name="chat-recordings"),
+    path("chats/<uuid:pk>/timeline", api.ChatTimelineView.as_view(), name="chat-timeline"),
 ]

@@ -9,6 +9,7 @@ class DesktopConfig(AppConfig):
         """Give chats the computer tool and the computer-use system prompt (chats never imports desktop)."""
         # Imported here, as Django requires: models are not loaded when this module is imported.
         from chats.tools.computer_use import ComputerUse, register_computer_use
+        from desktop import recordings  # noqa: F401 - connects its signal receiver
         from desktop.computer import computer_use_system_prompt
         from desktop.tools import ComputerTool
 

@@ -23,6 +23,8 @@ from websockets.http11 import Request, Response
 from agents.daemon import actionspec, credentials, scaling
 from agents.daemon.actions import ActionError, ActionRunner
 from agents.daemon.backends.base import Desktop, DesktopError
+from agents.daemon.recorder import THUMBNAIL_WIDTH, Recorder
+from agents.daemon.screenshot import encode_png
 
 log = logging.getLogger(__name__)
 
@@ -90,11 +92,19 @@ async def relay_vnc(ws: ServerConnection, vnc: socket.socket) -> None:
 class AgentServer:
     """Serves one desktop to callers that present ``token``."""
 
-    def __init__(self, *, desktop: Desktop, token: str, runner: ActionRunner | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        desktop: Desktop,
+        token: str,
+        runner: ActionRunner | None = None,
+        recorder: Recorder | None = None,
+    ) -> None:
         if not token:
             raise ValueError("An agent token is required.")
         self.desktop = desktop
         self.runner = runner or ActionRunner(desktop)
+        self.recorder = recorder or Recorder(desktop)
         self._token = token
         self._server: Server | None = None
 
@@ -199,7 +209,27 @@ class AgentServer:
             return await self.runner.info()
         if method == "health":
             return self.health()
+        if method == "recording_start":
+            await self.runner.ensure_started()
+            return await self.recorder.start(
+                fps=params.get("fps"),
+                max_bytes=params.get("max_bytes"),
+                max_seconds=params.get("max_seconds"),
+            )
+        if method == "recording_stop":
+            return await self.recorder.stop(params.get("id"), thumbnail=self._thumbnail)
+        if method == "recording_read":
+            return self.recorder.read(params.get("id"), params.get("offset"), params.get("length"))
+        if method == "recording_delete":
+            return await self.recorder.delete(params.get("id"))
         raise ActionError(f"Unknown method: {actionspec.clip(method)}")
+
+    async def _thumbnail(self) -> bytes:
+        """Return a small PNG of the screen now (a recording's thumbnail: its last frame)."""
+        async with self.runner.lock:  # one request at a time on the desktop's X connection
+            frame = await self.desktop.grab()
+        size = (THUMBNAIL_WIDTH, max(1, round(frame.height * THUMBNAIL_WIDTH / frame.width)))
+        return await asyncio.to_thread(encode_png, frame, size)
 
     # -- VNC ---------------------------------------------------------------------------------------
 
@@ -243,4 +273,5 @@ class AgentServer:
             self._server.close()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._server.wait_closed(), 5)
+        await self.recorder.close()
         await self.desktop.stop()

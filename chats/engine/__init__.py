@@ -114,6 +114,7 @@ class Turn:
         self.prices: Prices = prices_for(chat.model, chat_model_config(chat))
         self._stop_checked_at = 0.0
         self._stopped = False
+        self.tools: list[Tool] = []
 
     # --- the turn ---------------------------------------------------------------------------------
 
@@ -133,9 +134,19 @@ class Turn:
         except Exception:
             logger.exception("Turn of chat %s failed.", self.chat.pk)
             self.end(Chat.Status.ERROR, UNEXPECTED_ERROR)
+        finally:
+            self._tools_turn_ended()
+
+    def _tools_turn_ended(self) -> None:
+        """Tell every tool the turn is over (the computer tool stops its recording); never fails the turn."""
+        for tool in self.tools:
+            try:
+                tool.turn_ended()
+            except Exception:
+                logger.exception("Tool %s failed at the end of a turn of chat %s.", tool.name, self.chat.pk)
 
     def _run(self) -> None:
-        tools = tools_for_chat(self.chat, provider_configured=True)
+        tools = self.tools = tools_for_chat(self.chat, provider_configured=True)
         for tool in tools:
             reason = tool.pause_reason()
             if reason is not None:  # a person holds the desktop: paused (taken_over) until hand-back
@@ -365,11 +376,13 @@ class Turn:
         """
         if self.heartbeat.lost.is_set():
             return None
+        usage = usage if role in (ChatMessage.Role.ASSISTANT, ChatMessage.Role.SYSTEM) else None
         with transaction.atomic():
+            if usage and not self.chat.is_root:
+                services.chat_lock_tree_rows(chat=self.chat)  # the root's sums grow too: lock in order
             chat = Chat.objects.select_for_update().filter(pk=self.chat.pk, worker_id=self.worker_id).first()
             if chat is None:
                 return None
-            usage = usage if role in (ChatMessage.Role.ASSISTANT, ChatMessage.Role.SYSTEM) else None
             return services.message_append(
                 chat=chat,
                 role=role,

@@ -238,7 +238,8 @@ def compaction_run(*, chat_id: str) -> ChatMessage | None:
             logger.warning("Compaction of chat %s got an empty summary; nothing replaced.", chat.pk)
             return None
         with transaction.atomic():
-            locked = Chat.objects.select_for_update().get(pk=chat.pk)  # message_append's lock
+            services.chat_lock_tree_rows(chat=chat)  # message_append's lock, and the root's for its sums
+            locked = Chat.objects.get(pk=chat.pk)
             summary = services.message_append(
                 chat=locked,
                 role=ChatMessage.Role.SYSTEM,

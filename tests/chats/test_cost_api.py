@@ -224,7 +224,7 @@ def test_amounts_read_well() -> None:
 
 
 def test_the_shipped_prices_cover_the_default_models_and_keep_what_an_admin_set() -> None:
-    migration = importlib.import_module("chats.migrations.0006_default_prices")
+    migration = importlib.import_module("chats.migrations.0007_default_prices")
     ChatModelConfig.objects.all().delete()
     ChatModelConfig.objects.create(model=settings.CHATDESK_MODEL, input_price=Decimal(7))
 

@@ -75,7 +75,7 @@ def test_message_ids_grow_in_creation_order(user) -> None:
     assert list(chat.messages.values_list("id", flat=True)) == ids
 
 
-# Names no migration ships (0006_default_prices adds the Claude family's configs).
+# Names no migration ships (0007_default_prices adds the Claude family's configs).
 def test_only_one_model_config_can_be_the_default() -> None:
     ChatModelConfig.objects.create(model="test-model-a", is_default=True)
     ChatModelConfig.objects.create(model="test-model-b", is_default=False)

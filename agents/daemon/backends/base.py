@@ -76,6 +76,13 @@ class Desktop(abc.ABC):
         self.x_display: str | None = None
         self.xauthority: str | None = None
 
+    def program_environment(self) -> dict[str, str] | None:
+        """Return the environment of a program that draws on (or records) this desktop, None when it has
+        no X display: the desktop user's allowlisted environment plus DISPLAY and XAUTHORITY."""
+        if self.x_display is None:
+            return None
+        return self.user.environment(display=self.x_display, xauthority=self.xauthority)
+
     @abc.abstractmethod
     def is_running(self) -> bool:
         """Return True when the desktop is up (without starting it)."""

@@ -278,6 +278,9 @@ class XvncDesktop(Desktop):
 
     # -- lifecycle ---------------------------------------------------------------------------
 
+    def program_environment(self) -> dict[str, str] | None:
+        return dict(self._env) if self._env and self.x_display else None
+
     def is_running(self) -> bool:
         return self._xvnc is not None and self._xvnc.returncode is None and _process_alive(self._xvnc.pid)
 
@@ -434,6 +437,7 @@ class XvncDesktop(Desktop):
             shutil.rmtree(self._dir, ignore_errors=True)
         self._xvnc = self._wm = None
         self._dir = None
+        self._env = {}
         self.x_display = self.xauthority = self.rfb_socket = None
 
     # -- streams and queries -----------------------------------------------------------------

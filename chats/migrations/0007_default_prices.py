@@ -86,6 +86,6 @@ def backfill_costs(apps: Any) -> None:
 
 
 class Migration(migrations.Migration):
-    dependencies = [("chats", "0005_cost_usage_budgets")]
+    dependencies = [("chats", "0006_cost_usage_budgets")]
 
     operations = [migrations.RunPython(add_prices, migrations.RunPython.noop)]

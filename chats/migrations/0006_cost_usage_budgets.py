@@ -10,7 +10,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('chats', '0004_audit_events'),
+        ('chats', '0005_recordings'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
