@@ -328,10 +328,18 @@ function showCost(data) {
 }
 
 // A usage event, or the chat's JSON: its sums, its cost (and for a root, the tree's and the budget).
+// Sums only grow: a JSON read before the latest event (the refresh on reconnect) must not undo it.
+let shownCost = { cost_usd: "0", tree_cost_usd: null, budget_usd: null };
 function applyUsage(data) {
-  if (data.usage) usage = { ...data.usage };
+  const older = Number(data.cost_usd) < Number(shownCost.cost_usd)
+    || Number(data.tree_cost_usd ?? 0) < Number(shownCost.tree_cost_usd ?? 0);
+  if (!older) {
+    if (data.usage) usage = { ...data.usage };
+    shownCost = { ...shownCost, cost_usd: data.cost_usd, tree_cost_usd: data.tree_cost_usd };
+  }
+  if ("budget_usd" in data) shownCost.budget_usd = data.budget_usd;
   showUsage();
-  showCost(data);
+  showCost(shownCost);
   if (budgetInput && "budget_usd" in data && document.activeElement !== budgetInput) {
     budgetInput.value = data.budget_usd === null ? "" : String(Number(data.budget_usd));
   }
