@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
+from channels import DEFAULT_CHANNEL_LAYER
+from channels.layers import channel_layers
 
 from chats.events import group_name
 from chats.models import Chat, ChatProvider
@@ -52,7 +53,9 @@ def wait_status(chat: Chat, *statuses: str, timeout: float = 30) -> Chat:
 
 def first_live_events(chat: Chat, kind: str, *, count: int, timeout: float = 15) -> list[dict[str, Any]]:
     """Listen on the chat's channel-layer group (as a stream consumer does) until ``count`` events of ``kind``."""
-    layer = get_channel_layer()
+    # A layer of its own: channels_redis binds a layer's receive lock to the first event loop that
+    # receives, and each async_to_sync call runs a new loop.
+    layer = channel_layers.make_backend(DEFAULT_CHANNEL_LAYER)
 
     async def listen() -> list[dict[str, Any]]:
         import asyncio
