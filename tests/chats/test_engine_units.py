@@ -156,6 +156,8 @@ def test_deltas_are_coalesced_but_the_first_goes_out_at_once() -> None:
     assert sent[-1][1]["part"] == {"index": 1, "type": "tool_input", "delta": '{"a"'}
 
 
+# Committed rows: the turn's stream watchdog and heartbeat read the chat from threads of their own.
+@pytest.mark.django_db(transaction=True)
 def test_pruned_screenshots_are_visible_in_the_request_and_the_step_limit_holds(
     user: User, settings: Settings
 ) -> None:
