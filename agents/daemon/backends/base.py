@@ -76,6 +76,11 @@ class Desktop(abc.ABC):
         self.x_display: str | None = None
         self.xauthority: str | None = None
 
+    def program_environment(self) -> dict[str, str]:
+        """Return the whole environment of a program started on this desktop (a shell of the ``bash``
+        tool): the user's allowlisted one plus the display, when the desktop runs."""
+        return self.user.environment(display=self.x_display, xauthority=self.xauthority)
+
     @abc.abstractmethod
     def is_running(self) -> bool:
         """Return True when the desktop is up (without starting it)."""
