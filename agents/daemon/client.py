@@ -32,7 +32,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI, WebSocketException
 from websockets.uri import parse_uri
 
-from agents.daemon import actionspec, editor, shell
+from agents.daemon import actionspec, toolspec
 from agents.daemon.addresses import AddressAllowlist, AddressNotAllowed, resolve_allowed
 
 MAX_RESPONSE_BYTES = 256 * 1024 * 1024  # a zoom or screenshot of a large desktop is many MB of base64
@@ -288,23 +288,23 @@ class AgentClient:
         The deadline follows the command: its ``timeout``, plus the time the agent may take to stop it,
         plus ``margin`` (default: the connection's ``timeout``) for the round trip.
         """
-        timeout = params.get("timeout", shell.DEFAULT_TIMEOUT)
-        seconds = float(timeout) if isinstance(timeout, int | float) else shell.DEFAULT_TIMEOUT
-        deadline = seconds + shell.STOP_TIME + (self.timeout if margin is None else margin)
+        timeout = params.get("timeout", toolspec.BASH_DEFAULT_TIMEOUT)
+        seconds = float(timeout) if isinstance(timeout, int | float) else toolspec.BASH_DEFAULT_TIMEOUT
+        deadline = seconds + toolspec.BASH_STOP_TIME + (self.timeout if margin is None else margin)
 
         def progress(payload: dict[str, Any]) -> None:
             text = payload.get("output")
             if on_output is not None and isinstance(text, str):
                 on_output(text)
 
-        return await self.call("bash", params, deadline=deadline, on_progress=progress)  # type: ignore[no-any-return]
+        return await self.call("bash", params, deadline=deadline, on_progress=progress)
 
     async def edit(self, tool_input: dict[str, Any], *, max_characters: int | None = None) -> dict[str, Any]:
         """Run one text editor command as the desktop's user; return ``{"output", "is_error"}``."""
         params: dict[str, Any] = {"input": tool_input}
         if max_characters is not None:
             params["max_characters"] = max_characters
-        return await self.call("edit", params, deadline=self.timeout + editor.CHILD_TIMEOUT)  # type: ignore[no-any-return]
+        return await self.call("edit", params, deadline=self.timeout + toolspec.EDITOR_TIME_LIMIT)
 
     async def screenshot(self, width: int | None = None, height: int | None = None) -> Screenshot:
         """Return an immediate screenshot, scaled to width x height when given (else native)."""

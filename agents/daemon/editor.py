@@ -44,21 +44,24 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypedDict
 
+from agents.daemon import toolspec
 from agents.daemon.actionspec import ActionError, is_int
 from agents.daemon.boundary import DesktopUser, make_undumpable
 
-TOOL_NAME = "str_replace_based_edit_tool"
+TOOL_NAME = toolspec.EDITOR_TOOL_NAME
 COMMANDS = ("view", "create", "str_replace", "insert")
 MAX_FILE_BYTES = 10 * 1024 * 1024
 MAX_LISTED = 1_000  # entries of a directory listing
-MIN_MAX_CHARACTERS = 100
-MAX_MAX_CHARACTERS = 10_000_000
+MIN_MAX_CHARACTERS = toolspec.EDITOR_MIN_MAX_CHARACTERS
+MAX_MAX_CHARACTERS = toolspec.EDITOR_MAX_MAX_CHARACTERS
 SNIPPET_LINES = 4
-CHILD_TIMEOUT = 30.0
+CHILD_TIMEOUT = toolspec.EDITOR_TIME_LIMIT
 
 FILE_NOT_FOUND = "Error: File not found"
 NO_MATCH = "Error: No match found for replacement. Please check your text and try again."
-MANY_MATCHES = "Error: Found {count} matches for replacement text. Please provide more context to make a unique match."
+MANY_MATCHES = (
+    "Error: Found {count} matches for replacement text. Please provide more context to make a unique match."
+)
 CANNOT_WRITE = "Error: Permission denied. Cannot write to file."
 CANNOT_READ = "Error: Permission denied. Cannot read file."
 
@@ -112,7 +115,9 @@ def _edit(tool_input: object, max_characters: int | None, home: str) -> str:
     line = tool_input.get("insert_line")
     text = tool_input.get("insert_text", tool_input.get("new_str"))
     if not is_int(line):
-        raise EditorError("Parameter `insert_line` is required for command: insert (a line number; 0 inserts at the start)")
+        raise EditorError(
+            "Parameter `insert_line` is required for command: insert (a line number; 0 inserts at the start)"
+        )
     if not isinstance(text, str):
         raise EditorError("Parameter `insert_text` is required for command: insert")
     return _insert(path, line, text)  # type: ignore[arg-type]
@@ -159,7 +164,7 @@ def _read(path: str) -> str:
             "Use bash (head, sed -n, grep -n) to read parts of it."
         )
     try:
-        with open(path, "rb") as file:  # noqa: PTH123 - plain open: the same call everywhere in this module
+        with open(path, "rb") as file:
             data = file.read(MAX_FILE_BYTES + 1)
     except PermissionError:
         raise EditorError(CANNOT_READ) from None
@@ -279,7 +284,9 @@ def _visible(directory: Path) -> list[Path]:
 def _clip(text: str, max_characters: int | None, *, what: str) -> str:
     if max_characters is None or len(text) <= max_characters:
         return text
-    return text[:max_characters] + f"\n[… the {what} was cut at {max_characters:,} characters (max_characters)]"
+    return (
+        text[:max_characters] + f"\n[… the {what} was cut at {max_characters:,} characters (max_characters)]"
+    )
 
 
 def _create(path: str, file_text: str) -> str:
@@ -290,7 +297,9 @@ def _create(path: str, file_text: str) -> str:
         except PermissionError:
             raise EditorError(CANNOT_WRITE) from None
         except OSError as exc:
-            raise EditorError(f"Error: Cannot create the directory {parent}: {exc.strerror or exc}.") from None
+            raise EditorError(
+                f"Error: Cannot create the directory {parent}: {exc.strerror or exc}."
+            ) from None
     _write(path, file_text, create=True)
     return f"File created successfully at: {path}"
 
@@ -387,15 +396,15 @@ def run_as(user: DesktopUser, tool_input: object, max_characters: int | None) ->
             make_undumpable()  # a uid change may reset it from /proc/sys/fs/suid_dumpable
             with contextlib.suppress(OSError):
                 os.chdir(user.home)
-            result = edit(tool_input, max_characters=max_characters, home=user.home)
-            data = json.dumps(result).encode()
-            view = memoryview(data)
+            payload = json.dumps(edit(tool_input, max_characters=max_characters, home=user.home)).encode()
+            view = memoryview(payload)
             while view:
                 view = view[os.write(write_fd, view) :]
             status = 0
         finally:
             os._exit(status)
     os.close(write_fd)
+    data: bytes | None = None
     try:
         data = _read_all(read_fd, deadline=time.monotonic() + CHILD_TIMEOUT)
     finally:
@@ -405,14 +414,18 @@ def run_as(user: DesktopUser, tool_input: object, max_characters: int | None) ->
                 os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
     if not data:
-        return {"output": "Error: the editor failed (timed out or crashed); nothing may have been changed.", "is_error": True}
+        return {
+            "output": "Error: the editor command did not finish (it timed out or failed); check the file before "
+            "trying again.",
+            "is_error": True,
+        }
     result = json.loads(data)
     return {"output": str(result["output"]), "is_error": bool(result["is_error"])}
 
 
 def _read_all(fd: int, *, deadline: float) -> bytes | None:
     """Return everything written to ``fd`` until it closes; None when ``deadline`` passes first."""
-    chunks = []
+    chunks: list[bytes] = []
     while True:
         remaining = deadline - time.monotonic()
         if remaining <= 0:

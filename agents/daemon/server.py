@@ -14,8 +14,8 @@ import json
 import logging
 import socket
 import struct
-from http import HTTPStatus
 from collections.abc import Awaitable, Callable
+from http import HTTPStatus
 from typing import Any
 
 from websockets.asyncio.server import Server, ServerConnection, serve

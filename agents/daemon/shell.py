@@ -50,18 +50,19 @@ from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, TypedDict
 
+from agents.daemon import toolspec
 from agents.daemon.actionspec import ActionError, clip, is_int
 from agents.daemon.backends.xvnc import parent_death_prefix, process_start_time
 from agents.daemon.boundary import DesktopUser
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TIMEOUT = 120.0
-MAX_TIMEOUT = 3600.0
-DEFAULT_OUTPUT_LIMIT = 30_000
-MIN_OUTPUT_LIMIT = 1_000
-MAX_OUTPUT_LIMIT = 10 * 1024 * 1024
-MAX_COMMAND_CHARS = 100_000
+DEFAULT_TIMEOUT = toolspec.BASH_DEFAULT_TIMEOUT
+MAX_TIMEOUT = toolspec.BASH_MAX_TIMEOUT
+DEFAULT_OUTPUT_LIMIT = toolspec.BASH_DEFAULT_OUTPUT_LIMIT
+MIN_OUTPUT_LIMIT = toolspec.BASH_MIN_OUTPUT_LIMIT
+MAX_OUTPUT_LIMIT = toolspec.BASH_MAX_OUTPUT_LIMIT
+MAX_COMMAND_CHARS = toolspec.BASH_MAX_COMMAND_CHARS
 MAX_SESSIONS = 32
 MAX_SESSION_NAME = 200
 STREAM_INTERVAL = 0.025
@@ -70,14 +71,12 @@ STREAM_INTERVAL = 0.025
 STOP_GRACE = 1.0
 # When bash exits, how long to wait for the last of its output (a background job may hold the pipe).
 EXIT_DRAIN = 0.2
-# The most a command can take past its timeout: stopping it, then giving up its shell (a client's deadline).
-STOP_TIME = 2 * STOP_GRACE + EXIT_DRAIN + 5.0
+assert 2 * STOP_GRACE + EXIT_DRAIN + 5.0 <= toolspec.BASH_STOP_TIME  # closing a shell waits up to 5 s
 READ_CHUNK = 64 * 1024
 MAX_CARRY = 64 * 1024  # output of background jobs between commands, kept for the next command
 RS = b"\x1e"
 # CSI and OSC escape sequences: colours and titles are noise in a transcript.
 ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)")
-RESTARTED_TEXT = "tool has been restarted."
 
 Notify = Callable[[str], Awaitable[None]]
 
@@ -92,35 +91,6 @@ class BashResult(TypedDict):
     restarted: bool  # a ``restart`` call: nothing was run
     new_shell: bool  # this call started a new shell (first use, or the last one had exited or was killed)
     shell_exited: bool  # after this call the shell is gone (the command ran ``exit``, or it was killed)
-
-
-def describe(result: Mapping[str, Any], *, timeout: float) -> tuple[str, bool]:
-    """Return the text the model reads for a ``bash`` result, and whether it is an error.
-
-    A command that exits non-zero is an error result (as in the SDK's reference tool); so is one that
-    timed out or was stopped. What was cut, stopped or restarted is said in brackets after the output.
-    """
-    if result.get("restarted"):
-        return RESTARTED_TEXT, False
-    output = str(result.get("output") or "")
-    notes = []
-    code = result.get("exit_code")
-    if result.get("timed_out"):
-        notes.append(f"[The command did not finish within {timeout:g} seconds and was stopped.]")
-    elif code is None:
-        notes.append("[The command was stopped before it finished.]")
-    if result.get("shell_exited"):
-        if code is None:
-            notes.append("[The shell had to be killed: the next command starts a new shell in the home directory.]")
-        else:
-            notes.append(f"[The shell exited with status {code}: the next command starts a new shell.]")
-    elif code not in (None, 0):
-        notes.append(f"[exit code {code}]")
-    is_error = bool(result.get("timed_out")) or code != 0
-    if not output and not notes:
-        return "(no output)", False
-    text = output if not notes else (output.rstrip("\n") + "\n" if output else "") + "\n".join(notes)
-    return text, is_error
 
 
 # --- processes ------------------------------------------------------------------------------------
@@ -401,7 +371,9 @@ class ShellSession:
         if self._command is not None and self._proc is proc:
             self._command.end(status if status >= 0 else 128 - status, exited=True)
 
-    async def run(self, command: str, *, timeout: float, output_limit: int, on_output: Notify | None) -> BashResult:
+    async def run(
+        self, command: str, *, time_limit: float, output_limit: int, on_output: Notify | None
+    ) -> BashResult:
         """Run ``command`` and return what it did (see the module docstring).
 
         Cancelled (the caller left), the command is stopped first, then the cancellation goes on.
@@ -424,7 +396,7 @@ class ShellSession:
                 line = f"eval -- {shlex.quote(command)} </dev/null 2>&1; printf '\\036%s\\036%d\\n' {nonce} \"$?\"\n"
                 await self._send(line.encode())
                 try:
-                    await asyncio.wait_for(asyncio.shield(cmd.done), timeout)
+                    await asyncio.wait_for(asyncio.shield(cmd.done), time_limit)
                 except TimeoutError:
                     timed_out = True
                     await self._stop_command(cmd, before)
@@ -550,11 +522,15 @@ class Shells:
         if not isinstance(command, str) or not command.strip():
             raise ActionError("no command provided.")
         if len(command) > MAX_COMMAND_CHARS:
-            raise ActionError(f"The command is {len(command):,} characters long; at most {MAX_COMMAND_CHARS:,}.")
+            raise ActionError(
+                f"The command is {len(command):,} characters long; at most {MAX_COMMAND_CHARS:,}."
+            )
         if "\x00" in command:
             raise ActionError("The command contains a NUL character.")
         session = await self._session(name)
-        return await session.run(command, timeout=float(timeout), output_limit=int(limit), on_output=on_output)
+        return await session.run(
+            command, time_limit=float(timeout), output_limit=int(limit), on_output=on_output
+        )
 
     async def restart(self, name: str) -> None:
         """Replace session ``name``'s shell with a new one (killing a command it may be running)."""
@@ -599,7 +575,9 @@ class Shells:
 
 def _number(value: object, name: str, low: float, high: float) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
-        raise ActionError(f'"{name}" must be a number of seconds from {low:g} to {high:g}, got {clip(value)}.')
+        raise ActionError(
+            f'"{name}" must be a number of seconds from {low:g} to {high:g}, got {clip(value)}.'
+        )
     return float(value)
 
 
@@ -608,10 +586,7 @@ __all__ = [
     "DEFAULT_TIMEOUT",
     "MAX_OUTPUT_LIMIT",
     "MAX_TIMEOUT",
-    "RESTARTED_TEXT",
-    "STOP_TIME",
     "BashResult",
     "ShellSession",
     "Shells",
-    "describe",
 ]

@@ -24,7 +24,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-WALLPAPER = "#2d4a63"  # a plain slate blue; its luminance (~68 of 255) leaves light menus and windows distinct
+WALLPAPER = (
+    "#2d4a63"  # a plain slate blue; its luminance (~68 of 255) leaves light menus and windows distinct
+)
 PANEL_HEIGHT = 40
 PANEL_PADDING = 4  # left and right of the panel's items
 LAUNCHER_ICON = 32
@@ -109,7 +111,7 @@ def launcher_argv(item: Launcher, *, home: str, display: str, sandbox: bool = Tr
 
 def _exec_quote(arg: str) -> str:
     """Quote one argument of a desktop entry's Exec key (Desktop Entry Specification, "The Exec key")."""
-    if arg and not any(c in arg for c in ' \t\n"\'\\><~|&;$*?#()`'):
+    if arg and not any(c in arg for c in " \t\n\"'\\><~|&;$*?#()`"):
         return arg
     escaped = "".join("\\" + c if c in '"`$\\' else c for c in arg)
     return f'"{escaped}"'
@@ -203,12 +205,13 @@ clock_background_id = 0
 
 def describe_for_model() -> str:
     """Return what the computer-use system prompt says about this desktop."""
-    names = ", ".join(f"{item.name} ({item.description})" for item in LAUNCHERS)
+    *first, last = [item.description for item in LAUNCHERS]
+    names = f"{', '.join(first)} and {last}"
     return (
         "The desktop has a panel along the bottom edge of the screen. At its left end are launcher icons "
-        f"that open a program with one click; from left to right: {names}. The rest of the panel shows a "
-        "button for each open window (click one to bring its window to the front) and a clock at the "
-        "right end. A right click on the empty desktop opens a menu of programs too."
+        f"that each open a program with one click; from left to right: {names}. The rest of the panel "
+        "shows a button for each open window (click one to bring its window to the front) and a clock at "
+        "the right end. A right click on the empty desktop opens a menu of programs too."
     )
 
 

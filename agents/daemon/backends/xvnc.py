@@ -438,7 +438,11 @@ class XvncDesktop(Desktop):
         if shutil.which("xsetroot"):
             try:
                 await run_command(
-                    ["xsetroot", "-solid", panel.WALLPAPER], what="xsetroot", time_limit=5, user=self.user, env=self._env
+                    ["xsetroot", "-solid", panel.WALLPAPER],
+                    what="xsetroot",
+                    time_limit=5,
+                    user=self.user,
+                    env=self._env,
                 )
             except InputError as exc:
                 log.warning("could not set the wallpaper: %s", exc)
@@ -463,7 +467,9 @@ class XvncDesktop(Desktop):
         if shutil.which("unshare") is None:
             return True
         try:
-            await run_command(["unshare", "--user", "true"], what="unshare", time_limit=5, user=self.user, env=self._env)
+            await run_command(
+                ["unshare", "--user", "true"], what="unshare", time_limit=5, user=self.user, env=self._env
+            )
         except InputError:
             return False
         return True
@@ -652,7 +658,9 @@ class XvncDesktop(Desktop):
 
 def _write_new(dir_fd: int, name: str, text: str) -> None:
     """Write a new file ``name`` (0644) in the directory ``dir_fd``; never through a link."""
-    fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=dir_fd)
+    fd = os.open(
+        name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=dir_fd
+    )
     with os.fdopen(fd, "w", encoding="utf-8") as file:
         file.write(text)
 
