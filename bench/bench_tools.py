@@ -16,6 +16,7 @@ on the configured database and Redis (it creates a user `bench`).
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import statistics
@@ -135,7 +136,7 @@ def bench_bash_round_trip(
         )
     messages = list(chat.messages.order_by("id"))
     latencies = []
-    for before, after in zip(messages, messages[1:], strict=False):
+    for before, after in itertools.pairwise(messages):
         if before.role == ChatMessage.Role.ASSISTANT and after.role == ChatMessage.Role.TOOL:
             assert not after.content[0]["is_error"], after.content
             latencies.append((after.created_at - before.created_at).total_seconds() * 1000)
