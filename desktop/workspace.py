@@ -34,7 +34,7 @@ from agents.models import WorkspaceAgent
 from chatdesk.exceptions import AgentError, AgentNotConnected, AgentUnreachable
 from chats.events import publish_tool_output
 from chats.models import Chat
-from chats.tools.base import Tool, ToolContext, ToolResult, error_result, input_object, text_result
+from chats.tools.base import Awaiting, Tool, ToolContext, ToolResult, error_result, input_object, text_result
 from chats.tools.workspace import WorkspaceTool
 from desktop import client
 
@@ -48,6 +48,12 @@ MAX_STREAMED_CHARS = 2 * toolspec.BASH_MAX_OUTPUT_LIMIT
 MAX_REQUEST_CHARS = 900_000
 NOT_CONNECTED = "The workspace agent is not connected, so the {what} could not run."
 INTERRUPTED = "[The command was interrupted: the chat was stopped.]"
+# A tool_use left unanswered by a turn that stopped: it was not run, or its run was cut off (its worker
+# died). Running a command or an edit again could do it twice, so the model is told instead.
+NOT_RESUMED = (
+    "This {what} was not run to its end: the turn stopped before or while it ran, so its effects, if any, "
+    "are unknown. Check them, and run it again if it is still needed."
+)
 
 
 def tools_for_workspace(chat: Chat) -> list[Tool]:
@@ -145,6 +151,10 @@ class BashTool(WorkspaceTool):
         text, is_error = toolspec.describe_bash_result(outcome.result or {}, timeout=timeout)
         return text_result(text, is_error=is_error)
 
+    def resume(self, ctx: ToolContext, tool_input: dict[str, Any], awaiting: Awaiting | None) -> ToolResult:
+        """A command a stopped turn left unanswered is never run again (it could run twice)."""
+        return error_result(NOT_RESUMED.format(what="command"))
+
 
 class TextEditorTool(WorkspaceTool):
     """Anthropic's ``text_editor_20250728`` (``str_replace_based_edit_tool``), on the workspace agent."""
@@ -183,6 +193,10 @@ class TextEditorTool(WorkspaceTool):
         except AgentError as exc:
             return _agent_failure("editor command", exc)
         return text_result(str(result.get("output") or ""), is_error=bool(result.get("is_error")))
+
+    def resume(self, ctx: ToolContext, tool_input: dict[str, Any], awaiting: Awaiting | None) -> ToolResult:
+        """An edit a stopped turn left unanswered is never made again (an insert could be made twice)."""
+        return error_result(NOT_RESUMED.format(what="editor command"))
 
 
 class Outcome:

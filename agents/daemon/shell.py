@@ -450,10 +450,16 @@ class ShellSession:
         return descendants(new)
 
     async def close(self) -> None:
-        """Kill the shell and everything it started (its session), and forget it (idempotent)."""
+        """Kill the shell and everything it started (its session), and forget it (idempotent).
+
+        A command still running ends at once, as one whose shell was killed.
+        """
         proc, self._proc = self._proc, None
         if proc is None:
             return
+        if self._command is not None:
+            self._command.killed_shell = True
+            self._command.end(None, exited=True)
         victims = descendants({proc.pid}) | session_members(proc.pid) if proc.returncode is None else set()
         signal_all(victims | {proc.pid}, signal.SIGKILL)
         if proc.returncode is None:
@@ -537,11 +543,9 @@ class Shells:
         old = self._sessions.pop(name, None)
         if old is not None:
             await old.close()
-        session = await self._session(name)
+        session = await self._session(name)  # prepares the desktop for the new shell
         async with session.lock:
             if not session.alive:
-                if self.prepare is not None:
-                    await self.prepare()
                 await session._start()
 
     async def _session(self, name: str) -> ShellSession:

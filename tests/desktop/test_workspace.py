@@ -127,3 +127,14 @@ def test_bad_input_and_an_unreachable_agent_are_results_the_model_reads(user: Us
         "The workspace agent is not connected, so the command could not run.",
         True,
     )
+
+
+def test_a_command_or_edit_left_open_by_a_stopped_turn_is_not_run_again(user: User) -> None:
+    """A tool_use a turn left unanswered may have run already (its worker died mid-command): running it
+    on resume could run it twice, so the model is told to check instead."""
+    root = ChatFactory.create(owner=user, workspace_agent=connected_agent(user))
+    ctx = ToolContext(chat=root, tool_use_id="toolu_1", name="bash")
+    bash = BashTool(root).resume(ctx, {"command": "rm -rf build"}, None)
+    edit = TextEditorTool(root).resume(ctx, {"command": "insert", "path": "/x", "insert_line": 0}, None)
+    for result, what in ((bash, "command"), (edit, "editor command")):
+        assert result.is_error and result.content[0]["text"].startswith(f"This {what} was not run to its end")

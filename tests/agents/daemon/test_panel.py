@@ -18,6 +18,7 @@ import pytest
 from PIL import Image
 
 from agents.daemon.backends.panel import (
+    LAUNCHER_ICON,
     LAUNCHERS,
     PANEL_HEIGHT,
     WALLPAPER,
@@ -69,11 +70,12 @@ def test_the_desktop_starts_with_a_wallpaper_and_the_panel(agent: AgentProcess) 
     wallpaper = tuple(int(WALLPAPER[i : i + 2], 16) for i in (1, 3, 5))
     assert image.getpixel((640, 300)) == wallpaper
     assert image.getpixel((640, SCREEN[1] - PANEL_HEIGHT // 2)) != wallpaper  # the panel's strip
-    # Each launcher shows an icon: its square is not one flat colour.
+    # Each launcher shows an icon: its square holds more than the panel's colour.
+    half = LAUNCHER_ICON // 2
     for item in LAUNCHERS:
         x, y = launcher_center(item.key, SCREEN)
-        icon = image.crop((x - 12, y - 12, x + 12, y + 12))
-        assert len(icon.getcolors(1024) or range(1025)) > 4, item.key
+        icon = image.crop((x - half, y - half, x + half, y + half))
+        assert len(icon.getcolors(4096) or range(4097)) > 4, item.key
     # New windows go above the panel: the window manager leaves its strip out of the work area.
     area = subprocess.run(
         ["xprop", "-root", "_NET_WORKAREA"], env=agent.x_env(), capture_output=True, text=True, check=True

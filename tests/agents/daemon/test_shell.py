@@ -233,3 +233,18 @@ def test_stopping_the_agent_stops_its_shells() -> None:
         timeout=15,
         what="the shell and its job to be gone",
     )
+
+
+async def test_restart_ends_a_running_command_at_once(agent: AgentProcess) -> None:
+    async with AgentClient(agent.ws_url, TOKEN) as client:
+        started = asyncio.Event()
+        running = asyncio.create_task(
+            client.bash(
+                {"session": "restarted", "command": "echo go; sleep 60"}, on_output=lambda _: started.set()
+            )
+        )
+        await asyncio.wait_for(started.wait(), 30)
+        assert (await bash(agent, "restarted", restart=True))["restarted"]
+        ended = await asyncio.wait_for(running, 15)  # not after its 120 s timeout
+    assert ended["exit_code"] is None and ended["shell_exited"] and not ended["timed_out"]
+    assert (await bash(agent, "restarted", "echo fresh"))["output"] == "fresh\n"
