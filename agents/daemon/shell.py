@@ -133,13 +133,19 @@ def descendants(roots: set[int]) -> set[int]:
     return found
 
 
-def session_members(sid: int) -> set[int]:
-    """Return the pids whose session id is ``sid`` (a shell is the leader of its own session)."""
+def session_members(sid: int, uid: int) -> set[int]:
+    """Return the pids of user ``uid`` whose session id is ``sid`` (a shell leads a session of its own).
+
+    The user is checked too: once the shell is gone, its pid (and so a session id) may be another's.
+    """
     found = set()
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             with contextlib.suppress(OSError, IndexError, ValueError):
-                if int((entry / "stat").read_text().rsplit(")", 1)[-1].split()[3]) == sid:
+                if (
+                    int((entry / "stat").read_text().rsplit(")", 1)[-1].split()[3]) == sid
+                    and entry.stat().st_uid == uid
+                ):
                     found.add(int(entry.name))
     return found
 
@@ -319,7 +325,6 @@ class ShellSession:
         self._waiter: asyncio.Task[None] | None = None
         self._command: _Command | None = None
         self._carry = bytearray()
-        self._started_once = False
 
     @property
     def pid(self) -> int | None:
@@ -351,7 +356,6 @@ class ShellSession:
         self._carry.clear()
         self._reader = asyncio.create_task(self._read(self._proc))
         self._waiter = asyncio.create_task(self._wait(self._proc))
-        self._started_once = True
 
     async def _read(self, proc: asyncio.subprocess.Process) -> None:
         assert proc.stdout is not None
@@ -460,8 +464,11 @@ class ShellSession:
         if self._command is not None:
             self._command.killed_shell = True
             self._command.end(None, exited=True)
-        victims = descendants({proc.pid}) | session_members(proc.pid) if proc.returncode is None else set()
-        signal_all(victims | {proc.pid}, signal.SIGKILL)
+        # Its session outlives it when it exited (`exit`) with jobs in the background: those go too.
+        victims = session_members(proc.pid, self.user.uid)
+        if proc.returncode is None:
+            victims |= descendants({proc.pid}) | {proc.pid}
+        signal_all(victims, signal.SIGKILL)
         if proc.returncode is None:
             with contextlib.suppress(TimeoutError, ProcessLookupError):
                 await asyncio.wait_for(proc.wait(), 5)

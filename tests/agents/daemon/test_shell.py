@@ -248,3 +248,13 @@ async def test_restart_ends_a_running_command_at_once(agent: AgentProcess) -> No
         ended = await asyncio.wait_for(running, 15)  # not after its 120 s timeout
     assert ended["exit_code"] is None and ended["shell_exited"] and not ended["timed_out"]
     assert (await bash(agent, "restarted", "echo fresh"))["output"] == "fresh\n"
+
+
+async def test_a_new_shell_after_exit_leaves_nothing_of_the_old_one_running(agent: AgentProcess) -> None:
+    out = (await bash(agent, "orphans", "sleep 300 & echo $!; exit 0"))["output"]
+    job = int(out.split()[0])
+    assert Path(f"/proc/{job}").exists()
+    assert (await bash(agent, "orphans", "echo again"))["new_shell"]
+    await wait_until_async(
+        lambda: not Path(f"/proc/{job}").exists(), timeout=15, what="the old shell's job to end"
+    )
