@@ -31,7 +31,10 @@ class WorkspaceAgentListView(APIView):
         description="The response holds the agent's `token`, shown only this once: save it in a file "
         "only you can read and run `chatdesk-agent --token-file FILE`.",
         request=WorkspaceAgentCreateSerializer,
-        responses={201: WorkspaceAgentCreatedSerializer},
+        responses={
+            201: WorkspaceAgentCreatedSerializer,
+            409: OpenApiResponse(description='You already have an agent of that name: `{"detail": …}`.'),
+        },
     )
     def post(self, request: Request) -> Response:
         data = WorkspaceAgentCreateSerializer(data=request.data)

@@ -7,12 +7,15 @@ client ⇄ websockify ⇄ Xvnc (the agent's unix socket). The script creates a t
 chat (deleted at the end), starts daphne and a real agent itself, and prints one table:
 
 * throughput: a client that keeps two non-incremental raw FramebufferUpdateRequests for the whole
-  screen in flight and counts the bytes received for N seconds (MB/s), as a ratio to websockify;
+  screen in flight and counts the bytes received for N seconds (MB/s; target >= 300), and as a ratio
+  to websockify;
   with the CPU each process used meanwhile (this client included: all of them share the machine),
   as % of one core and as ms of CPU per MB delivered;
 * latency: a 1x1 non-incremental FramebufferUpdateRequest → its update, round trip p50/p95, and the
   p50 the proxy adds over websockify;
 * memory per idle viewer: daphne's RSS with 0 and with 50 idle (handshaken) viewers;
+* memory for a slow viewer: one that keeps asking for full frames and reads none (a 16 KiB receive
+  buffer); daphne's and the agent's RSS growth at their peak, against what the viewer asked for;
 * 50 concurrent viewers: each asks for a full frame at the same moment; any error is a failure.
 
 Exit status is 0 even when a target is missed: this reports, CI decides.
@@ -25,6 +28,7 @@ import asyncio
 import contextlib
 import os
 import secrets
+import socket
 import statistics
 import struct
 import subprocess
@@ -34,6 +38,7 @@ import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -129,10 +134,16 @@ class Viewer:
         return total
 
 
-def open_ws(url: str, token: str | None) -> connect:
+def open_ws(url: str, token: str | None, **kwargs: Any) -> connect:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     return connect(
-        url, additional_headers=headers, compression=None, max_size=None, open_timeout=30, ping_interval=None
+        url,
+        additional_headers=headers,
+        compression=None,
+        max_size=None,
+        open_timeout=30,
+        ping_interval=None,
+        **kwargs,
     )
 
 
@@ -228,6 +239,32 @@ async def viewers_memory_and_concurrency(url: str, token: str, pid: int) -> tupl
         return per_viewer, ok, errors
 
 
+async def slow_viewer_memory(
+    url: str, token: str, pids: list[int], seconds: float
+) -> tuple[float, list[float]]:
+    """Return (MB of full frames asked for, peak RSS growth in MiB of each of ``pids``) for a viewer
+    that asks for a full frame every 50 ms for ``seconds`` and reads none of them."""
+    host, port = url.split("//", 1)[1].split("/", 1)[0].split(":")
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)  # no autotuning: a really slow reader
+    sock.connect((host, int(port)))
+    sock.setblocking(False)
+    async with open_ws(url, token, sock=sock, max_queue=1, close_timeout=1) as ws:
+        viewer = Viewer(ws)
+        await viewer.handshake()
+        await asyncio.sleep(1)
+        base = [rss_kib(pid) for pid in pids]
+        peak = list(base)
+        asked = 0
+        start = time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            await viewer.request()
+            asked += viewer.width * viewer.height * viewer.bpp // 8
+            await asyncio.sleep(0.05)
+            peak = [max(p, rss_kib(pid)) for p, pid in zip(peak, pids, strict=True)]
+    return asked / 1e6, [(p - b) / 1024 for p, b in zip(peak, base, strict=True)]
+
+
 @contextlib.contextmanager
 def websockify(unix_socket: str) -> Iterator[tuple[str, int]]:
     port = free_port()
@@ -235,7 +272,6 @@ def websockify(unix_socket: str) -> Iterator[tuple[str, int]]:
     argv = [str(binary), f"127.0.0.1:{port}", f"--unix-target={unix_socket}"]
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        import socket
 
         def up() -> bool:
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
@@ -299,9 +335,10 @@ async def measure(
         rows.append(row(f"throughput {path} (MB/s)", f"{mbs:.0f}", "", None))
         rows.append(row(f"  CPU % {processes}", " / ".join(f"{c:.0f}" for c in cpu), f"{cores} cores", None))
         rows.append(row(f"  CPU ms/MB {processes}", per_mb(cpu, mbs), "", None))
-    rows.append(
-        row("throughput ratio proxy/websockify", f"{p_mbs / d_mbs:.2f}", ">= 0.70", p_mbs / d_mbs >= 0.7)
-    )
+    rows.append(row("throughput proxy (MB/s)", f"{p_mbs:.0f}", ">= 300", p_mbs >= 300))
+    # Issue #15 traded the 0.70 ratio for public APIs: the target is what a viewer needs (a 30 fps
+    # full-screen raw 1280x800 stream is ~120 MB/s), with room to spare.
+    rows.append(row("throughput ratio proxy/websockify", f"{p_mbs / d_mbs:.2f}", "", None))
 
     direct = await latency(ws_url, None, args.rounds)
     proxied = await latency(proxy_url, token, args.rounds)
@@ -315,6 +352,18 @@ async def measure(
     rows.append(row("latency proxy p50 / p95 (ms)", f"{p50:.2f} / {p95:.2f}", "", None))
     rows.append(row("latency added p50 (ms)", f"{p50 - d50:.2f}", "<= 2.00", p50 - d50 <= 2.0))
     rows.append(row("latency ratio p50 proxy/websockify", f"{p50 / d50:.2f}", "", None))
+
+    asked, (daphne_growth, agent_growth) = await slow_viewer_memory(
+        proxy_url, token, [pids["daphne"], pids["agent"]], args.slow_seconds
+    )
+    rows.append(
+        row(
+            f"slow viewer: asked {asked:.0f} MB; RSS growth daphne / agent (MiB)",
+            f"{daphne_growth:.1f} / {agent_growth:.1f}",
+            "<= 16 each",
+            max(daphne_growth, agent_growth) <= 16,
+        )
+    )
 
     per_viewer, ok, errors = await viewers_memory_and_concurrency(proxy_url, token, pids["daphne"])
     rows.append(row("daphne RSS per idle viewer (KiB)", f"{per_viewer:.0f}", "<= 1024", per_viewer <= 1024))
@@ -334,6 +383,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=4.0, help="length of each throughput run")
     parser.add_argument("--runs", type=int, default=3, help="throughput runs per path (best kept)")
     parser.add_argument("--rounds", type=int, default=400, help="latency round trips per path")
+    parser.add_argument("--slow-seconds", type=float, default=5.0, help="how long the slow viewer asks")
     args = parser.parse_args()
 
     call_command("migrate", interactive=False, verbosity=0)

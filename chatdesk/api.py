@@ -5,7 +5,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import kombu.exceptions
+import redis
 from django.core.exceptions import RequestDataTooBig
+from django.db import InterfaceError as DatabaseInterfaceError
+from django.db import OperationalError as DatabaseOperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404
 from django.views.defaults import page_not_found, server_error
@@ -17,7 +21,7 @@ from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from chatdesk.auth import request_user
-from chatdesk.exceptions import ChatdeskError
+from chatdesk.exceptions import ChatdeskError, ServiceUnavailable
 from chatdesk.models import ApiToken
 from chatdesk.serializers import ApiTokenCreatedSerializer, ApiTokenCreateSerializer, ApiTokenSerializer
 from chatdesk.services import api_token_create
@@ -25,10 +29,27 @@ from chatdesk.services import api_token_create
 logger = logging.getLogger(__name__)
 
 
+# A service that went away mid-request: the request's transaction rolled back, so nothing was stored.
+UNAVAILABLE_ERRORS = (
+    DatabaseOperationalError,
+    DatabaseInterfaceError,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    kombu.exceptions.OperationalError,
+)
+RETRY_AFTER_SECONDS = 5
+
+
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
-    """Return DRF's response for ``exc``; map chatdesk errors and oversized bodies too."""
+    """Return DRF's response for ``exc``; map chatdesk errors, outages and oversized bodies too."""
+    if isinstance(exc, UNAVAILABLE_ERRORS):
+        logger.warning("Answering 503: %s: %s", type(exc).__name__, exc)
+        exc = ServiceUnavailable()
     if isinstance(exc, ChatdeskError):
-        return Response({"detail": exc.message}, status=exc.status_code)
+        response = Response({"detail": exc.message}, status=exc.status_code)
+        if isinstance(exc, ServiceUnavailable):
+            response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return response
     if isinstance(exc, RequestDataTooBig):
         return Response(
             {"detail": "Request body too large."}, status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE

@@ -3,15 +3,33 @@ per deployment for the periodic turn sweep). Task modules are found in the apps.
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
 
+import redis
 from celery import Celery
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from chatdesk.exceptions import ServiceUnavailable
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatdesk.settings")
+
+logger = logging.getLogger(__name__)
 
 app = Celery("chatdesk")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+BROKER_PROBE_TIMEOUT = 1.0
+BROKER_DOWN_MESSAGE = (
+    "The task queue (Redis) is unreachable, so the turn could not be queued; nothing was saved. "
+    "Try again shortly."
+)
+
+_probes: dict[str, redis.Redis] = {}
+_probe_lock = threading.Lock()
 
 
 @app.on_after_configure.connect
@@ -25,3 +43,46 @@ def schedule_sweep(sender: Celery, **kwargs: object) -> None:
         name="chats.sweep_turns",
         expires=settings.CHATDESK_SWEEP_INTERVAL,
     )
+
+
+def require_turn_queue() -> None:
+    """Return when a turn can be queued now; raise ServiceUnavailable (503) when the broker is down.
+
+    A request that will queue a turn calls this *before* it writes anything, so a Redis outage answers
+    503 with nothing stored (a client's retry then creates nothing twice). The embedded default's
+    filesystem queue is always there. Should Redis go away between this check and the commit, the write
+    stands (the chat is `pending` in the database) and the sweep queues the turn once Redis is back.
+    """
+    from django.conf import settings
+
+    if not settings.REDIS_URL:
+        return
+    with _probe_lock:
+        probe = _probes.get(settings.REDIS_URL)
+        if probe is None:
+            probe = _probes[settings.REDIS_URL] = redis.Redis.from_url(
+                settings.REDIS_URL,
+                socket_connect_timeout=BROKER_PROBE_TIMEOUT,
+                socket_timeout=BROKER_PROBE_TIMEOUT,
+                retry=Retry(NoBackoff(), 0),
+            )
+    try:
+        probe.ping()
+    except redis.RedisError:
+        raise ServiceUnavailable(BROKER_DOWN_MESSAGE) from None
+
+
+def turn_queue_depth() -> int | None:
+    """Return how many tasks wait in this deployment's queue (not those a worker holds), or None when
+    the broker cannot say (unreachable)."""
+    queue = app.conf.task_default_queue
+    try:
+        with app.connection_for_read() as connection:
+            channel = connection.default_channel
+            try:
+                return int(channel.queue_declare(queue=queue, passive=True).message_count)
+            except connection.channel_errors:
+                return 0  # an empty Redis list does not exist: nothing waits
+    except Exception:
+        logger.warning("Could not read the depth of queue %s.", queue, exc_info=True)
+        return None

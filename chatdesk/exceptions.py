@@ -34,6 +34,15 @@ class Conflict(ChatdeskError):
     status_code = 409
 
 
+class ServiceUnavailable(ChatdeskError):
+    """A service chatdesk depends on (Redis, PostgreSQL) is unreachable; the request changed nothing."""
+
+    status_code = 503
+    default_message = (
+        "chatdesk cannot reach a service it needs right now; nothing was saved. Try again shortly."
+    )
+
+
 class ProviderError(ChatdeskError):
     """The model provider failed."""
 

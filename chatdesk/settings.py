@@ -163,7 +163,13 @@ else:
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": str(VAR_DIR / "chatdesk.sqlite3"),
             # Web, worker and agent processes share the file: wait for the write lock rather than fail.
-            "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE"},
+            # WAL: readers (the stream's event tail) never block the writer, and a commit is one append
+            # instead of a rollback journal's several syncs (turns start sooner: bench/bench_engine.py).
+            "OPTIONS": {
+                "timeout": 20,
+                "transaction_mode": "IMMEDIATE",
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            },
         }
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -209,6 +215,9 @@ CELERY_TASK_DEFAULT_QUEUE = env_str("CHATDESK_CELERY_QUEUE", "chatdesk")
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 if REDIS_URL:
     CELERY_BROKER_URL = REDIS_URL
+    # kombu's Redis transport with one defect mended: without it a worker running a turn exits for good
+    # when Redis restarts (see chatdesk/broker.py).
+    CELERY_BROKER_TRANSPORT = "chatdesk.broker:Transport"
     CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {"visibility_timeout": 3600}
 else:
     _queue_dir = VAR_DIR / "celery"
@@ -221,14 +230,34 @@ else:
         "processed_folder": str(_queue_dir / "processed"),
         "control_folder": str(_queue_dir / "control"),
         "store_processed": False,
+        # The filesystem transport has no way to wake a worker: it polls the folder, by default every
+        # second, so a turn waited up to 1 s to start. A listing of a small folder costs microseconds, so
+        # polling every 50 ms starts turns about as fast as Redis does for well under 1 % of a core while
+        # idle (bench/bench_engine.py measures both).
+        "polling_interval": env_float("CHATDESK_EMBEDDED_POLL_SECONDS", 0.05, minimum=0.001),
     }
 
+# channels_redis receives with a blocking BZPOPMIN of RedisChannelLayer.brpop_timeout (5 s). redis-py 8
+# gives every connection a 5 s socket timeout by default, so an idle stream's receive timed out and daphne
+# closed it with 1011 every ~5 s. Reads get a timeout well above the blocking one (the contract test in
+# tests/chatdesk/test_channel_layer.py checks the relation); TCP keepalive finds a dead Redis meanwhile.
+CHANNEL_LAYER_SOCKET_TIMEOUT = 30.0
 CHANNEL_LAYERS: dict[str, dict[str, Any]]
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "prefix": env_str("CHATDESK_CHANNELS_PREFIX", "chatdesk")},
+            "CONFIG": {
+                "hosts": [
+                    {
+                        "address": REDIS_URL,
+                        "socket_timeout": CHANNEL_LAYER_SOCKET_TIMEOUT,
+                        "socket_connect_timeout": 5.0,
+                        "socket_keepalive": True,
+                    }
+                ],
+                "prefix": env_str("CHATDESK_CHANNELS_PREFIX", "chatdesk"),
+            },
         }
     }
 else:
@@ -242,10 +271,10 @@ REST_FRAMEWORK: dict[str, Any] = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": env_int("CHATDESK_PAGE_SIZE", 50, minimum=1),
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "chatdesk.schema.AutoSchema",
     "EXCEPTION_HANDLER": "chatdesk.api.exception_handler",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["chatdesk.parsers.JSONParser"],
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
 if DEBUG:
@@ -282,6 +311,9 @@ CHATDESK_PROVIDER_RETRY_MAX_DELAY = env_float("CHATDESK_PROVIDER_RETRY_MAX_DELAY
 # A turn whose worker has not renewed its lease for this long is taken over by the sweep.
 CHATDESK_TURN_LEASE_SECONDS = env_int("CHATDESK_TURN_LEASE_SECONDS", 60, minimum=5)
 CHATDESK_SWEEP_INTERVAL = env_float("CHATDESK_SWEEP_INTERVAL", 15.0, minimum=1)
+# A turn still running after this long is stopped with a clear error (Celery soft time limit; the hard
+# limit, a minute later, kills a worker process stuck for good). See chats/tasks.py.
+CHATDESK_TURN_TIME_LIMIT = env_int("CHATDESK_TURN_TIME_LIMIT", 6 * 3600, minimum=60)
 # A workspace agent is `connected` while its last heartbeat is younger than this. Agents heartbeat every
 # 3 s, so a dead one shows `disconnected` within 8 s (one that stops cleanly says so at once).
 CHATDESK_AGENT_TIMEOUT_SECONDS = env_int("CHATDESK_AGENT_TIMEOUT_SECONDS", 8, minimum=1)

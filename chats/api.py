@@ -12,6 +12,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from chatdesk.auth import request_user
+from chatdesk.celery import require_turn_queue
 from chats import services
 from chats.models import Chat
 from chats.selectors import chat_file_for_user, chat_for_user, chats_for_user
@@ -59,6 +60,8 @@ class ChatListView(generics.ListAPIView):
     def post(self, request: Request) -> Response:
         data = ChatCreateSerializer(data=request.data, context={"request": request})
         data.is_valid(raise_exception=True)
+        if data.validated_data.get("message"):
+            require_turn_queue()  # 503 before anything is stored, so a client's retry duplicates nothing
         chat = services.chat_create(owner=request_user(request), **data.validated_data)
         return Response(ChatSerializer(chat).data, status=status.HTTP_201_CREATED)
 
@@ -109,6 +112,7 @@ class ChatMessagesView(APIView):
         chat = chat_for_user(user=request_user(request), chat_id=pk)
         data = MessageCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
+        require_turn_queue()  # 503 before anything is stored, so a client's retry duplicates nothing
         message = services.chat_send_message(chat=chat, content=data.validated_data["content"])
         return Response(message_to_json(message), status=status.HTTP_202_ACCEPTED)
 

@@ -26,7 +26,7 @@ from chatdesk.closecodes import NOT_AUTHENTICATED as CLOSE_NOT_AUTHENTICATED
 from chatdesk.closecodes import NOT_FOUND as CLOSE_NOT_FOUND
 from chats.events import StatusEvent, group_name, status_event, uses_channel_layer
 from chats.models import Chat, ChatEvent, ChatMessage
-from chats.serializers import message_to_json
+from chats.serializers import message_to_json, parse_cursor
 
 logger = logging.getLogger(__name__)
 
@@ -81,8 +81,11 @@ class ChatStreamConsumer(AsyncJsonWebsocketConsumer):
                 await self.tail_task
             self.tail_task = None
 
-    async def receive_json(self, content: Any, **kwargs: Any) -> None:
-        """The stream is one-way; anything a client sends is ignored."""
+    async def receive(
+        self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs: Any
+    ) -> None:
+        """The stream is one-way: anything a client sends is ignored, unparsed (a frame that is not JSON
+        must not close the stream with 1011)."""
 
     async def chat_event(self, message: dict[str, Any]) -> None:
         """A live event from the channel layer (type ``chat.event``, see chats.events.publish)."""
@@ -126,13 +129,10 @@ class ChatStreamConsumer(AsyncJsonWebsocketConsumer):
 
 
 def _after_id(query_string: bytes) -> int | None:
-    values = parse_qs(query_string.decode("latin-1")).get("after_id")
+    values = parse_qs(query_string.decode("latin-1"), keep_blank_values=True).get("after_id")
     if not values:
         return 0
-    raw = values[-1].strip()
-    if not raw.isdigit() or len(raw) > 19:
-        return None
-    return int(raw)
+    return parse_cursor(values[-1])
 
 
 @database_sync_to_async

@@ -82,7 +82,9 @@ def publish(chat_id: object, event: Event) -> None:
         else:
             ChatEvent.objects.create(chat_id=str(chat_id), payload=dict(event))
 
-    transaction.on_commit(send)
+    # Live events are best effort: a Redis that is down must not fail (or half-fail) the write that
+    # produced them. Stream clients catch up from the database when they reconnect.
+    transaction.on_commit(send, robust=True)
 
 
 def publish_message(message: ChatMessage) -> None:

@@ -13,12 +13,15 @@ each retry is visible to the caller (logged, shown in the chat) and honours ``re
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import logging
 import random
 import re
+import socket
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -38,6 +41,8 @@ T = TypeVar("T")
 
 #: ``stop_reason`` of a reply cut short by ``should_stop``.
 STOP_INTERRUPTED = "interrupted"
+#: How often a stream that receives nothing asks ``should_stop`` (see StreamWatchdog).
+STOP_POLL_SECONDS = 0.25
 
 USAGE_KEYS = (
     "input_tokens",
@@ -95,13 +100,16 @@ def stream_reply(
     on_tool_input_delta: Callable[[int, str], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     timeout: float = 600,
+    stop_poll_interval: float = STOP_POLL_SECONDS,
 ) -> ModelReply:
     """Stream one assistant message and return it.
 
     ``on_text_delta(index, text)`` / ``on_tool_input_delta(index, partial_json)`` are called for each
     delta, ``index`` being the content block's position. ``should_stop()`` is checked after every stream
-    event; when it returns true the stream is closed and the reply holds what was produced so far (text
-    only: an unfinished tool_use could not be answered) with ``stop_reason="interrupted"``.
+    event, and every ``stop_poll_interval`` seconds while no event arrives (a provider that hangs must not
+    hold the worker until ``timeout``: see :class:`StreamWatchdog`); when it returns true the stream is
+    closed and the reply holds what was produced so far (text only: an unfinished tool_use could not be
+    answered) with ``stop_reason="interrupted"``.
 
     Raise ProviderNotConfigured without a key, ProviderTransientError (retry it, see ``retry_after``) or
     ProviderPermanentError. When a transient error happens mid-stream, the deltas already reported are
@@ -120,36 +128,111 @@ def stream_reply(
         params["system"] = system
     if tools:
         params["tools"] = tools
+    stream: Any = None
+    watchdog: StreamWatchdog | None = None
     try:
         if betas:
             manager: Any = client.beta.messages.stream(**params, betas=list(betas))
         else:
             manager = client.messages.stream(**params)
         with manager as stream:
+            if should_stop is not None:
+                watchdog = StreamWatchdog(stream.response, should_stop, interval=stop_poll_interval)
             for event in stream:
-                if event.type == "content_block_delta":
-                    delta = event.delta
-                    if delta.type == "text_delta" and on_text_delta is not None:
-                        on_text_delta(event.index, delta.text)
-                    elif delta.type == "input_json_delta" and on_tool_input_delta is not None:
-                        on_tool_input_delta(event.index, delta.partial_json)
-                if should_stop is not None and should_stop():
-                    return _interrupted_reply(stream)
+                with watchdog.handling() if watchdog is not None else contextlib.nullcontext():
+                    if event.type == "content_block_delta":
+                        delta = event.delta
+                        if delta.type == "text_delta" and on_text_delta is not None:
+                            on_text_delta(event.index, delta.text)
+                        elif delta.type == "input_json_delta" and on_tool_input_delta is not None:
+                            on_tool_input_delta(event.index, delta.partial_json)
+                    if should_stop is not None and should_stop():
+                        return _interrupted_reply(stream)
             final = stream.get_final_message()
     except ProviderError:
         raise
     except Exception as exc:
+        if watchdog is not None and watchdog.fired and stream is not None:
+            return _interrupted_reply(stream)  # the watchdog cut the connection: not a provider error
         mapped = map_provider_error(exc, model=model, api_key=provider.api_key)
         if mapped is None:
             raise
         raise mapped from None  # the SDK's exception text must not travel further
     finally:
+        if watchdog is not None:
+            watchdog.stop()
         client.close()
     return ModelReply(
         content=[_block_to_dict(block) for block in final.content],
         stop_reason=final.stop_reason or "end_turn",
         usage=_usage_to_dict(final.usage),
     )
+
+
+class StreamWatchdog:
+    """Ask ``should_stop()`` while a stream waits for its next event; when it says stop, cut the connection.
+
+    Without it an interrupt is seen only after the provider's next event, so a provider that hangs holds
+    the worker until the SDK's read timeout (600 s). The watchdog thread and the streaming thread never
+    run ``should_stop`` (or the event callbacks) at the same time: the streaming thread holds :attr:`lock`
+    while it handles an event, and the watchdog asks only while it may take the lock. Cutting is a
+    ``shutdown()`` of the response's socket (httpx's ``network_stream`` extension): closing a socket from
+    another thread does not wake a blocked ``recv`` on Linux, a shutdown does, and the SDK then raises a
+    connection error that :func:`stream_reply` recognises as this interrupt.
+
+    ``should_stop`` may use the database (the engine's does): the thread closes its own connections when
+    it ends.
+    """
+
+    def __init__(self, response: Any, should_stop: Callable[[], bool], *, interval: float) -> None:
+        self.response = response
+        self.should_stop = should_stop
+        self.interval = interval
+        self.lock = threading.Lock()
+        self.fired = False
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="stream-watchdog", daemon=True)
+        self._thread.start()
+
+    @contextlib.contextmanager
+    def handling(self) -> Iterator[None]:
+        """Hold the watchdog off while the streaming thread handles an event."""
+        with self.lock:
+            yield
+
+    def stop(self) -> None:
+        self._done.set()
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        try:
+            while not self._done.wait(self.interval):
+                with self.lock:
+                    if self._done.is_set():
+                        return
+                    if self.should_stop():
+                        self.fired = True
+                        _cut(self.response)
+                        return
+        except Exception:
+            logger.exception("The stream watchdog failed; interrupts are seen at the next stream event.")
+        finally:
+            from django.db import connections
+
+            connections.close_all()  # this thread's own connections only
+
+
+def _cut(response: Any) -> None:
+    """Shut the socket under an httpx response down, so a read blocked on it returns at once."""
+    network_stream = getattr(response, "extensions", {}).get("network_stream")
+    sock = network_stream.get_extra_info("socket") if network_stream is not None else None
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+        return
+    with contextlib.suppress(Exception):  # no socket to reach: closing is the next best thing
+        response.close()
 
 
 def call_with_retries(

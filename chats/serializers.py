@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from django.urls import reverse
@@ -8,6 +9,20 @@ from rest_framework import serializers
 from agents.models import WorkspaceAgent
 from chatdesk.serializers import StrictBooleanField, StrictCharField, StrictSerializer
 from chats.models import AuditEvent, Chat, ChatMessage
+
+# Message ids are a bigint cursor. ASCII digits only: str.isdigit() also accepts "²" and "٣", which int()
+# then rejects or reads differently. A cursor beyond any id is simply past the end (clamped to the bigint
+# range the database can compare with).
+CURSOR_PATTERN = re.compile(r"[0-9]{1,64}")
+CURSOR_MAX = 2**63 - 1
+
+
+def parse_cursor(raw: str) -> int | None:
+    """Return the message-id cursor ``raw`` spells (a non-negative number, clamped), else None."""
+    raw = raw.strip()
+    if not CURSOR_PATTERN.fullmatch(raw):
+        return None
+    return min(int(raw), CURSOR_MAX)
 
 
 def file_url(chat_id: object, file_id: object) -> str:
@@ -141,12 +156,36 @@ class MessageCreateSerializer(StrictSerializer):
         return value
 
 
-class MessageListQuerySerializer(serializers.Serializer):
-    after_id = serializers.IntegerField(required=False, min_value=0, default=0)
+class QuerySerializer(serializers.Serializer):
+    """Query parameters: a parameter given empty (``?parent=``) is an error, not silently left out."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        names = [name for name, _field in self.fields.items()]
+        empty = sorted(name for name in names if name in data and str(data.get(name)).strip() == "")
+        if empty:
+            raise serializers.ValidationError({name: ["This parameter may not be empty."] for name in empty})
+        return super().to_internal_value(data)
+
+
+class CursorField(serializers.IntegerField):
+    default_error_messages = {"invalid": "Must be a message id: a whole number, 0 or more."}
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(min_value=0, **kwargs)
+
+    def to_internal_value(self, data: Any) -> int:
+        value = parse_cursor(str(data))
+        if value is None:
+            self.fail("invalid")
+        return value
+
+
+class MessageListQuerySerializer(QuerySerializer):
+    after_id = CursorField(required=False, default=0)
     limit = serializers.IntegerField(required=False, min_value=1, max_value=1000, default=1000)
 
 
-class ChatListQuerySerializer(serializers.Serializer):
+class ChatListQuerySerializer(QuerySerializer):
     # Declared fields are popped off the class, so this does not shadow Field.parent at run time.
     parent = serializers.UUIDField(required=False)  # type: ignore[assignment]
     archived = serializers.BooleanField(required=False, default=False)

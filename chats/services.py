@@ -137,7 +137,9 @@ def chat_queue_turn(*, chat: Chat) -> Chat:
     )
     if queued is None:
         return Chat.objects.get(pk=chat.pk)
-    transaction.on_commit(lambda: turn_wake(chat_id=str(chat.pk)))
+    # Robust: the chat is `pending` in the database whatever the broker says; if this wake-up fails (Redis
+    # went away after the request checked it), the sweep queues the turn once the broker is back.
+    transaction.on_commit(lambda: turn_wake(chat_id=str(chat.pk)), robust=True)
     return queued
 
 

@@ -14,12 +14,29 @@ from __future__ import annotations
 import logging
 
 from celery import shared_task
+from django.conf import settings
 
 logger = logging.getLogger(__name__)
 
 
+# Time limits. A turn may legitimately run long (CHATDESK_MAX_STEPS model calls and actions, each bounded
+# by its own timeout), so the limit is not a budget for normal work: it protects the worker slot from a
+# task that never returns. The soft limit ends the turn with a clear error (chats/engine: what it did is
+# kept); the hard limit, a minute later, kills a pool process stuck where Python cannot interrupt it, and
+# the lease sweep then recovers the chat like any dead worker's (re-queued once, then failed).
+TURN_HARD_LIMIT_GRACE = 60
+SWEEP_SOFT_LIMIT = 60
+SWEEP_HARD_LIMIT = 90
+
+
 # The task name stays "chats.run_turn": tasks already queued in a broker keep their meaning.
-@shared_task(name="chats.run_turn", acks_late=True, ignore_result=True)
+@shared_task(
+    name="chats.run_turn",
+    acks_late=True,
+    ignore_result=True,
+    soft_time_limit=settings.CHATDESK_TURN_TIME_LIMIT,
+    time_limit=settings.CHATDESK_TURN_TIME_LIMIT + TURN_HARD_LIMIT_GRACE,
+)
 def turn_task(chat_id: str) -> None:
     """Run the chat's queued turn (a no-op when there is none: redelivered, interrupted, waiting)."""
     from chats.engine import turn_execute  # deferred: the engine imports the layers that send this task
@@ -27,7 +44,12 @@ def turn_task(chat_id: str) -> None:
     turn_execute(chat_id=chat_id)
 
 
-@shared_task(name="chats.sweep_turns", ignore_result=True)
+@shared_task(
+    name="chats.sweep_turns",
+    ignore_result=True,
+    soft_time_limit=SWEEP_SOFT_LIMIT,
+    time_limit=SWEEP_HARD_LIMIT,
+)
 def sweep_turns() -> None:
     """Recover turns whose worker died, wake answerable waits, prune old live events (Celery beat)."""
     from chats.engine.lease import turns_sweep  # deferred, as above

@@ -151,4 +151,4 @@ def _wake_waiting_parent(chat: Chat) -> None:
     parent_id = str(chat.parent_id)
     waiting = Chat.objects.filter(pk=parent_id, status=S.PENDING, awaiting__chat_id=str(chat.pk))
     if waiting.exists():
-        transaction.on_commit(lambda: turn_task.delay(parent_id))
+        transaction.on_commit(lambda: turn_task.delay(parent_id), robust=True)  # the sweep wakes it else

@@ -38,7 +38,7 @@ from agents.models import WorkspaceAgent
 from agents.services import agent_url_allowlist
 from chatdesk.exceptions import AgentError, AgentNotConnected, AgentUnreachable
 from chats.models import Chat
-from desktop.wsframes import UpstreamLimits, VncUpstream, connect_upstream
+from desktop.upstream import UpstreamLimits, VncUpstream, connect_upstream
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ NOT_ALLOWED = (
 )
 
 # VNC upstream (per viewer). The agent sends the VNC server's bytes in frames of at most 256 KiB;
-# VNC_BUFFER bounds the whole frames buffered per viewer when the browser side is slow (reading from
+# VNC_BUFFER bounds the payload bytes buffered per viewer when the browser side is slow (reading from
 # the agent pauses beyond it), max_frame the one frame that may be in progress besides.
 VNC_BUFFER = 1024 * 1024
 VNC_WRITE_LIMIT = 64 * 1024
@@ -135,10 +135,10 @@ async def open_agent(agent: WorkspaceAgent) -> AsyncIterator[agent_client.AgentC
 async def open_vnc_upstream(agent: WorkspaceAgent) -> VncUpstream:
     """Return a WebSocket to the agent's VNC route (raw RFB in binary frames) for one viewer.
 
-    Connected here rather than through ``agents.daemon.client.open_vnc`` because the proxy splices
-    the agent's frames through to the browser (``desktop.wsframes``) and owns this connection's
-    keepalive (ping every 15 s) and its buffer bounds (flow control per viewer). The agent is reached
-    directly, whatever HTTP(S)_PROXY says; no extension (compression) is negotiated.
+    Connected here rather than through ``agents.daemon.client.open_vnc`` because the proxy owns this
+    connection's keepalive (ping every 15 s) and its buffer bounds (flow control per viewer:
+    ``desktop.upstream``). The agent is reached directly, whatever HTTP(S)_PROXY says; no extension
+    (compression) is negotiated.
     The whole handshake is bounded by CHATDESK_AGENT_CONNECT_TIMEOUT; the address is checked against
     CHATDESK_AGENT_URL_ALLOW first (see module docstring).
     Raise AgentUnreachable (no answer, refused, timeout, address not allowed) or AgentError (credential

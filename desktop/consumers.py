@@ -1,8 +1,8 @@
 """The live desktop: a WebSocket proxy from a browser (noVNC) to the chat's workspace agent.
 
 ``/api/experimental/chats/{id}/desktop[?view_only=1]`` carries raw RFB bytes in binary frames. Each
-viewer gets its own upstream WebSocket to the agent's ``/vnc`` route (the agent's Xvnc runs
-``-AlwaysShared``, so viewers never disconnect each other).
+viewer gets its own upstream WebSocket to the agent's ``/vnc`` route (``desktop.upstream``; the
+agent's Xvnc runs ``-AlwaysShared``, so viewers never disconnect each other).
 
 Trust boundaries:
 
@@ -10,52 +10,95 @@ Trust boundaries:
   Bearer API token) and must own the chat; another user's chat is "No such chat.", exactly like a
   missing one, so the close code never confirms that a chat exists.
 * The agent is reached with the server credential, never with its token (``desktop.client``).
-* A view-only viewer is untrusted as to input: its bytes go through ``desktop.rfb.RfbClientFilter``,
-  which drops KeyEvent, PointerEvent, ClientCutText (and the other input-bearing messages) before
-  they reach the desktop. Controlling viewers' bytes are copied untouched.
+* A view-only viewer is untrusted as to input: its bytes go through ``desktop.rfb.RfbClientFilter``
+  (in :meth:`DesktopProxyConsumer.receive`, the one place where browser bytes go upstream), which
+  drops KeyEvent, PointerEvent, ClientCutText (and the other input-bearing messages) before they
+  reach the desktop. Controlling viewers' bytes are copied untouched.
 
 Refusals are sent after accepting, as a close frame with a 4xxx code and a reason, because a browser
 sees nothing of a refused handshake (note: daphne 4.2 passes the code on but drops the reason text;
 ASGI servers that implement the reason, and tests through the ASGI app, see both).
 
+Both legs use their libraries' public APIs for the bytes: the agent's WebSocket is websockets'
+sans-I/O ``ClientProtocol``; the browser's is ASGI ``websocket.send``.
+
 Flow control, so a slow browser cannot make the server buffer without bound:
 
-* agent → browser: under daphne, ASGI ``send`` never blocks (Twisted buffers whatever it is given), so
-  the consumer writes the browser's socket below ASGI (``_DaphneBrowser``) and watches what waits for
-  it: while more than BROWSER_BUFFER (512 KiB) wait, the pump stops reading the agent, whose frames
-  back up in the upstream connection's bounded buffer (``desktop.client.VNC_BUFFER``, then reading
-  from the agent's socket pauses) and then in TCP, back to the agent and Xvnc. If the browser stays
-  unwritable for longer than CHATDESK_DESKTOP_SLOW_VIEWER_SECONDS (default 10), it is dropped with
-  4408 "Viewer too slow." rather than holding the upstream open forever. Elsewhere (tests through
-  the ASGI app, other servers) ``send`` itself is the back-pressure.
+* agent → browser: ASGI has no back-pressure and daphne's ``send`` never waits (Twisted buffers
+  whatever it is given). So under daphne the consumer registers itself, through Twisted's public
+  ``IConsumer.registerProducer``, as the streaming producer of the browser's TCP transport: Twisted
+  calls ``pauseProducing`` once more than its ``bufferSize`` (64 KiB) waits for the socket and
+  ``resumeProducing`` once all of it went to the kernel. Each message waits until then, so daphne
+  holds at most one message (``MAX_BROWSER_MESSAGE``) past those 64 KiB; meanwhile the pump holds what it last read from the
+  upstream, the agent's frames back up in the upstream's bounded buffer (``desktop.client.VNC_BUFFER``,
+  then reading from the agent's socket pauses) and then in TCP, back to the agent and Xvnc. If the browser
+  stays unwritable for longer than CHATDESK_DESKTOP_SLOW_VIEWER_SECONDS (default 10), it is dropped
+  with 4408 "Viewer too slow." rather than holding the upstream open forever; it then has
+  SLOW_VIEWER_CLOSE_SECONDS to read what was sent before the close frame and the close frame itself
+  (autobahn's ``closeHandshakeTimeout`` option for that connection; its default, 1 s, would cut the
+  close frame off for any viewer that is slow indeed). Elsewhere (tests through the ASGI app, other
+  servers) ``send`` itself is the back-pressure.
 * browser → agent: each frame is written to the agent's socket at once; while more than
   ``VNC_WRITE_LIMIT`` bytes wait for it, the consumer waits, and reading from the browser's socket is
-  paused.
+  paused (the transport's public ``IPushProducer.pauseProducing``).
 
-Speed: under daphne the agent's frames are spliced, not re-encoded: ``desktop.wsframes`` reads only
-their headers and the whole frames, byte for byte and never copied in user space, go to the browser's
-socket through ``_DirectWriter`` (server frames are unmasked on both legs; see ``desktop.wsframes``
-for the RFC 6455 invariants relied on), which also carries autobahn's own frames in order. Where it
-cannot be used (TLS), Twisted's transport carries them. Elsewhere the payloads are extracted and sent
-through ASGI. The browser's socket is set to TCP_NODELAY.
+The browser's socket is set to TCP_NODELAY (``ITCPTransport.setTcpNoDelay``): without it, the tail of
+each update waits in the kernel for the browser's delayed acknowledgement of the rest, stalling the
+stream and adding latency.
+
+Reaching the browser's transport is the one thing below ASGI, and it takes two private details, both
+pinned exactly in constraints.txt and each checked by a contract test
+(``tests/desktop/test_proxy_daphne.py``), so an upgrade that changes them fails in CI: daphne passes
+each application ``functools.partial(server.handle_reply, protocol)`` as ``send`` (daphne 4.2.3), and
+Channels' session middleware keeps the server's ``send`` as ``real_send`` on the object whose bound
+method it passes on (channels 4.3.2). Everything used from there is public: the protocol's
+``transport``, ``state``/``STATE_OPEN`` and ``closeHandshakeTimeout`` (autobahn), and Twisted's
+``IConsumer``, ``IPushProducer`` and ``ITCPTransport`` methods. When the lookup fails (another server,
+or a changed wrapping) the proxy still works, without the bound.
+
+Decision (issue #15): public APIs. This path replaced one that spliced the agent's frames into the
+browser's socket below Twisted (the two details above, plus Twisted's ``dataBuffer`` and
+``_tempDataLen``, a replaced ``transport.write``, an ``os.dup`` of the socket, 536 lines of
+hand-written WebSocket framing, and the agent writing its transport beside websockets' undocumented
+``drain()``). It costs daphne about twice the CPU per MB (four more copies: websockets' reader,
+``bytes`` for ASGI, autobahn's framing, Twisted's buffer). Against the bar set for the change,
+>= 300 MB/s (a 30 fps full-screen raw 1280x800 stream is ~120 MB/s) and bounded memory for a slow
+viewer, memory holds in every run and throughput at the median on this loaded machine. ``make
+bench`` (bench/bench_proxy.py), the two paths alternated, 12 runs each on this 2-core machine while
+other engineers' test suites kept its load average at 2.4-5 (websockify itself: 309-1025 MB/s):
+
+=====================================================  ======================  ===================
+figure (range, median)                                 old: splice             this: public APIs
+=====================================================  ======================  ===================
+throughput (MB/s)                                      262-546, 446            199-564, 301
+  as a ratio to websockify in the same run             0.50-0.85               0.33-0.70
+CPU ms per MB: daphne / agent                          0.74 / 0.56             1.55 / 0.68
+added latency p50 over websockify (ms)                 0.35-0.59               0.47-0.70
+daphne RSS per idle viewer (KiB)                       32-33                   33-35
+slow viewer (asks ~400 MB in 5 s, reads none):         <= 0.7 / 1.4            <= 2.8 / 1.5
+  peak RSS growth daphne / agent (MiB)
+50 concurrent viewers: full frames / errors            50 / 0                  50 / 0
+=====================================================  ======================  ===================
+
+In quieter minutes (load about 2) single throughput runs gave 458-577 MB/s; at 1.55 ms/MB daphne
+alone could carry ~600 MB/s on an idle core. The 12 runs went below 300 MB/s five times (load 2.4-5),
+never below 199 MB/s (1.7x a full-screen raw stream). If the bar must hold on a saturated machine,
+the splice is the way back (in git history before this change), with a contract test for each of
+its private details.
 
 Keepalive: the upstream connection pings the agent every 15 s and answers its pings (a dead agent
-closes the viewer);
-daphne pings browsers itself (``--ping-interval``). When either side ends, the other is closed, and
-the tasks and the upstream socket are released in ``disconnect()`` (and, as a last resort, when the
-consumer's coroutine ends for any other reason). No database access happens per frame.
+closes the viewer); daphne pings browsers itself (``--ping-interval``). When either side ends, the
+other is closed, and the tasks and the upstream socket are released in ``disconnect()`` (and, as a
+last resort, when the consumer's coroutine ends for any other reason). No database access happens
+per frame.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import functools
-import itertools
 import logging
-import os
-import socket
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -74,9 +117,13 @@ from chatdesk.exceptions import AgentError, AgentNotConnected
 from chats.models import Chat
 from desktop.client import agent_for_chat, open_vnc_upstream
 from desktop.rfb import RfbClientFilter, RfbProtocolError
-from desktop.wsframes import DataFrames, VncUpstream, payload_of
+from desktop.upstream import VncUpstream
 
 logger = logging.getLogger(__name__)
+
+# RFC 6455 codes (the 4xxx ones are chatdesk's, from chatdesk.closecodes).
+CLOSE_NORMAL = 1000
+CLOSE_PROXY_ERROR = 1011
 
 REASON_NOT_AUTHENTICATED = "Not authenticated."
 REASON_NO_SUCH_CHAT = "No such chat."
@@ -85,15 +132,16 @@ REASON_AGENT_LOST = "Workspace agent connection lost."
 REASON_AGENT_PROTOCOL = "Workspace agent protocol error."
 REASON_TOO_SLOW = "Viewer too slow."
 REASON_MALFORMED = "Malformed RFB stream."
+REASON_PROXY_ERROR = "Proxy error."
 
-# The agent accepts frames up to 1 MiB; RFB is a byte stream, so bigger browser frames are split.
+# The agent accepts frames up to 1 MiB, daphne sends messages up to 1 MiB (its
+# websocket_max_message_size applies both ways); RFB is a byte stream, so bigger pieces are split.
 MAX_UPSTREAM_FRAME = 256 * 1024
+MAX_BROWSER_MESSAGE = 256 * 1024
 MAX_CLOSE_REASON = 123  # RFC 6455: a close frame's payload is at most 125 bytes, 2 of them the code
-# Bytes daphne may hold for a browser before the proxy stops reading the agent (the direct writer's
-# queue, or Twisted's high-water mark for this connection): a few frames, so the socket never idles
-# while the next one is read.
-BROWSER_BUFFER = 512 * 1024
-IOV_MAX = os.sysconf("SC_IOV_MAX")  # buffers per sendmsg()
+# How long a viewer dropped as too slow has to read what was sent before its close frame, and the
+# close frame, before daphne drops its TCP connection (what waits for it meanwhile is bounded).
+SLOW_VIEWER_CLOSE_SECONDS = 10.0
 
 
 class _Refused(Exception):
@@ -103,21 +151,27 @@ class _Refused(Exception):
         self.reason = reason
 
 
+class _ViewerTooSlow(Exception):
+    pass
+
+
 def _truthy(value: str) -> bool:
     return value.strip().lower() in ("1", "true", "yes", "on")
 
 
-def _daphne_protocol(send: Any) -> Any | None:
-    """Return the browser connection's Twisted/autobahn protocol under daphne, else None.
+def daphne_protocol(send: Any) -> Any | None:
+    """Return the browser connection's protocol (daphne's autobahn WebSocket protocol), else None.
 
-    Daphne gives each application ``functools.partial(server.handle_reply, protocol)`` as ``send``;
-    Channels' session middleware wraps it in an object whose ``real_send`` is that partial.
+    ``send`` is what the consumer was given: under daphne, ``functools.partial(server.handle_reply,
+    protocol)``, possibly wrapped by Channels' session middleware in a bound method of an object whose
+    ``real_send`` is the server's ``send`` (see the module docstring: both are private, pinned, and
+    checked by contract tests).
     """
-    for _ in range(8):
+    for _ in range(8):  # middleware wrappings
         if isinstance(send, functools.partial):
             protocol = send.args[0] if send.args else None
             transport = getattr(protocol, "transport", None)
-            needed = ("registerProducer", "pauseProducing", "writeSequence", "bufferSize")
+            needed = ("registerProducer", "unregisterProducer", "pauseProducing", "resumeProducing")
             if transport is None or not all(hasattr(transport, name) for name in needed):
                 return None
             return protocol if hasattr(protocol, "STATE_OPEN") else None
@@ -127,149 +181,27 @@ def _daphne_protocol(send: Any) -> Any | None:
     return None
 
 
-class _DirectWriter:
-    """Writes a browser's TCP connection under daphne itself, in place of Twisted's transport.
-
-    Every byte for the browser goes through one ordered queue: the agent's frames (as received,
-    memoryviews of the upstream's chunks) and whatever autobahn writes (pings, the close frame), which
-    is diverted here by replacing ``write``/``writeSequence`` on this one transport instance. The
-    queue is sent with ``sendmsg`` on a duplicate of the socket's descriptor, registered with the
-    event loop on its own, so Twisted's reactor never sees it: no payload is copied in user space
-    (Twisted would join its buffer into one ``bytes`` and send it in 128 KiB slices through its
-    logging and context machinery). Frames never interleave, because nothing writes the socket but
-    this queue. What is queued past ``BROWSER_BUFFER`` clears ``writable``, which stops the pump.
-
-    Only for a plain TCP connection whose Twisted buffer is empty when attached (so nothing queued
-    there can come after what is sent here); :meth:`attach` returns None otherwise (TLS, other
-    transports, a newer Twisted without these attributes) and Twisted's path is used instead.
-    """
-
-    def __init__(self, transport: Any, writable: asyncio.Event) -> None:
-        self._transport = transport
-        self._writable = writable
-        self._loop = asyncio.get_running_loop()
-        self._sock = socket.socket(fileno=os.dup(transport.getHandle().fileno()))
-        self._queue: collections.deque[memoryview] = collections.deque()
-        self._queued = 0
-        self._waiting = False  # a writer callback is registered for our descriptor
-        self.failed = False
-        transport.write = self.write
-        transport.writeSequence = self.write_sequence
-
-    @classmethod
-    def attach(cls, transport: Any, writable: asyncio.Event) -> _DirectWriter | None:
-        from twisted.internet import tcp as twisted_tcp  # here: only daphne's processes need Twisted
-
-        if not isinstance(transport, twisted_tcp.Connection) or getattr(transport, "TLS", True):
-            return None
-        # Twisted's two write buffers (FileDescriptor): dataBuffer from offset on, then _tempDataBuffer.
-        unsent = len(getattr(transport, "dataBuffer", b"?")) - getattr(transport, "offset", 0)
-        if unsent or getattr(transport, "_tempDataLen", 1):
-            return None
-        return cls(transport, writable)
-
-    # Twisted's ITransport.write / writeSequence, for autobahn
-    def write(self, data: bytes) -> None:
-        self.send((data,))
-
-    def write_sequence(self, iovec: Any) -> None:
-        self.send(iovec)
-
-    def send(self, pieces: Any) -> None:
-        """Queue ``pieces`` (bytes-like) after everything queued before, and send what the socket takes."""
-        if self.failed or not self._transport.connected:
-            return
-        for piece in pieces:
-            if len(piece):
-                self._queue.append(memoryview(piece))
-                self._queued += len(piece)
-        if self._waiting:
-            self._update_writable()
-        else:
-            self._flush()
-
-    def _update_writable(self) -> None:
-        if self._queued > BROWSER_BUFFER:
-            self._writable.clear()
-        else:
-            self._writable.set()
-
-    def _flush(self) -> None:
-        queue = self._queue
-        while queue:
-            try:
-                sent = self._sock.sendmsg(itertools.islice(queue, IOV_MAX))
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError:  # the connection broke: Twisted sees it too and daphne disconnects us
-                self.failed = True
-                queue.clear()
-                self._queued = 0
-                break
-            self._queued -= sent
-            while sent:
-                head = queue[0]
-                if len(head) > sent:
-                    queue[0] = head[sent:]
-                    break
-                sent -= len(head)
-                queue.popleft()
-            if queue:
-                break  # the socket took less than offered: it is full
-        if queue and not self._waiting:
-            self._loop.add_writer(self._sock.fileno(), self._flush)
-            self._waiting = True
-        elif not queue and self._waiting:
-            self._loop.remove_writer(self._sock.fileno())
-            self._waiting = False
-        self._update_writable()
-
-    def detach(self) -> None:
-        """Give the connection back to Twisted, with whatever is still queued, in order."""
-        if self._waiting:
-            self._loop.remove_writer(self._sock.fileno())
-            self._waiting = False
-        for name in ("write", "writeSequence"):
-            self._transport.__dict__.pop(name, None)
-        rest, self._queue = b"".join(self._queue), collections.deque()
-        self._queued = 0
-        if rest and not self.failed and self._transport.connected:
-            self._transport.write(rest)
-        self._sock.close()  # our descriptor only; Twisted's stays open
-        self._writable.set()
-
-
 class _DaphneBrowser:
-    """The browser's connection under daphne, reached below ASGI for flow control and speed.
+    """The browser's connection under daphne, for what ASGI cannot do: flow control and TCP_NODELAY.
 
-    * Sending: the agent's whole WebSocket frames are written as they came (``desktop.wsframes``),
-      skipping the per-frame cost of ASGI, Channels and autobahn (which formats debug log arguments
-      for every frame): through a :class:`_DirectWriter` where possible, else Twisted's transport.
-      Autobahn writes every frame it sends (pings, close) whole as well, so frames never
-      interleave; once autobahn leaves the OPEN state (closing), nothing more is sent this way.
-    * Writability: ``writable`` is cleared while more than ``BROWSER_BUFFER`` bytes wait for the
-      browser. With Twisted's transport, through a Twisted IPushProducer registered on it: Twisted
-      calls ``pauseProducing`` and ``resumeProducing``. (After daphne upgrades an HTTP connection,
-      the dead HTTPChannel is still the registered producer; this replaces it.)
-    * Reading: ``pause_reading`` stops reading the browser's socket (TCP back-pressure).
-    * The socket is set to TCP_NODELAY: without it, the tail of each update waits in the kernel for
-      the browser's (delayed) acknowledgement of the rest, stalling the stream and adding latency.
+    Registered as the streaming producer (Twisted's ``IPushProducer``) of the connection's transport:
+    Twisted clears ``writable`` while more than the transport's ``bufferSize`` waits for the browser.
+    (After daphne upgrades an HTTP connection, the dead HTTPChannel is still the registered producer;
+    this replaces it.) ``pause_reading`` stops reading the browser's socket (TCP back-pressure).
     """
 
     def __init__(self, protocol: Any) -> None:
-        self.protocol = protocol
-        self.transport = transport = protocol.transport
+        self._protocol = protocol
+        self._transport = transport = protocol.transport
         self.writable = asyncio.Event()
         self.writable.set()
         self._reading_paused = False
-        with contextlib.suppress(OSError):  # not TCP (daphne -u): no Nagle to turn off
-            transport.setTcpNoDelay(True)
-        self._direct = _DirectWriter.attach(transport, self.writable)
-        if self._direct is None:
-            transport.bufferSize = BROWSER_BUFFER  # this connection's high-water mark
-            if transport.producer is not None:
-                transport.unregisterProducer()
-            transport.registerProducer(self, True)
+        set_no_delay = getattr(transport, "setTcpNoDelay", None)  # not TCP (daphne -u): no Nagle
+        if set_no_delay is not None:
+            with contextlib.suppress(OSError):
+                set_no_delay(True)
+        transport.unregisterProducer()
+        transport.registerProducer(self, True)
 
     # IPushProducer (Twisted calls these on the event loop thread: daphne runs the asyncio reactor)
     def pauseProducing(self) -> None:
@@ -281,33 +213,28 @@ class _DaphneBrowser:
     def stopProducing(self) -> None:
         self.writable.set()  # the connection is gone; websocket.disconnect follows
 
-    def send_frames(self, frames: DataFrames) -> bool:
-        """Write whole, unmasked data frames as they are; return False when the connection is not open."""
-        if self.protocol.state != self.protocol.STATE_OPEN or not self.transport.connected:
-            return False
-        if self._direct is not None:
-            self._direct.send(frames)
-        else:
-            self.transport.writeSequence([bytes(piece) for piece in frames])
-        return True
+    @property
+    def is_open(self) -> bool:
+        """False once the WebSocket is closing: daphne would refuse to send."""
+        return bool(self._protocol.state == self._protocol.STATE_OPEN)
+
+    def allow_slow_close(self, seconds: float) -> None:
+        """Give the closing handshake ``seconds`` (for a viewer behind on reading)."""
+        self._protocol.closeHandshakeTimeout = seconds
 
     def pause_reading(self) -> None:
-        if not self._reading_paused and self.transport.connected:
+        if not self._reading_paused and self._transport.connected:
             self._reading_paused = True
-            self.transport.pauseProducing()
+            self._transport.pauseProducing()
 
     def resume_reading(self) -> None:
         if self._reading_paused:
             self._reading_paused = False
-            if self.transport.connected:
-                self.transport.resumeProducing()
+            if self._transport.connected:
+                self._transport.resumeProducing()
 
     def detach(self) -> None:
-        if self._direct is not None:
-            self._direct.detach()
-            self._direct = None
-        if self.transport.producer is self:
-            self.transport.unregisterProducer()
+        self._transport.unregisterProducer()
         self.resume_reading()
 
 
@@ -350,7 +277,7 @@ class DesktopProxyConsumer(AsyncWebsocketConsumer):
         query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
         if any(_truthy(v) for v in query.get("view_only", [])):
             self.rfb_filter = RfbClientFilter(view_only=True)
-        protocol = _daphne_protocol(self.base_send)
+        protocol = daphne_protocol(self.base_send)
         if protocol is not None:
             self._browser = _DaphneBrowser(protocol)
         self._tasks = (asyncio.create_task(self._agent_to_browser(), name="desktop-agent-to-browser"),)
@@ -409,7 +336,8 @@ class DesktopProxyConsumer(AsyncWebsocketConsumer):
     # -- browser → agent -------------------------------------------------------------------------------
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        if self.upstream is None or self._closing:
+        upstream = self.upstream
+        if upstream is None or self._closing:
             return  # refused or closing: whatever the browser still sends goes nowhere
         if bytes_data is None:
             await self._close_viewer(CLOSE_MALFORMED, f"{REASON_MALFORMED[:-1]}: text frame.")
@@ -422,15 +350,9 @@ class DesktopProxyConsumer(AsyncWebsocketConsumer):
                 logger.info("view-only viewer of chat %s closed: %s", self.scope["url_route"]["kwargs"], exc)
                 await self._close_viewer(CLOSE_MALFORMED, f"{REASON_MALFORMED[:-1]}: {exc}.")
                 return
-            if not data:
-                return
-        upstream = self.upstream
-        if len(data) <= MAX_UPSTREAM_FRAME:
-            upstream.send(data)
-        else:
-            view = memoryview(data)
-            for start in range(0, len(view), MAX_UPSTREAM_FRAME):
-                upstream.send(view[start : start + MAX_UPSTREAM_FRAME])
+        view = memoryview(data)
+        for start in range(0, len(view), MAX_UPSTREAM_FRAME):
+            upstream.send(view[start : start + MAX_UPSTREAM_FRAME])
         if not upstream.writable:
             await self._wait_for_agent(upstream)
 
@@ -443,7 +365,7 @@ class DesktopProxyConsumer(AsyncWebsocketConsumer):
         if self._browser is not None:
             self._browser.pause_reading()
         try:
-            await upstream.drain()
+            await upstream.wait_writable()
         finally:
             if self._browser is not None:
                 self._browser.resume_reading()
@@ -453,39 +375,50 @@ class DesktopProxyConsumer(AsyncWebsocketConsumer):
     async def _agent_to_browser(self) -> None:
         upstream = self.upstream
         assert upstream is not None
-        grace = settings.CHATDESK_DESKTOP_SLOW_VIEWER_SECONDS
-        rfb_filter = self.rfb_filter
-        browser = self._browser
-        send = self.base_send
-        code, reason = 1000, ""
+        code, reason = CLOSE_NORMAL, ""
         try:
-            while True:
-                if browser is not None and not browser.writable.is_set():
-                    try:
-                        await asyncio.wait_for(browser.writable.wait(), grace)
-                    except TimeoutError:
-                        code, reason = CLOSE_TOO_SLOW, REASON_TOO_SLOW
-                        break
-                frames = await upstream.read()  # whole data frames, as the agent sent them
-                if not frames:
-                    break  # the upstream connection ended
-                if rfb_filter is not None and rfb_filter.needs_server_bytes:
-                    rfb_filter.observe_server(payload_of(frames))
-                if browser is None or not browser.send_frames(frames):
-                    # Not under daphne (or the browser is closing): the payloads through ASGI,
-                    # whose send is the back-pressure.
-                    await send({"type": "websocket.send", "bytes": payload_of(frames)})
+            while payloads := await upstream.read():
+                if not await self._to_browser(payloads):
+                    break  # the browser's side is closing
+        except _ViewerTooSlow:
+            code, reason = CLOSE_TOO_SLOW, REASON_TOO_SLOW
         except Exception:
             logger.exception("desktop proxy: agent-to-browser copy failed")
-            code, reason = 1011, "Proxy error."
-        if code == 1000 and upstream.failure is not None:
+            code, reason = CLOSE_PROXY_ERROR, REASON_PROXY_ERROR
+        if code == CLOSE_NORMAL and upstream.failure is not None:
             protocol_error = upstream.failure.startswith("protocol error")
             code, reason = (
                 CLOSE_AGENT_UNREACHABLE,
                 REASON_AGENT_PROTOCOL if protocol_error else REASON_AGENT_LOST,
             )
-        await self._close_viewer(code, reason)
+        await self._close_viewer(code, reason)  # (nothing to do when the browser is closing)
         # Let go of the agent now rather than when the browser acknowledges the close (a slow
         # viewer may take a while); disconnect() finishes the rest.
         with contextlib.suppress(Exception):
             await upstream.close()
+
+    async def _to_browser(self, payloads: list[bytes | bytearray]) -> bool:
+        """Send the agent's payloads to the browser; return False once the browser's side is closing.
+
+        Each message waits until the browser's connection is writable (so Twisted holds one message
+        at a time, and sends it without joining buffers). Raise _ViewerTooSlow when it stays
+        unwritable for CHATDESK_DESKTOP_SLOW_VIEWER_SECONDS.
+        """
+        browser, rfb_filter = self._browser, self.rfb_filter
+        for payload in payloads:
+            view = memoryview(payload)
+            for start in range(0, len(view), MAX_BROWSER_MESSAGE):
+                if browser is not None and not browser.writable.is_set():
+                    try:
+                        async with asyncio.timeout(settings.CHATDESK_DESKTOP_SLOW_VIEWER_SECONDS):
+                            await browser.writable.wait()
+                    except TimeoutError:
+                        browser.allow_slow_close(SLOW_VIEWER_CLOSE_SECONDS)
+                        raise _ViewerTooSlow from None
+                if self._closing or (browser is not None and not browser.is_open):
+                    return False
+                data = bytes(view[start : start + MAX_BROWSER_MESSAGE])  # ASGI wants bytes
+                if rfb_filter is not None and rfb_filter.needs_server_bytes:
+                    rfb_filter.observe_server(data)
+                await self.send(bytes_data=data)
+        return True

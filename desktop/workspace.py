@@ -246,25 +246,26 @@ class StreamingCall:
         self._thread.start()
         self._ready.wait()
         outcome = Outcome()
-        cancelled = False
-        while True:
-            try:
-                kind, value = self._events.get(timeout=POLL_SECONDS)
-            except queue.Empty:
-                kind, value = "", None
-            if kind == "output":
-                on_output(value)
-            elif kind == "done":
-                outcome.result = value
-                break
-            elif kind == "error":
-                outcome.error = value
-                break
-            elif kind == "stopped":
-                outcome.stopped = True
-                break
-            if not cancelled and should_stop():
-                cancelled = True
+        cancelled = ended = False
+        try:
+            while not ended:
+                try:
+                    kind, value = self._events.get(timeout=POLL_SECONDS)
+                except queue.Empty:
+                    kind, value = "", None
+                if kind == "output":
+                    on_output(value)
+                elif kind == "done":
+                    outcome.result, ended = value, True
+                elif kind == "error":
+                    outcome.error, ended = value, True
+                elif kind == "stopped":
+                    outcome.stopped, ended = True, True
+                if not ended and not cancelled and should_stop():
+                    cancelled = True
+                    self._cancel()
+        finally:
+            if not ended:  # this thread is leaving (a time limit): the agent must not run on for nobody
                 self._cancel()
         self._thread.join(timeout=5)
         return outcome

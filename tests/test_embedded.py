@@ -112,6 +112,22 @@ def test_settings_choose_the_embedded_backends(embedded_env: dict[str, str], mig
     ]  # fmt: skip
 
 
+def test_the_embedded_worker_looks_for_tasks_often_enough_to_start_turns_at_once(
+    embedded_env: dict[str, str], migrated: Path
+) -> None:
+    """kombu's filesystem transport polls, by default every second: turns waited up to 1 s to start.
+    (The latency and the idle CPU it costs are measured by bench/bench_engine.py in both modes.)"""
+    code = (
+        "from chatdesk.celery import app; c = app.connection_for_read(); "
+        "print(type(c.transport).__module__, c.transport.polling_interval)"
+    )
+    result = manage(embedded_env, "shell", "-c", code)
+    assert result.returncode == 0, result.stderr
+    module, interval = result.stdout.strip().splitlines()[-1].split()
+    assert module == "kombu.transport.filesystem"
+    assert float(interval) <= 0.1
+
+
 def test_daphne_serves_the_schema_and_the_login_page(daphne: str) -> None:
     status, body = get(f"{daphne}/api/schema/?format=json")
     assert status == 200

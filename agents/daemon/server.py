@@ -13,7 +13,6 @@ import contextlib
 import json
 import logging
 import socket
-import struct
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from typing import Any
@@ -21,7 +20,6 @@ from typing import Any
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
-from websockets.protocol import State
 
 from agents.daemon import actionspec, credentials, scaling
 from agents.daemon.actions import ActionError, ActionRunner
@@ -39,10 +37,6 @@ Progress = Callable[[dict[str, Any]], Awaitable[None]]
 # model within its output tokens (tens of KB); the server refuses a larger one before sending it.
 MAX_REQUEST_BYTES = 1 << 20
 VNC_CHUNK = 256 * 1024  # per read of the VNC server, and so per frame to the viewer
-# A server's frame header is 2 bytes, 4 with a 16-bit length, 10 with a 64-bit one (RFC 6455 §5.2).
-# Reads from the VNC server land this far into a buffer, the header is written just before them,
-# and the whole frame goes to the viewer's socket from that one buffer: the payload is not copied.
-FRAME_HEADROOM = 10
 # Bytes a connection may hold for its socket before send() waits (high-water mark): a few frames, so
 # reading the VNC server and writing the viewer overlap instead of taking turns.
 VNC_WRITE_LIMIT = 1024 * 1024
@@ -63,49 +57,24 @@ def bearer_token_matches(header: str | None, token: str) -> bool:
     return credentials.accepts(header[len("Bearer ") :].strip(), token)  # the token or the server credential
 
 
-def frame_in_place(buffer: bytearray, length: int) -> int:
-    """Write a final binary frame's header for the ``length`` payload bytes at
-    ``buffer[FRAME_HEADROOM:]`` just before them; return the frame's offset in ``buffer``."""
-    if length < 126:
-        buffer[8:10] = struct.pack("!BB", 0x82, length)
-        return 8
-    if length < 1 << 16:
-        buffer[6:10] = struct.pack("!BBH", 0x82, 126, length)
-        return 6
-    buffer[0:10] = struct.pack("!BBQ", 0x82, 127, length)
-    return 0
-
-
 async def relay_vnc(ws: ServerConnection, vnc: socket.socket) -> None:
     """Copy raw RFB bytes between the viewer's WebSocket ``ws`` and ``vnc`` until either side ends.
 
-    VNC server → viewer is the bulk of the traffic and skips websockets' send path: each read is
-    framed in place (``frame_in_place``) and written to the connection's transport whole. That is
-    safe alongside websockets' own writes (pings, pongs, close), which are whole frames written on
-    the same event loop, as long as nothing is written once the connection leaves the OPEN state;
-    ``ws.drain()`` is websockets' own flow control (it waits while the transport is above its
-    high-water mark, ``write_limit``). Viewer → VNC server (requests, input) goes through websockets.
+    Both ways go through websockets' public API. VNC server → viewer: each read (up to VNC_CHUNK) is
+    sent as one binary frame; ``send`` waits while more than ``write_limit`` bytes wait for the
+    viewer's socket, so a slow viewer holds back the reads (bounded buffering).
     """
     loop = asyncio.get_running_loop()
-    transport = ws.transport
 
     async def viewer_to_vnc() -> None:
         async for message in ws:
             await loop.sock_sendall(vnc, message if isinstance(message, bytes) else message.encode())
 
     async def vnc_to_viewer() -> None:
-        buffer = bytearray(FRAME_HEADROOM + VNC_CHUNK)
+        buffer = bytearray(VNC_CHUNK)
         view = memoryview(buffer)
-        while length := await loop.sock_recv_into(vnc, view[FRAME_HEADROOM:]):
-            if ws.protocol.state is not State.OPEN:
-                return
-            transport.write(view[frame_in_place(buffer, length) : FRAME_HEADROOM + length])
-            if transport.get_write_buffer_size():
-                # The transport kept what the socket did not take; it may hold on to this very
-                # buffer rather than a copy, so the next read goes to a fresh one.
-                buffer = bytearray(FRAME_HEADROOM + VNC_CHUNK)
-                view = memoryview(buffer)
-                await ws.drain()  # bounded: waits while the viewer's socket is full
+        while length := await loop.sock_recv_into(vnc, buffer):
+            await ws.send(view[:length])  # the frame is serialized (copied) before send() returns
 
     tasks = [asyncio.create_task(viewer_to_vnc()), asyncio.create_task(vnc_to_viewer())]
     try:

@@ -35,6 +35,7 @@ import time
 from datetime import datetime
 from typing import Any
 
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
@@ -62,6 +63,10 @@ logger = logging.getLogger(__name__)
 STOP_CHECK_SECONDS = 0.25
 RETRY_BASE_DELAY = 1.0
 UNEXPECTED_ERROR = "The turn failed because of an unexpected error; see the worker's log."
+TIME_LIMIT_ERROR = (
+    "The turn ran longer than CHATDESK_TURN_TIME_LIMIT and was stopped; what it did so far is kept. "
+    "Send a message to continue."
+)
 ROOT_SYSTEM_PROMPT = """\
 You are chatdesk, a helpful assistant. When a task needs a graphical desktop (opening applications, \
 clicking, typing into windows, reading what is on the screen), delegate it: call \
@@ -102,6 +107,9 @@ class Turn:
             self._run()
         except _Stopped:
             pass  # interrupted while waiting to retry: whoever stopped the turn set the status
+        except SoftTimeLimitExceeded:  # chats/tasks.py: the turn ran past CHATDESK_TURN_TIME_LIMIT
+            logger.warning("Turn of chat %s reached its time limit.", self.chat.pk)
+            self.end(Chat.Status.ERROR, TIME_LIMIT_ERROR)
         except ProviderError as exc:
             self.end(Chat.Status.ERROR, exc.message)
         except ChatdeskError as exc:

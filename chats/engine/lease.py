@@ -29,6 +29,7 @@ from django.db import close_old_connections, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from chatdesk.celery import turn_queue_depth
 from chats.models import Chat, ChatEvent
 from chats.services import turn_wake
 from chats.tools.wait import wait_resolvable
@@ -168,7 +169,7 @@ def turns_sweep() -> dict[str, int]:
                 lease_recoveries=F("lease_recoveries") + 1,
             ):
                 logger.warning("Chat %s lost its worker (%s); re-queuing its turn.", chat.pk, chat.worker_id)
-                transaction.on_commit(functools.partial(turn_wake, chat_id=str(chat.pk)))
+                transaction.on_commit(functools.partial(turn_wake, chat_id=str(chat.pk)), robust=True)
                 counts["requeued"] += 1
         elif chat_transition(
             chat_id=chat.pk,
@@ -183,11 +184,24 @@ def turns_sweep() -> dict[str, int]:
             logger.warning("Chat %s lost its worker again; its turn failed.", chat.pk)
             counts["failed"] += 1
     # Pending chats whose task may be gone (a broker restart), and suspended waits whose deadline passed
-    # (a backup for the deadline task): queuing again is harmless, the claim decides.
-    for chat in Chat.objects.filter(status=Chat.Status.PENDING, updated_at__lt=cutoff).only("pk", "awaiting"):
-        if chat.awaiting and not wait_resolvable(chat.awaiting):
-            continue
-        turn_wake(chat_id=str(chat.pk))
-        counts["woken"] += 1
+    # (a backup for the deadline task): queuing again is harmless, the claim decides. But not while tasks
+    # wait in the queue: with a backlog, old pending chats are simply waiting their turn, and queuing them
+    # again at every sweep would pile up duplicates. A chat re-queued here is not again for a lease period.
+    if turn_queue_depth() == 0:
+        stale_pending = Chat.objects.filter(status=Chat.Status.PENDING, updated_at__lt=cutoff)
+        for chat in stale_pending.only("pk", "awaiting", "updated_at"):
+            if chat.awaiting and not wait_resolvable(chat.awaiting):
+                continue
+            if not Chat.objects.filter(
+                pk=chat.pk, status=Chat.Status.PENDING, updated_at=chat.updated_at
+            ).update(updated_at=now):
+                continue  # claimed or changed meanwhile
+            try:
+                turn_wake(chat_id=str(chat.pk))
+            except Exception:  # the broker went away again: the next sweep tries once more
+                logger.warning("Could not queue the turn of chat %s.", chat.pk, exc_info=True)
+                Chat.objects.filter(pk=chat.pk, updated_at=now).update(updated_at=chat.updated_at)
+                break
+            counts["woken"] += 1
     counts["events_pruned"], _ = ChatEvent.objects.filter(created_at__lt=now - EVENT_RETENTION).delete()
     return counts

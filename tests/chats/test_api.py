@@ -448,3 +448,43 @@ def test_a_cursor_beyond_any_id_is_an_empty_page_not_an_error(api, user) -> None
     response = api.get(f"{API}/chats/{chat.id}/messages?after_id=99999999999999999999999")
     assert response.status_code == 200
     assert response.json() == []
+
+
+# --- bad input and outages (issue #12) --------------------------------------------------------------
+
+
+def test_json_nested_too_deeply_is_a_400(api) -> None:
+    body = "[" * 50_000 + "]" * 50_000
+    response = api.generic("POST", f"{API}/chats", body, content_type="application/json")
+    assert response.status_code == 400
+    assert "nested too deeply" in response.json()["detail"]
+    assert not Chat.objects.exists()
+
+
+@pytest.mark.parametrize("query", ["parent=", "archived=", "parent=%20"])
+def test_an_empty_filter_is_a_400_not_ignored(api, user, query: str) -> None:
+    ChatFactory.create(owner=user)
+    response = api.get(f"{API}/chats?{query}")
+    assert response.status_code == 400
+    assert response.json() == {query.split("=")[0]: ["This parameter may not be empty."]}
+
+
+@pytest.mark.parametrize("cursor", ["²", "٣", "1e3", "-1", "", "0x10"])
+def test_a_message_cursor_is_ascii_digits(api, user, cursor: str) -> None:
+    chat = ChatFactory.create(owner=user)
+    response = api.get(f"{API}/chats/{chat.id}/messages", {"after_id": cursor})
+    assert response.status_code == 400
+    assert "after_id" in response.json()
+
+
+def test_with_redis_down_sending_is_a_503_and_stores_nothing(api, user, settings) -> None:
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens there
+    chat = ChatFactory.create(owner=user)
+    response = api.post(f"{API}/chats/{chat.id}/messages", {"content": "hello?"}, format="json")
+    assert response.status_code == 503
+    assert response["Retry-After"] and "nothing was saved" in response.json()["detail"]
+    response = api.post(f"{API}/chats", {"message": "hello?"}, format="json")
+    assert response.status_code == 503
+    assert Chat.objects.count() == 1 and not ChatMessage.objects.exists()
+    chat.refresh_from_db()
+    assert chat.status == Chat.Status.WAITING

@@ -195,3 +195,40 @@ def test_pruned_screenshots_are_visible_in_the_request_and_the_step_limit_holds(
     assert chat.status == Chat.Status.ERROR and "CHATDESK_MAX_STEPS" in chat.last_error
     answered = chat.messages.last()
     assert answered is not None and answered.content[0]["is_error"] is True  # bad input: an error result
+
+
+def queued_turns() -> int:
+    from chatdesk.celery import turn_queue_depth
+
+    depth = turn_queue_depth()
+    assert depth is not None
+    return depth
+
+
+def purge_turn_queue() -> None:
+    from chatdesk.celery import app
+
+    with app.connection_for_write() as connection:
+        connection.default_channel.queue_purge(app.conf.task_default_queue)
+
+
+def test_the_sweep_requeues_lost_turns_without_piling_them_up(user: User, settings: Settings) -> None:
+    settings.CHATDESK_TURN_LEASE_SECONDS = 5
+    purge_turn_queue()
+    chats = [ChatFactory.create(owner=user, status=Chat.Status.PENDING) for _ in range(3)]
+    pending = Chat.objects.filter(pk__in=[c.pk for c in chats])
+    long_ago = timezone.now() - timedelta(minutes=5)
+    pending.update(updated_at=long_ago)
+
+    assert turns_sweep()["woken"] == 3  # their tasks are gone (say, Redis restarted empty)
+    assert queued_turns() == 3
+    # While tasks wait in the queue (a backlog), old pending chats are waiting their turn: nothing more.
+    pending.update(updated_at=long_ago)
+    assert turns_sweep()["woken"] == 0
+    assert queued_turns() == 3
+    # Lost again: queued once more, but not at every sweep of the same lease period.
+    purge_turn_queue()
+    assert turns_sweep()["woken"] == 3
+    purge_turn_queue()
+    assert turns_sweep()["woken"] == 0
+    purge_turn_queue()

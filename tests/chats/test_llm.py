@@ -161,6 +161,28 @@ def test_interrupt_mid_stream_keeps_partial_text(fake: FakeAnthropic, provider: 
     assert result.content == [{"type": "text", "text": "one two "}]
 
 
+def test_an_interrupt_ends_a_stream_whose_provider_went_silent(
+    fake: FakeAnthropic, provider: ProviderConfig
+) -> None:
+    """No event arrives (the provider hangs): the interrupt is still seen within the poll interval."""
+    fake.add_response(reply(text("first then silence for a long while"), chunk_size=6, chunk_delay=30))
+    deltas: list[str] = []
+    interrupted_at: list[float] = []
+
+    def should_stop() -> bool:
+        if not interrupted_at:
+            interrupted_at.append(time.monotonic() + 1.0)  # a person presses "interrupt" a second in
+        return time.monotonic() >= interrupted_at[0]
+
+    started = time.monotonic()
+    result = call(provider, should_stop=should_stop, on_text_delta=lambda _i, chunk: deltas.append(chunk))
+    elapsed = time.monotonic() - started
+
+    assert result.stop_reason == STOP_INTERRUPTED
+    assert result.content == []  # nothing was said before the provider went silent
+    assert elapsed < 10, f"the stream ran on for {elapsed:.1f}s after the interrupt"
+
+
 def test_interrupt_before_any_text_gives_an_empty_reply(
     fake: FakeAnthropic, provider: ProviderConfig
 ) -> None:

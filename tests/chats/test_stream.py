@@ -142,3 +142,23 @@ def test_reconnecting_through_daphne_misses_nothing(tmp_path: Path, user: User, 
             got = json.loads(ws.recv(timeout=5))
             assert got["type"] == "message" and got["message"]["id"] == third.id
             assert json.loads(ws.recv(timeout=5))["type"] == "status"
+
+
+@pytest.mark.parametrize(
+    "query_string", [b"after_id=\xb2", b"after_id=%D9%A3", b"after_id=", b"after_id=1e3"]
+)
+async def test_a_cursor_that_is_not_ascii_digits_is_refused_with_4400(
+    user: User, api_token: str, query_string: bytes
+) -> None:
+    """ "²" (a latin-1 byte) passed str.isdigit() and then crashed int(): a 1011 instead of a 4400."""
+    chat = await database_sync_to_async(ChatFactory.create)(owner=user)
+    communicator = WebsocketCommunicator(
+        application, f"/api/experimental/chats/{chat.pk}/stream", bearer(api_token)
+    )
+    communicator.scope["query_string"] = query_string
+    connected, _ = await communicator.connect()
+    assert connected
+    closed = await communicator.receive_output(timeout=5)
+    assert (closed["type"], closed["code"]) == ("websocket.close", 4400)
+    assert "after_id" in closed["reason"]
+    await communicator.disconnect()

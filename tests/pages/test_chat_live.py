@@ -12,8 +12,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Page, WebSocketRoute, expect
 
+from chats import services
 from chats.models import Chat, ChatMessage
 from tests.factories import UserFactory
 from tests.pages.conftest import PHONE, ConsoleLog, chat_status, login, result_json, screenshot, start_chat
@@ -191,6 +192,55 @@ def test_stream_resumes_after_a_server_restart_with_nothing_missing(
         assert texts == ["Step one.", "Step two.", "Step three.", "All done."]
         results = page.locator(".tool .tool-result-text")
         expect(results).to_have_count(3)
+
+
+def test_a_message_sent_while_the_stream_is_down_does_not_skip_what_came_before_it(
+    page: Page, fake: FakeAnthropic, console_errors: ConsoleLog
+) -> None:
+    """chat.js used to move its reconnect cursor to the id of the message it had just POSTed, so a reply
+    stored before that message, while the socket was down, was never shown."""
+    fake.script([reply("First answer."), reply("Second answer.")])
+    console_errors.allow(r"WebSocket connection to .*/stream")
+    gate = {"open": True}
+    sockets: list[WebSocketRoute] = []
+
+    def route(ws: WebSocketRoute) -> None:
+        if gate["open"]:
+            ws.connect_to_server()
+            sockets.append(ws)
+        else:
+            ws.close(code=1011, reason="down for the test")
+
+    page.route_web_socket(re.compile(r".*/stream\?after_id=\d+$"), route)
+    UserFactory.create(username="alice")
+    login(page, "alice")
+    chat = start_chat(page, "Hello")
+    expect(page.locator(".msg--assistant").first).to_contain_text("First answer.", timeout=20_000)
+    wait_until(lambda: chat_status(chat) == Chat.Status.WAITING, timeout=15, what="the first turn to end")
+
+    gate["open"] = False
+    sockets[-1].close(code=1011, reason="dropped for the test")
+    expect(page.locator("#stream-state")).to_contain_text("Reconnecting")
+    # While the socket is down, a reply is stored (a worker finishing a turn, say)...
+    services.message_append(
+        chat=chat, role=ChatMessage.Role.ASSISTANT, content=[services.text_part("Missed?")]
+    )
+    # ...and the person sends a message, which the page shows from the POST's answer.
+    composer = page.get_by_role("textbox", name="Message")
+    composer.fill("Anyone there?")
+    composer.press("Enter")
+    expect(page.locator(".msg--user").last).to_contain_text("Anyone there?")
+    gate["open"] = True
+    expect(page.locator("#stream-state")).to_have_text("Live", timeout=20_000)
+    expect(page.locator(".msg--assistant")).to_contain_text(
+        ["First answer.", "Missed?", "Second answer."], timeout=20_000
+    )
+    stored = list(ChatMessage.objects.filter(chat=chat).order_by("id").values_list("id", flat=True))
+    shown = [
+        int(i)
+        for i in page.locator("[data-message-id]").evaluate_all("els => els.map(e => e.dataset.messageId)")
+    ]
+    assert shown == stored  # every message, once, in id order
 
 
 def test_chat_page_on_a_narrow_screen(

@@ -249,10 +249,14 @@ function renderMessage(message) {
   return article;
 }
 
-function addMessage(message) {
-  if (!message || typeof message.id !== "number" || seen.has(message.id)) return;
+// `fromStream`: the stream delivers messages in id order, so only its messages move the reconnect cursor.
+// A message shown from a POST response must not: a message stored before it (an assistant reply the
+// socket had not delivered when it dropped) would then be skipped by the reconnect's `after_id`.
+function addMessage(message, { fromStream = true } = {}) {
+  if (!message || typeof message.id !== "number") return;
+  if (fromStream) lastId = Math.max(lastId, message.id);
+  if (seen.has(message.id)) return;
   seen.add(message.id);
-  lastId = Math.max(lastId, message.id);
   for (const [key, value] of Object.entries(message.usage || {})) {
     if (typeof value === "number") usage[key] = (usage[key] || 0) + value;
   }
@@ -260,7 +264,12 @@ function addMessage(message) {
   if (message.role === "assistant") dropDraft();
   appending(() => {
     const article = renderMessage(message);
-    if (article) messagesEl.append(article);
+    if (!article) return;
+    // In id order, whichever way a message arrived first.
+    const later = [...messagesEl.querySelectorAll("article[data-message-id]")].find(
+      (other) => Number(other.dataset.messageId) > message.id,
+    );
+    messagesEl.insertBefore(article, later || null);
   });
 }
 
@@ -496,7 +505,7 @@ composer.addEventListener("submit", async (event) => {
   try {
     const message = await api("POST", urls.messages, { content });
     input.value = "";
-    addMessage(message);
+    addMessage(message, { fromStream: false });
     messagesEl.scrollTop = messagesEl.scrollHeight;
   } catch (error) {
     composerHint.textContent = `Not sent: ${error.message}`;
