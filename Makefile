@@ -6,11 +6,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PIP_VERSION := 26.3
-# The desktop: Xvnc, openbox, xdotool; what it offers (agents/daemon/backends/panel.py): a tint2 panel with
-# launchers for xterm, chromium and pcmanfm, icons from adwaita-icon-theme, the wallpaper set by xsetroot.
+# The desktop: Xvnc, openbox, xdotool, ffmpeg (recordings); what it offers (agents/daemon/backends/panel.py):
+# a tint2 panel with launchers for xterm, chromium and pcmanfm, icons from adwaita-icon-theme, the
+# wallpaper set by xsetroot.
 DEB_PACKAGES := tigervnc-standalone-server tigervnc-tools openbox xdotool xterm x11-utils x11-xserver-utils chromium \
-	tint2 pcmanfm adwaita-icon-theme
-DESKTOP_BINARIES := Xvnc openbox xdotool xterm xprop xset xsetroot chromium tint2 pcmanfm
+	ffmpeg tint2 pcmanfm adwaita-icon-theme
+DESKTOP_BINARIES := Xvnc openbox xdotool xterm xprop xset xsetroot chromium ffmpeg ffprobe tint2 pcmanfm
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/chatdesk
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
 # The benchmarks write real rows: they get a database of their own, created when missing.

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ORDER = ["bench_agent.py", "bench_proxy.py", "bench_engine.py"]
+ORDER = ["bench_agent.py", "bench_recording.py", "bench_proxy.py", "bench_engine.py"]
 
 
 def main() -> int:

@@ -43,6 +43,20 @@ def schedule_sweep(sender: Celery, **kwargs: object) -> None:
         name="chats.sweep_turns",
         expires=settings.CHATDESK_SWEEP_INTERVAL,
     )
+    # Recordings whose turn's worker died are stopped (desktop/recordings.py).
+    sender.add_periodic_task(
+        settings.CHATDESK_SWEEP_INTERVAL,
+        sender.signature("desktop.sweep_recordings"),
+        name="desktop.sweep_recordings",
+        expires=settings.CHATDESK_SWEEP_INTERVAL,
+    )
+    # Files older than CHATDESK_FILE_RETENTION_DAYS lose their bytes (chats/files.py).
+    sender.add_periodic_task(
+        settings.CHATDESK_FILE_PURGE_INTERVAL,
+        sender.signature("chats.purge_expired_files"),
+        name="chats.purge_expired_files",
+        expires=settings.CHATDESK_FILE_PURGE_INTERVAL,
+    )
 
 
 def require_turn_queue() -> None:

@@ -294,6 +294,8 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "ChatStatusEnum": "chats.models.Chat.Status",
         "WorkspaceAgentStatusEnum": "agents.models.WorkspaceAgent.Status",
+        "RecordingKindEnum": "chats.models.Recording.Kind",
+        "RecordingStateEnum": "chats.models.Recording.State",
     },
 }
 
@@ -347,6 +349,16 @@ CHATDESK_EDITOR_MAX_CHARACTERS = env_int(
     minimum=toolspec.EDITOR_MIN_MAX_CHARACTERS,
     maximum=toolspec.EDITOR_MAX_MAX_CHARACTERS,
 )
+# Recordings of the desktop (SPEC §9): on/off, frames per second grabbed, and the cap of one recording's
+# size (the agent stops recording there; the server never stores more).
+CHATDESK_RECORDING = env_bool("CHATDESK_RECORDING", True)
+CHATDESK_RECORDING_FPS = env_int("CHATDESK_RECORDING_FPS", 8, minimum=1)
+if CHATDESK_RECORDING_FPS > 30:
+    raise ImproperlyConfigured(f"CHATDESK_RECORDING_FPS must be at most 30, got {CHATDESK_RECORDING_FPS}.")
+CHATDESK_RECORDING_MAX_BYTES = env_int("CHATDESK_RECORDING_MAX_BYTES", 200 * 1024 * 1024, minimum=64 * 1024)
+# Stored files (screenshots, recordings) older than this many days lose their bytes (0: kept forever).
+CHATDESK_FILE_RETENTION_DAYS = env_int("CHATDESK_FILE_RETENTION_DAYS", 30, minimum=0)
+CHATDESK_FILE_PURGE_INTERVAL = env_float("CHATDESK_FILE_PURGE_INTERVAL", 3600.0, minimum=1)
 # Keys that encrypt secrets at rest (provider API keys, agent credentials), comma-separated: the first
 # encrypts, every one decrypts (rotation). Empty: SECRET_KEY, then SECRET_KEY_FALLBACKS.
 CHATDESK_ENCRYPTION_KEY = env_list("CHATDESK_ENCRYPTION_KEY", [])

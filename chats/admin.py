@@ -5,14 +5,19 @@ from typing import Any
 from django import forms
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
-from django.http import FileResponse, HttpRequest
+from django.db.models import Q, QuerySet, Sum
+from django.http import Http404, HttpRequest
+from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404
+from django.template.defaultfilters import filesizeformat
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
+from rest_framework.exceptions import NotFound
 
+from chats.api import MISSING, file_response
 from chats.models import AuditEvent, Chat, ChatFile, ChatMessage, ChatModelConfig, ChatProvider
-from chats.services import chat_update
+from chats.services import chat_delete, chat_update
 
 
 class ChatProviderForm(forms.ModelForm):
@@ -134,7 +139,8 @@ class AuditEventInline(admin.TabularInline):
 @admin.register(Chat)
 class ChatAdmin(admin.ModelAdmin):
     list_display = [
-        "title", "owner", "status", "paused_reason", "mode", "model", "parent_link", "archived", "updated_at"
+        "title", "owner", "status", "paused_reason", "mode", "model", "parent_link", "stored_size", "archived",
+        "updated_at",
     ]  # fmt: skip
     list_filter = ["status", "paused_reason", "mode", "archived"]
     search_fields = ["title", "id", "owner__username"]
@@ -158,6 +164,7 @@ class ChatAdmin(admin.ModelAdmin):
         "created_at",
         "updated_at",
     ]
+    readonly_fields += ["stored_size"]
     fields = ["title", "archived", *readonly_fields]
     inlines = [ChatMessageInline, AuditEventInline]
     list_select_related = ["owner", "parent"]
@@ -165,10 +172,26 @@ class ChatAdmin(admin.ModelAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Chat]:
+        """Each chat with the bytes its files hold in storage (screenshots, recordings; not expired ones)."""
+        stored = Sum("files__size", filter=Q(files__expired_at__isnull=True), default=0)
+        return super().get_queryset(request).annotate(stored_bytes=stored)
+
+    @admin.display(description="Stored", ordering="stored_bytes")
+    def stored_size(self, chat: Chat) -> str:
+        return filesizeformat(getattr(chat, "stored_bytes", 0) or 0)
+
     def save_model(self, request: HttpRequest, obj: Chat, form: forms.ModelForm[Chat], change: bool) -> None:
         """Save only what staff may change. A full save would write back the status read when the form
         was loaded, over a move a worker made meanwhile (statuses change in chats/transitions.py)."""
         chat_update(chat=obj, title=obj.title, archived=obj.archived)
+
+    def delete_model(self, request: HttpRequest, obj: Chat) -> None:
+        chat_delete(chat=obj)  # locks the chat tree first: safe while a turn runs (chats/services.py)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Chat]) -> None:
+        for chat in queryset:
+            chat_delete(chat=chat)
 
     def get_urls(self) -> list[URLPattern]:
         file_view = self.admin_site.admin_view(self.file_view)
@@ -177,14 +200,15 @@ class ChatAdmin(admin.ModelAdmin):
             *super().get_urls(),
         ]
 
-    def file_view(self, request: HttpRequest, chat_id: str, file_id: str) -> FileResponse:
+    def file_view(self, request: HttpRequest, chat_id: str, file_id: str) -> HttpResponseBase:
         """Serve a chat's file (screenshot thumbnails) to staff who may view chats."""
         if not self.has_view_permission(request):
             raise PermissionDenied
         chat_file = get_object_or_404(ChatFile, pk=file_id, chat_id=chat_id)
-        response = FileResponse(chat_file.file.open("rb"), content_type=chat_file.content_type)
-        response["X-Content-Type-Options"] = "nosniff"
-        return response
+        try:
+            return file_response(chat_file, request.headers.get("Range"))
+        except NotFound:
+            raise Http404(MISSING) from None
 
     @admin.display(description="Parent")
     def parent_link(self, chat: Chat) -> str:

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
+from typing import IO
+
 from django.db.models import QuerySet
-from django.http import FileResponse
+from django.http import FileResponse, HttpResponse, StreamingHttpResponse
+from django.http.response import HttpResponseBase
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, status
+from rest_framework.exceptions import NotFound
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -14,7 +20,7 @@ from rest_framework.views import APIView
 from chatdesk.auth import request_user
 from chatdesk.celery import require_turn_queue
 from chats import services
-from chats.models import Chat
+from chats.models import Chat, ChatFile
 from chats.selectors import chat_file_for_user, chat_for_user, chats_for_user
 from chats.serializers import (
     AuditEventSerializer,
@@ -25,9 +31,17 @@ from chats.serializers import (
     MessageCreateSerializer,
     MessageListQuerySerializer,
     MessageSerializer,
+    RecordingSerializer,
+    TimelineEntrySerializer,
     audit_event_to_json,
     message_to_json,
 )
+from chats.timeline import chat_recordings, chat_timeline, recording_to_json
+
+RANGE_CHUNK = 256 * 1024
+_RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
+EXPIRED = "This file expired (CHATDESK_FILE_RETENTION_DAYS) and is no longer stored."
+MISSING = "This file is no longer stored."
 
 
 class ChatListView(generics.ListAPIView):
@@ -84,7 +98,7 @@ class ChatDetailView(APIView):
     @extend_schema(summary="Delete a chat and its child chats", responses={204: None})
     def delete(self, request: Request, pk: str) -> Response:
         chat = chat_for_user(user=request_user(request), chat_id=pk)
-        chat.delete()
+        services.chat_delete(chat=chat)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -159,13 +173,111 @@ class ChatInterruptView(APIView):
 
 class ChatFileView(APIView):
     @extend_schema(
-        summary="Download a chat file (screenshots)",
-        responses={(200, "image/png"): OpenApiResponse(OpenApiTypes.BINARY), 404: OpenApiResponse()},
+        summary="Download a chat file (screenshots, recordings)",
+        description="Owner only. Answers HTTP Range requests (`Range: bytes=START-END`, one range) with 206 and "
+        "`Content-Range`, so a video can be seeked; 416 for a range outside the file. 404 when the file expired "
+        "(CHATDESK_FILE_RETENTION_DAYS) or is missing from storage.",
+        responses={
+            (200, "application/octet-stream"): OpenApiResponse(OpenApiTypes.BINARY),
+            (206, "application/octet-stream"): OpenApiResponse(
+                OpenApiTypes.BINARY, description="A byte range."
+            ),
+            404: OpenApiResponse(),
+            416: OpenApiResponse(description="The range is outside the file."),
+        },
         parameters=[OpenApiParameter("file_id", OpenApiTypes.UUID, OpenApiParameter.PATH)],
     )
-    def get(self, request: Request, pk: str, file_id: str) -> FileResponse:
+    def get(self, request: Request, pk: str, file_id: str) -> HttpResponseBase:
         chat_file = chat_file_for_user(user=request_user(request), chat_id=pk, file_id=file_id)
-        response = FileResponse(chat_file.file.open("rb"), content_type=chat_file.content_type)
-        response["Cache-Control"] = "private, max-age=86400, immutable"
-        response["X-Content-Type-Options"] = "nosniff"
+        return file_response(chat_file, request.headers.get("Range"))
+
+
+def file_response(chat_file: ChatFile, range_header: str | None) -> HttpResponseBase:
+    """Return the file's bytes, all of them or the one range asked for. Raise NotFound when they are gone."""
+    if chat_file.expired_at is not None or not chat_file.file.name:
+        raise NotFound(EXPIRED if chat_file.expired_at is not None else MISSING)
+    try:
+        handle = chat_file.file.open("rb")
+        size = chat_file.file.size
+    except (FileNotFoundError, OSError):
+        raise NotFound(MISSING) from None
+    byte_range = _parse_range(range_header, size) if range_header else None
+    response: HttpResponseBase
+    if byte_range is None:
+        response = FileResponse(handle, content_type=chat_file.content_type)
+    elif byte_range == (-1, -1):
+        handle.close()
+        response = HttpResponse(status=status.HTTP_416_REQUESTED_RANGE_NOT_SATISFIABLE)
+        response["Content-Range"] = f"bytes */{size}"
         return response
+    else:
+        start, end = byte_range
+        response = StreamingHttpResponse(
+            _read_range(handle, start, end - start + 1),
+            status=status.HTTP_206_PARTIAL_CONTENT,
+            content_type=chat_file.content_type,
+        )
+        response["Content-Range"] = f"bytes {start}-{end}/{size}"
+        response["Content-Length"] = str(end - start + 1)
+    response["Accept-Ranges"] = "bytes"
+    response["Cache-Control"] = "private, max-age=86400, immutable"
+    response["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+def _parse_range(header: str, size: int) -> tuple[int, int] | None:
+    """Return (first, last) byte of a single ``bytes=`` range; (-1, -1) when it is unsatisfiable; None to
+    ignore the header (malformed or several ranges: the whole file is sent, as RFC 9110 allows)."""
+    match = _RANGE_RE.match(header.strip())
+    if match is None or (not match[1] and not match[2]):
+        return None
+    if not match[1]:  # a suffix: the last N bytes
+        length = int(match[2])
+        if length == 0 or size == 0:
+            return (-1, -1)
+        return max(0, size - length), size - 1
+    start = int(match[1])
+    if start >= size:
+        return (-1, -1)
+    end = int(match[2]) if match[2] else size - 1
+    if end < start:
+        return None
+    return start, min(end, size - 1)
+
+
+def _read_range(handle: IO[bytes], start: int, length: int) -> Iterator[bytes]:
+    try:
+        handle.seek(start)
+        while length > 0:
+            chunk = handle.read(min(RANGE_CHUNK, length))
+            if not chunk:
+                return
+            length -= len(chunk)
+            yield chunk
+    finally:
+        handle.close()
+
+
+class ChatRecordingsView(APIView):
+    @extend_schema(
+        summary="List a chat's recordings",
+        description="Videos of the chat's desktop (WebM, VP8): `model` while its turns worked on the desktop, "
+        "`person` while a person held it. `url` answers Range requests; `complete` is false when the recorder "
+        "stopped early (`note` says why); `url` is null until the file is stored and once it expired.",
+        responses={200: RecordingSerializer(many=True), 404: OpenApiResponse()},
+    )
+    def get(self, request: Request, pk: str) -> Response:
+        chat = chat_for_user(user=request_user(request), chat_id=pk)
+        return Response([recording_to_json(r) for r in chat_recordings(chat=chat)])
+
+
+class ChatTimelineView(APIView):
+    @extend_schema(
+        summary="The timeline of a chat's actions",
+        description="Every computer action of the chat (and every change of control of its desktop), in time "
+        "order, with the recording it happened in and `t`, its offset in seconds into that recording.",
+        responses={200: TimelineEntrySerializer(many=True), 404: OpenApiResponse()},
+    )
+    def get(self, request: Request, pk: str) -> Response:
+        chat = chat_for_user(user=request_user(request), chat_id=pk)
+        return Response(chat_timeline(chat=chat))

@@ -1,10 +1,17 @@
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
 import uuid
+from typing import Any
 
 from django.conf import settings
-from django.db import models
+from django.core.files.storage import default_storage
+from django.db import models, transaction
 from django.db.models import F, Q
+from django.db.models.signals import post_delete
+from django.dispatch import receiver
 
 from chatdesk.crypto import decrypt_secret, encrypt_secret
 
@@ -199,12 +206,19 @@ class Chat(models.Model):
         return self.mode == self.Mode.COMPUTER_USE
 
 
+FILE_SUFFIXES = {"image/png": ".png", "image/jpeg": ".jpg", "video/webm": ".webm", "video/mp4": ".mp4"}
+
+
 def chat_file_path(instance: ChatFile, filename: str) -> str:
-    return f"chats/{instance.chat_id}/{instance.id}{'.png' if instance.content_type == 'image/png' else ''}"
+    return f"{chat_storage_dir(instance.chat_id)}/{instance.id}{FILE_SUFFIXES.get(instance.content_type, '')}"
 
 
 class ChatFile(models.Model):
-    """A file attached to a chat: screenshots and images. Bytes live in Django storage, not in JSON."""
+    """A file attached to a chat: screenshots, images, recordings. Bytes live in Django storage, not in JSON.
+
+    Deleting the row deletes the bytes (chats/files.py). A file older than CHATDESK_FILE_RETENTION_DAYS loses
+    its bytes but keeps its row, with ``expired_at`` set: the chat still says a file was there.
+    """
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     chat = models.ForeignKey(Chat, on_delete=models.CASCADE, related_name="files")
@@ -213,13 +227,67 @@ class ChatFile(models.Model):
     size = models.PositiveIntegerField(default=0)
     width = models.PositiveIntegerField(null=True, blank=True)
     height = models.PositiveIntegerField(null=True, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    expired_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["created_at"]
 
     def __str__(self) -> str:
         return f"{self.content_type} {self.id}"
+
+
+class Recording(models.Model):
+    """A video of a chat's desktop (SPEC §9): recorded by the workspace agent while a computer-use chat works
+    (``model``) or a person holds the desktop (``person``), then stored as a ChatFile with a thumbnail.
+
+    ``started_at`` is the wall-clock time of the video's first frame (second ``t`` of the video is
+    ``started_at + t``), so an action's start time gives its offset into the video (``chats.timeline``).
+    ``complete`` is False when the recorder stopped early (it crashed, the desktop died, a size cap); ``note``
+    then says why. ``state``: ``recording`` (the agent records), ``stored`` (the file is here), ``failed``
+    (nothing usable came back).
+    """
+
+    class Kind(models.TextChoices):
+        MODEL = "model"
+        PERSON = "person"
+
+    class State(models.TextChoices):
+        RECORDING = "recording"
+        STORED = "stored"
+        FAILED = "failed"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    chat = models.ForeignKey(Chat, on_delete=models.CASCADE, related_name="recordings")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.RECORDING)
+    complete = models.BooleanField(default=True)
+    note = models.CharField(max_length=300, blank=True)
+    workspace_agent = models.ForeignKey(
+        "agents.WorkspaceAgent", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    agent_recording_id = models.CharField(max_length=64, blank=True)
+    started_at = models.DateTimeField()
+    ended_at = models.DateTimeField(null=True, blank=True)
+    duration_seconds = models.FloatField(null=True, blank=True)
+    file = models.ForeignKey(ChatFile, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    thumbnail = models.ForeignKey(
+        ChatFile, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["started_at"]
+        indexes = [models.Index(fields=["chat", "started_at"], name="recording_chat_time")]
+        constraints = [
+            models.CheckConstraint(condition=Q(kind__in=["model", "person"]), name="recording_kind_valid"),
+            models.CheckConstraint(
+                condition=Q(state__in=["recording", "stored", "failed"]), name="recording_state_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} recording {self.id}"
 
 
 class ChatMessage(models.Model):
@@ -330,3 +398,35 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} by {self.actor} #{self.id}"
+
+
+# --- a file's bytes go with its row ----------------------------------------------------------------------
+
+logger = logging.getLogger(__name__)
+
+
+def chat_storage_dir(chat_id: object) -> str:
+    """Return the storage folder of a chat's files (``chats/<id>``)."""
+    return f"chats/{chat_id}"
+
+
+def chat_file_remove(name: str) -> None:
+    """Delete one stored file's bytes (a missing file is fine), and its chat's folder once it is empty
+    (on local storage; saving a file makes the folder again)."""
+    try:
+        default_storage.delete(name)
+    except OSError:
+        logger.warning("Could not delete the stored file %s.", name, exc_info=True)
+    with contextlib.suppress(NotImplementedError, OSError):
+        os.rmdir(os.path.dirname(default_storage.path(name)))
+
+
+@receiver(post_delete, sender=ChatFile, dispatch_uid="chats.models.delete_file_bytes")
+def _delete_file_bytes(sender: type[ChatFile], instance: ChatFile, **kwargs: Any) -> None:
+    """Remove a deleted file's bytes once the deletion commits (a rolled-back deletion keeps them).
+
+    Cascades (a chat deleted with its files) send this too, so a deleted chat leaves nothing on disk.
+    """
+    name = instance.file.name
+    if name:
+        transaction.on_commit(lambda: chat_file_remove(name))

@@ -8,7 +8,7 @@ from rest_framework import serializers
 
 from agents.models import WorkspaceAgent
 from chatdesk.serializers import StrictBooleanField, StrictCharField, StrictSerializer
-from chats.models import AuditEvent, Chat, ChatMessage
+from chats.models import AuditEvent, Chat, ChatMessage, Recording
 
 # Message ids are a bigint cursor. ASCII digits only: str.isdigit() also accepts "²" and "٣", which int()
 # then rejects or reads differently. A cursor beyond any id is simply past the end (clamped to the bigint
@@ -77,6 +77,47 @@ class AuditEventSerializer(serializers.Serializer):
 
     def to_representation(self, instance: AuditEvent) -> dict[str, Any]:
         return audit_event_to_json(instance)
+
+
+class RecordingSerializer(serializers.Serializer):
+    """Read shape of a recording (documentation only; chats.timeline.recording_to_json produces it)."""
+
+    id = serializers.UUIDField()
+    kind = serializers.ChoiceField(choices=Recording.Kind.choices, help_text="Who worked on the desktop.")
+    state = serializers.ChoiceField(choices=Recording.State.choices)
+    complete = serializers.BooleanField(help_text="False when the recorder stopped early (see `note`).")
+    note = serializers.CharField()
+    started_at = serializers.DateTimeField(help_text="When the video's first frame was taken.")
+    ended_at = serializers.DateTimeField(allow_null=True)
+    duration_seconds = serializers.FloatField(allow_null=True)
+    size_bytes = serializers.IntegerField(allow_null=True)
+    content_type = serializers.CharField(allow_null=True, help_text="video/webm")
+    url = serializers.CharField(allow_null=True, help_text="The video; answers HTTP Range requests.")
+    thumbnail_url = serializers.CharField(
+        allow_null=True, help_text="A PNG of the screen as the recording ended."
+    )
+    expired = serializers.BooleanField(
+        help_text="The file passed CHATDESK_FILE_RETENTION_DAYS and was removed."
+    )
+
+
+class TimelineEntrySerializer(serializers.Serializer):
+    """Read shape of a timeline entry (documentation only; chats.timeline.chat_timeline produces it)."""
+
+    message_id = serializers.IntegerField(allow_null=True, help_text="The assistant message of the action.")
+    tool_use_id = serializers.CharField(allow_null=True)
+    recording_id = serializers.UUIDField(allow_null=True, help_text="The recording the action happened in.")
+    t = serializers.FloatField(allow_null=True, help_text="Seconds into that recording.")
+    at = serializers.DateTimeField(help_text="When the action started.")
+    action = serializers.CharField(help_text="The computer action, or takeover / handback.")
+    coordinate = serializers.ListField(
+        child=serializers.IntegerField(),
+        allow_null=True,
+        help_text="Native pixels [x, y], when there is one.",
+    )
+    by = serializers.ChoiceField(
+        choices=Recording.Kind.choices, help_text="Who acted: the model or a person."
+    )
 
 
 class ChatSerializer(serializers.ModelSerializer):

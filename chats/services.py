@@ -16,6 +16,7 @@ from agents.models import WorkspaceAgent
 from agents.services import workspace_agent_for_user
 from chatdesk.exceptions import ValidationError
 from chats.events import publish_child, publish_message
+from chats.files import chat_file_store
 from chats.models import Chat, ChatFile, ChatMessage, ChatModelConfig
 from chats.tasks import turn_task
 from chats.tools.computer_use import computer_use
@@ -214,9 +215,48 @@ def chat_close(*, chat: Chat) -> Chat:
     return closed if closed is not None else Chat.objects.get(pk=chat.pk)
 
 
-def chat_file_store_png(*, chat: Chat, png: bytes, width: int | None, height: int | None) -> ChatFile:
-    """Store a screenshot of ``chat`` in Django storage and return its ChatFile row."""
-    chat_file = ChatFile(chat=chat, content_type="image/png", size=len(png), width=width, height=height)
-    chat_file.file.save(f"{chat_file.pk}.png", ContentFile(png), save=False)
-    chat_file.save()
-    return chat_file
+def chat_file_store_png(*, chat: Chat, png: bytes, width: int | None, height: int | None) -> ChatFile | None:
+    """Store a screenshot of ``chat`` in Django storage and return its ChatFile row (None: the chat is gone)."""
+    return chat_file_store(
+        chat_id=chat.pk,
+        content=ContentFile(png),
+        content_type="image/png",
+        size=len(png),
+        width=width,
+        height=height,
+    )
+
+
+def _chat_tree_ids(chat_id: object) -> list[object]:
+    """Return ``chat_id`` and the ids of all its descendants."""
+    ids = [chat_id]
+    frontier = [chat_id]
+    while frontier:
+        frontier = list(Chat.objects.filter(parent_id__in=frontier).values_list("pk", flat=True))
+        ids += frontier
+    return ids
+
+
+@transaction.atomic
+def chat_delete(*, chat: Chat) -> None:
+    """Delete ``chat``, its descendants, and everything they own: messages, events, files and their bytes,
+    recordings (an agent still recording for them is told to stop by the desktop app).
+
+    A turn may be running in the tree: its writes all need the chat's row (a message is appended under the
+    row's lock, a file is stored under it, a new row's foreign key locks it), so the rows are locked first,
+    in a fixed order. A write that came first is committed and deleted with the chat; one that comes after
+    finds the chat gone and is dropped, and the turn stops at its next check (its lease is gone). Without
+    the lock, a message committed between collecting the chat's rows and deleting the chat broke the
+    deletion (IntegrityError, a 500) and left the chat behind.
+    """
+    if not _lock_chats(_chat_tree_ids(chat.pk)):
+        return
+    # A child committed between listing the tree and locking it is in the tree now; none can be added
+    # while its parent is locked (the new row's foreign key would wait for the lock).
+    _lock_chats(_chat_tree_ids(chat.pk))
+    Chat.objects.filter(pk=chat.pk).delete()
+
+
+def _lock_chats(ids: list[object]) -> list[object]:
+    rows = Chat.objects.select_for_update().filter(pk__in=ids).order_by("pk")
+    return list(rows.values_list("pk", flat=True))

@@ -16,6 +16,8 @@ import logging
 from celery import shared_task
 from django.conf import settings
 
+from chats.files import files_purge_expired
+
 logger = logging.getLogger(__name__)
 
 
@@ -57,3 +59,11 @@ def sweep_turns() -> None:
     counts = turns_sweep()
     if any(counts.values()):
         logger.info("Turn sweep: %s", counts)
+
+
+@shared_task(name="chats.purge_expired_files", ignore_result=True)
+def purge_expired_files() -> None:
+    """Remove the bytes of files older than CHATDESK_FILE_RETENTION_DAYS (Celery beat; chats/files.py)."""
+    purged = files_purge_expired()
+    if purged:
+        logger.info("Purged %d expired files.", purged)

@@ -10,4 +10,6 @@ urlpatterns = [
     path("chats/<uuid:pk>/children", api.ChatChildrenView.as_view(), name="chat-children"),
     path("chats/<uuid:pk>/interrupt", api.ChatInterruptView.as_view(), name="chat-interrupt"),
     path("chats/<uuid:pk>/files/<uuid:file_id>", api.ChatFileView.as_view(), name="chat-file"),
+    path("chats/<uuid:pk>/recordings", api.ChatRecordingsView.as_view(), name="chat-recordings"),
+    path("chats/<uuid:pk>/timeline", api.ChatTimelineView.as_view(), name="chat-timeline"),
 ]

@@ -112,6 +112,8 @@ def chat_detail(request: HttpRequest, pk: str) -> HttpResponse:
             "children": reverse("chat-children", kwargs={"pk": chat.pk}),
             "chat": reverse("chat-detail-api", kwargs={"pk": chat.pk}),
             "stream": f"{api}/stream",
+            "recordings": reverse("chat-recordings", kwargs={"pk": chat.pk}),
+            "timeline": reverse("chat-timeline", kwargs={"pk": chat.pk}),
             "page": reverse("chat-detail", kwargs={"pk": "00000000-0000-0000-0000-000000000000"}),
         },
         "desktop": None,

@@ -11,6 +11,7 @@ class DesktopConfig(AppConfig):
         # Imported here, as Django requires: models are not loaded when this module is imported.
         from chats.tools.computer_use import ComputerUse, register_computer_use
         from chats.tools.workspace import register_workspace_tools
+        from desktop import recordings  # noqa: F401 - connects its signal receiver
         from desktop.computer import computer_use_system_prompt
         from desktop.tools import ComputerTool
         from desktop.workspace import tools_for_workspace

@@ -8,7 +8,8 @@ Handing back clears the hold and, for each computer-use chat on that desktop pau
 (``chats.transitions.RESUMED_BY_HANDBACK``: taken over, or asking for help), tells the model that a
 person used the desktop (with the person's note) and queues its turn: what is on screen may have
 changed. Which chats resume is decided by why they paused, never by timestamps: a chat interrupted
-before or during the hold stays paused.
+before or during the hold stays paused. While a person holds the desktop it is recorded (a ``person``
+recording of the chat the take-over came from, desktop/recordings.py).
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ from django.utils import timezone
 
 from agents.models import WorkspaceAgent
 from chatdesk.exceptions import AgentNotConnected, Conflict
-from chats.models import Chat
+from chats.models import Chat, Recording
 from chats.services import chat_pause, chat_send_message
 from chats.transitions import ACTIVE, RESUMED_BY_HANDBACK
+from desktop import recordings
 from desktop.client import NO_AGENT
 
 HANDBACK_MESSAGE = "A person took control of the desktop and has handed it back"
@@ -64,7 +66,17 @@ def desktop_takeover(*, chat: Chat, user: AbstractBaseUser) -> WorkspaceAgent:
     busy = _computer_use_chats(agent).filter(status__in=ACTIVE)
     for child in busy.order_by("created_at"):
         chat_pause(chat=child, reason=Chat.PausedReason.TAKEN_OVER)
+    transaction.on_commit(lambda: _record_person(chat=chat, agent=agent))
     return agent
+
+
+def _record_person(*, chat: Chat, agent: WorkspaceAgent) -> None:
+    """Record the desktop while the person holds it (once: a second take-over adds no recording)."""
+    running = Recording.objects.filter(
+        workspace_agent=agent, kind=Recording.Kind.PERSON, state=Recording.State.RECORDING
+    )
+    if not running.exists():
+        recordings.recording_start(chat=chat, kind=Recording.Kind.PERSON)
 
 
 @transaction.atomic
@@ -88,4 +100,5 @@ def desktop_handback(*, chat: Chat, user: AbstractBaseUser, note: str | None = N
     content = handback_message(note)
     for child in paused_for_a_person.order_by("created_at"):
         chat_send_message(chat=child, content=content)
+    transaction.on_commit(lambda: recordings.recordings_stop_person(agent=agent))
     return agent

@@ -17,13 +17,17 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from django.utils import timezone
+
+from agents.daemon import scaling
 from agents.models import WorkspaceAgent
 from chatdesk.exceptions import AgentError, AgentNotConnected, AgentUnreachable
-from chats.models import Chat
+from chats.audit import audit_record
+from chats.models import AuditEvent, Chat, ChatMessage, Recording
 from chats.selectors import chat_model_options
 from chats.services import chat_file_store_png
 from chats.tools.base import Tool, ToolContext, ToolResult, error_result
-from desktop import client, computer
+from desktop import client, computer, recordings
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +52,10 @@ class ComputerTool(Tool):
             if agent is not None and agent.display_width and agent.display_height
             else FALLBACK_DISPLAY
         )
+        self.native = native
         self.display = computer.declared_display(*native)
+        self.recording: Recording | None = None
+        self._recording_tried = False
 
     def definitions(self) -> list[dict[str, Any]]:
         width, height = self.display
@@ -85,7 +92,11 @@ class ComputerTool(Tool):
         action = params["action"]
         try:
             self.chat.workspace_agent = agent
-            result = client.run_action_sync(client.agent_for_chat(self.chat), params)
+            connected = client.agent_for_chat(self.chat)
+            self._start_recording()
+            started_at = timezone.now()
+            result = client.run_action_sync(connected, params)
+            self._audit_action(ctx, params, tool_input, started_at)
         except AgentNotConnected:
             return error_result(f'action "{action}" failed: the workspace agent is not connected.')
         except AgentUnreachable:
@@ -99,16 +110,63 @@ class ComputerTool(Tool):
             chat_file = chat_file_store_png(
                 chat=self.chat, png=result.png, width=result.width, height=result.height
             )
+            if chat_file is None:
+                return error_result("This chat was deleted.")
             content.append({"type": "image", "file_id": str(chat_file.pk)})
         if not content:
             content.append({"type": "text", "text": f'action "{action}" performed'})
         return ToolResult(content=content)
+
+    def turn_ended(self) -> None:
+        """The turn is over: stop its recording (the file is then fetched by a task)."""
+        if self.recording is not None:
+            recordings.recording_stop(recording_id=self.recording.pk)
+            self.recording = None
+
+    def _start_recording(self) -> None:
+        """Start recording the desktop at the turn's first action (once a turn: a failure is not retried)."""
+        if not self._recording_tried:
+            self._recording_tried = True
+            self.recording = recordings.recording_start(chat=self.chat, kind=Recording.Kind.MODEL)
+
+    def _audit_action(
+        self, ctx: ToolContext, params: dict[str, Any], tool_input: dict[str, Any], started_at: Any
+    ) -> None:
+        """Keep the action in the chat's audit log (SPEC §8), with its start time and native coordinate:
+        recordings' timelines are built from it (chats/timeline.py)."""
+        coordinate = params.get("coordinate")
+        native = None
+        if isinstance(coordinate, list | tuple) and len(coordinate) == 2:
+            declared = (int(params["scaled_width"]), int(params["scaled_height"]))
+            native = list(scaling.to_native(int(coordinate[0]), int(coordinate[1]), declared, self.native))
+        audit_record(
+            chat=self.chat,
+            kind=AuditEvent.Kind.ACTION,
+            actor=AuditEvent.Actor.MODEL,
+            at=started_at,
+            data={
+                "tool_use_id": ctx.tool_use_id,
+                "message_id": _assistant_message_id(self.chat, ctx.tool_use_id),
+                "action": params["action"],
+                "input": tool_input,
+                "coordinate": native,
+            },
+        )
 
     def _agent(self) -> WorkspaceAgent | None:
         """Return the chat's agent read fresh (take-over and heartbeats change it while the turn runs)."""
         if self.chat.workspace_agent_id is None:
             return None
         return WorkspaceAgent.objects.filter(pk=self.chat.workspace_agent_id).first()
+
+
+def _assistant_message_id(chat: Chat, tool_use_id: str) -> int | None:
+    """Return the id of the assistant message that holds the tool_use ``tool_use_id`` (one of the newest)."""
+    newest = chat.messages.filter(role=ChatMessage.Role.ASSISTANT).order_by("-id")[:5]
+    for message in newest:
+        if any(isinstance(p, dict) and p.get("id") == tool_use_id for p in message.content):
+            return message.id
+    return None
 
 
 def desktop_pause_reason(agent: WorkspaceAgent) -> str | None:

@@ -25,6 +25,8 @@ from agents.daemon import actionspec, credentials, scaling
 from agents.daemon.actions import ActionError, ActionRunner
 from agents.daemon.backends.base import Desktop, DesktopError
 from agents.daemon.editor import Editor
+from agents.daemon.recorder import THUMBNAIL_WIDTH, Recorder
+from agents.daemon.screenshot import encode_png
 from agents.daemon.shell import Shells
 
 log = logging.getLogger(__name__)
@@ -97,17 +99,29 @@ class AgentServer:
     """Serves one desktop, and the workspace tools (shells, the editor) as its user, to callers that
     present ``token``."""
 
-    def __init__(self, *, desktop: Desktop, token: str, runner: ActionRunner | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        desktop: Desktop,
+        token: str,
+        runner: ActionRunner | None = None,
+        recorder: Recorder | None = None,
+    ) -> None:
         if not token:
             raise ValueError("An agent token is required.")
         self.desktop = desktop
         self.runner = runner or ActionRunner(desktop)
+        self.recorder = recorder or Recorder(desktop)
         self.shells = Shells(
-            user=desktop.user, environment=desktop.program_environment, prepare=self._desktop_for_shell
+            user=desktop.user, environment=self._shell_environment, prepare=self._desktop_for_shell
         )
         self.editor = Editor(desktop.user)
         self._token = token
         self._server: Server | None = None
+
+    def _shell_environment(self) -> dict[str, str]:
+        """Return a new shell's environment: the desktop's, or without a display the user's allowlisted one."""
+        return self.desktop.program_environment() or self.desktop.user.environment()
 
     async def _desktop_for_shell(self) -> None:
         """Start the desktop before a new shell, so the shell gets its DISPLAY; a shell works without."""
@@ -234,7 +248,27 @@ class AgentServer:
             return await self.runner.info()
         if method == "health":
             return self.health()
+        if method == "recording_start":
+            await self.runner.ensure_started()
+            return await self.recorder.start(
+                fps=params.get("fps"),
+                max_bytes=params.get("max_bytes"),
+                max_seconds=params.get("max_seconds"),
+            )
+        if method == "recording_stop":
+            return await self.recorder.stop(params.get("id"), thumbnail=self._thumbnail)
+        if method == "recording_read":
+            return self.recorder.read(params.get("id"), params.get("offset"), params.get("length"))
+        if method == "recording_delete":
+            return await self.recorder.delete(params.get("id"))
         raise ActionError(f"Unknown method: {actionspec.clip(method)}")
+
+    async def _thumbnail(self) -> bytes:
+        """Return a small PNG of the screen now (a recording's thumbnail: its last frame)."""
+        async with self.runner.lock:  # one request at a time on the desktop's X connection
+            frame = await self.desktop.grab()
+        size = (THUMBNAIL_WIDTH, max(1, round(frame.height * THUMBNAIL_WIDTH / frame.width)))
+        return await asyncio.to_thread(encode_png, frame, size)
 
     # -- VNC ---------------------------------------------------------------------------------------
 
@@ -278,5 +312,6 @@ class AgentServer:
             self._server.close()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._server.wait_closed(), 5)
+        await self.recorder.close()
         await self.shells.close_all()
         await self.desktop.stop()

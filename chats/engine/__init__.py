@@ -99,6 +99,7 @@ class Turn:
         self.seen_id = 0  # the newest message id the model has been shown
         self._stop_checked_at = 0.0
         self._stopped = False
+        self.tools: list[Tool] = []
 
     # --- the turn ---------------------------------------------------------------------------------
 
@@ -118,9 +119,19 @@ class Turn:
         except Exception:
             logger.exception("Turn of chat %s failed.", self.chat.pk)
             self.end(Chat.Status.ERROR, UNEXPECTED_ERROR)
+        finally:
+            self._tools_turn_ended()
+
+    def _tools_turn_ended(self) -> None:
+        """Tell every tool the turn is over (the computer tool stops its recording); never fails the turn."""
+        for tool in self.tools:
+            try:
+                tool.turn_ended()
+            except Exception:
+                logger.exception("Tool %s failed at the end of a turn of chat %s.", tool.name, self.chat.pk)
 
     def _run(self) -> None:
-        tools = tools_for_chat(self.chat, provider_configured=True)
+        tools = self.tools = tools_for_chat(self.chat, provider_configured=True)
         for tool in tools:
             reason = tool.pause_reason()
             if reason is not None:  # a person holds the desktop: paused (taken_over) until hand-back

@@ -103,6 +103,11 @@ class Tool:
     def run(self, ctx: ToolContext, tool_input: dict[str, Any]) -> ToolResult:
         raise NotImplementedError
 
+    def turn_ended(self) -> None:
+        """Called once when the turn that offered this tool ends, however it ends (a tool that started
+        something for the turn stops it here: the computer tool's recording). Must not raise."""
+        return None
+
     def resume(self, ctx: ToolContext, tool_input: dict[str, Any], awaiting: Awaiting | None) -> ToolResult:
         """Return the answer of a tool_use left unanswered by a suspended or stopped turn.
 

@@ -146,6 +146,9 @@ def test_parent_delegates_gui_work_to_a_child_on_one_worker(
     fake.handle_with(Script(done_file))
     try:
         with running_worker(tmp_path, concurrency=1, env=worker_env(CHATDESK_AGENT_TIMEOUT_SECONDS="3600")):
+            # A heartbeat, as the agent would send one: starting the worker may have taken longer than this
+            # process's CHATDESK_AGENT_TIMEOUT_SECONDS, and chat_create picks a *connected* agent.
+            WorkspaceAgent.objects.filter(pk=agent_row.pk).update(last_seen=timezone.now())
             chat = services.chat_create(owner=user, message="Please write done to a file using the desktop.")
             assert chat.workspace_agent_id == agent_row.pk
             wait_status(chat, Chat.Status.WAITING, Chat.Status.ERROR, timeout=120)

@@ -76,9 +76,11 @@ class Desktop(abc.ABC):
         self.x_display: str | None = None
         self.xauthority: str | None = None
 
-    def program_environment(self) -> dict[str, str]:
-        """Return the whole environment of a program started on this desktop (a shell of the ``bash``
-        tool): the user's allowlisted one plus the display, when the desktop runs."""
+    def program_environment(self) -> dict[str, str] | None:
+        """Return the environment of a program that draws on (or records) this desktop, None when it has
+        no X display: the desktop user's allowlisted environment plus DISPLAY and XAUTHORITY."""
+        if self.x_display is None:
+            return None
         return self.user.environment(display=self.x_display, xauthority=self.xauthority)
 
     @abc.abstractmethod

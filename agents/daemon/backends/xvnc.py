@@ -284,6 +284,9 @@ class XvncDesktop(Desktop):
 
     # -- lifecycle ---------------------------------------------------------------------------
 
+    def program_environment(self) -> dict[str, str] | None:
+        return dict(self._env) if self._env and self.x_display else None
+
     def is_running(self) -> bool:
         return self._xvnc is not None and self._xvnc.returncode is None and _process_alive(self._xvnc.pid)
 
@@ -533,12 +536,8 @@ class XvncDesktop(Desktop):
         self._xvnc = self._wm = self._panel = None
         self._panel_config = None
         self._dir = None
+        self._env = {}
         self.x_display = self.xauthority = self.rfb_socket = None
-
-    def program_environment(self) -> dict[str, str]:
-        if self.is_running() and self._env:
-            return dict(self._env)  # with the desktop's XDG_RUNTIME_DIR too
-        return super().program_environment()
 
     # -- streams and queries -----------------------------------------------------------------
 

@@ -1,6 +1,7 @@
 // The chat page: messages streamed live over the chat's stream WebSocket, tool calls with their
-// screenshots (and a running command's output as it is printed), child chats with live status,
-// interrupt, and the message box.
+// screenshots (opened with the action's click point drawn; a running command's output as it is
+// printed), child chats with live status, interrupt, the message box, and for a computer-use chat the
+// player of its recordings (a marker per action; an action's button in the chat seeks the video to it).
 //
 // Model and tool output is untrusted text: it only ever reaches the page through textContent.
 
@@ -98,8 +99,36 @@ function formatTime(iso) {
 
 const viewer = $("image-viewer");
 const viewerImg = $("image-viewer-img");
+const viewerPoint = $("image-viewer-point");
+const viewerCaption = $("image-viewer-caption");
 
-function thumbnail(part, description) {
+// The point an action clicked (or moved to), in the screenshot's own pixels: screenshots are taken at the
+// size declared to the model, the space of its coordinates.
+function clickPoint(input) {
+  const point = input && Array.isArray(input.coordinate) ? input.coordinate : null;
+  return point && point.length === 2 && point.every((v) => typeof v === "number") ? { x: point[0], y: point[1] } : null;
+}
+
+function placePoint(point) {
+  viewerPoint.hidden = true;
+  if (!point || !viewerImg.naturalWidth) return;
+  viewerPoint.style.left = `${(100 * (point.x + 0.5)) / viewerImg.naturalWidth}%`;
+  viewerPoint.style.top = `${(100 * (point.y + 0.5)) / viewerImg.naturalHeight}%`;
+  viewerPoint.hidden = false;
+}
+
+function openViewer(url, description, point) {
+  viewerPoint.hidden = true;
+  viewerCaption.hidden = !point;
+  viewerCaption.textContent = point ? `The red circle marks the action's point (${point.x}, ${point.y}).` : "";
+  viewerImg.onload = () => placePoint(point);
+  viewerImg.src = url;
+  viewerImg.alt = description;
+  viewer.showModal();
+  if (viewerImg.complete) placePoint(point);
+}
+
+function thumbnail(part, description, point = null) {
   const link = el("a", "thumb");
   link.href = part.url;
   link.target = "_blank";
@@ -113,9 +142,7 @@ function thumbnail(part, description) {
   link.addEventListener("click", (event) => {
     if (event.button !== 0 || event.ctrlKey || event.metaKey || event.shiftKey || !viewer.showModal) return;
     event.preventDefault();
-    viewerImg.src = part.url;
-    viewerImg.alt = description;
-    viewer.showModal();
+    openViewer(part.url, description, point);
   });
   return link;
 }
@@ -161,7 +188,8 @@ function renderToolUse(part) {
   const summary = summarizeInput(part.input);
   const box = toolCallElement(part.name || "tool", summary, JSON.stringify(part.input ?? {}, null, 2));
   box.dataset.toolUseId = part.id || "";
-  if (part.id) toolCalls.set(part.id, { element: box, name: part.name || "tool", summary });
+  if (part.id) toolCalls.set(part.id, { element: box, name: part.name || "tool", summary, input: part.input });
+  if (part.id) addSeekButton(part.id);
   return box;
 }
 
@@ -194,7 +222,8 @@ function fillToolResult(container, part, call) {
   if (images.length) {
     const row = el("div", "thumbs");
     const what = call ? `${call.name} ${call.summary}`.trim() : "tool call";
-    for (const image of images) row.append(thumbnail(image, `Screenshot after ${what}`));
+    const point = call ? clickPoint(call.input) : null;
+    for (const image of images) row.append(thumbnail(image, `Screenshot after ${what}`, point));
     container.append(row);
   }
 }
@@ -441,6 +470,7 @@ function handleEvent(data) {
       break;
     case "status":
       setStatus(data.status, data.last_error);
+      refreshRecordings();
       break;
     case "child":
       upsertChild(data.chat);
@@ -522,5 +552,164 @@ input.addEventListener("keydown", (event) => {
   }
 });
 
+// ---- recordings ----------------------------------------------------------------------------------------
+
+const recordingPanel = $("recordings-panel");
+const video = $("recording-video");
+const recordingSelect = $("recording-select");
+const markersEl = $("recording-markers");
+let recordings = [];
+let timeline = [];
+let currentRecording = null;
+let pendingSeek = null;
+let recordingTimer = null;
+
+// 83.4 → "1:23.4": a position in a recording, to a tenth of a second (actions come fast).
+function clock(seconds) {
+  const tenths = Math.max(0, Math.round(seconds * 10));
+  const whole = Math.floor(tenths / 10);
+  return `${Math.floor(whole / 60)}:${String(whole % 60).padStart(2, "0")}.${tenths % 10}`;
+}
+
+function playable(recording) {
+  return recording && typeof recording.url === "string" && recording.url;
+}
+
+async function refreshRecordings() {
+  if (!recordingPanel) return;
+  clearTimeout(recordingTimer);
+  try {
+    [recordings, timeline] = await Promise.all([api("GET", urls.recordings), api("GET", urls.timeline)]);
+  } catch {
+    recordingTimer = setTimeout(refreshRecordings, 5000);
+    return;
+  }
+  renderRecordings();
+  // A recording is fetched from the agent after its turn ends: look again until every one has settled.
+  if (ACTIVE.has(status) || recordings.some((r) => r.state === "recording")) {
+    recordingTimer = setTimeout(refreshRecordings, 2000);
+  }
+}
+
+function renderRecordings() {
+  const stored = recordings.filter(playable);
+  const state = $("recording-state");
+  recordingSelect.replaceChildren();
+  for (const recording of stored) {
+    const when = formatTime(recording.started_at);
+    const who = recording.kind === "person" ? "person" : "agent";
+    const length = recording.duration_seconds == null ? "" : ` · ${clock(recording.duration_seconds)}`;
+    const option = el("option", null, `${when} · ${who}${length}${recording.complete ? "" : " · incomplete"}`);
+    option.value = recording.id;
+    recordingSelect.append(option);
+  }
+  recordingSelect.hidden = stored.length < 2;
+  const running = recordings.some((r) => r.state === "recording");
+  const expired = recordings.filter((r) => r.expired).length;
+  if (!stored.length) {
+    state.textContent = running ? "Recording… the video appears here when this turn ends."
+      : expired ? "The recordings of this chat expired." : state.textContent;
+  } else {
+    const incomplete = stored.find((r) => r.id === (currentRecording || stored.at(-1)).id && !r.complete);
+    state.textContent = incomplete ? `This recording is incomplete: ${incomplete.note || "the recorder stopped early"}.`
+      : running ? "Recording… a newer video appears when this turn ends." : "";
+  }
+  $("recording-player").hidden = !stored.length;
+  if (!stored.length) return;
+  const keep = currentRecording && stored.find((r) => r.id === currentRecording.id);
+  if (!keep) showRecording(stored.at(-1));
+  else {
+    currentRecording = keep;
+    recordingSelect.value = keep.id;
+    renderMarkers();
+  }
+  for (const id of toolCalls.keys()) addSeekButton(id);
+}
+
+function showRecording(recording, seekTo = null) {
+  currentRecording = recording;
+  recordingSelect.value = recording.id;
+  pendingSeek = seekTo;
+  if (video.getAttribute("src") !== recording.url) {
+    video.src = recording.url;
+    video.load();
+  } else if (seekTo !== null) {
+    applySeek();
+  }
+  renderMarkers();
+}
+
+function applySeek() {
+  if (pendingSeek === null || video.readyState < 1) return;
+  video.currentTime = pendingSeek;
+  pendingSeek = null;
+}
+
+video?.addEventListener("loadedmetadata", () => {
+  applySeek();
+  renderMarkers();
+});
+
+recordingSelect?.addEventListener("change", () => {
+  const recording = recordings.find((r) => r.id === recordingSelect.value);
+  if (recording) showRecording(recording);
+});
+
+function recordingLength(recording) {
+  if (Number.isFinite(video.duration) && video.duration > 0) return video.duration;
+  return recording.duration_seconds || 0;
+}
+
+function renderMarkers() {
+  markersEl.replaceChildren();
+  if (!currentRecording) return;
+  const length = recordingLength(currentRecording);
+  for (const entry of timeline) {
+    if (entry.recording_id !== currentRecording.id || entry.t === null || !length) continue;
+    const marker = el("button", `recording-marker recording-marker--${entry.by}`);
+    marker.type = "button";
+    marker.style.left = `${Math.min(100, (100 * entry.t) / length)}%`;
+    const what = entry.coordinate ? `${entry.action} (${entry.coordinate.join(", ")})` : entry.action;
+    marker.title = `${what} at ${clock(entry.t)}`;
+    marker.setAttribute("aria-label", marker.title);
+    marker.dataset.t = String(entry.t);
+    if (entry.tool_use_id) marker.dataset.toolUseId = entry.tool_use_id;
+    marker.addEventListener("click", () => seekToEntry(entry));
+    markersEl.append(marker);
+  }
+}
+
+function entryFor(toolUseId) {
+  return timeline.find((e) => e.tool_use_id === toolUseId && e.recording_id && e.t !== null);
+}
+
+function seekToEntry(entry) {
+  const recording = recordings.find((r) => r.id === entry.recording_id);
+  if (!playable(recording)) return;
+  for (const box of messagesEl.querySelectorAll(".tool.is-playing")) box.classList.remove("is-playing");
+  const call = entry.tool_use_id && toolCalls.get(entry.tool_use_id);
+  if (call) call.element.classList.add("is-playing");
+  showRecording(recording, entry.t);
+  recordingPanel.scrollIntoView({ block: "nearest" });
+}
+
+// An action in the chat gets a button that plays the recording from the moment it started.
+function addSeekButton(toolUseId) {
+  if (!recordingPanel) return;
+  const call = toolCalls.get(toolUseId);
+  const entry = entryFor(toolUseId);
+  if (!call || !entry || call.element.querySelector(".tool-seek")) return;
+  const button = el("button", "button button--ghost button--small tool-seek", `▶ ${clock(entry.t)}`);
+  button.type = "button";
+  button.title = "Play the recording from this action";
+  button.setAttribute("aria-label", `Play the recording from this action (${clock(entry.t)})`);
+  button.addEventListener("click", () => {
+    const latest = entryFor(toolUseId);
+    if (latest) seekToEntry(latest);
+  });
+  call.element.prepend(button);
+}
+
 setStatus(chat.status, chat.last_error);
 connect();
+refreshRecordings();
