@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
+from channels import DEFAULT_CHANNEL_LAYER
+from channels.layers import channel_layers
 from django.contrib.auth.models import User
 
 from chats import services
@@ -124,7 +125,9 @@ def test_interrupt_stops_the_stream_and_keeps_the_partial_text(
 
 def first_live_events(chat: Chat, kind: str, *, count: int, timeout: float = 15) -> list[dict[str, Any]]:
     """Listen on the chat's channel-layer group (as a stream consumer does) until ``count`` events of ``kind``."""
-    layer = get_channel_layer()
+    # A layer of its own: channels_redis binds a layer's receive lock to the first event loop that
+    # receives, and each async_to_sync call runs a new loop.
+    layer = channel_layers.make_backend(DEFAULT_CHANNEL_LAYER)
 
     async def listen() -> list[dict[str, Any]]:
         import asyncio
