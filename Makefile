@@ -6,8 +6,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PIP_VERSION := 26.3
-DEB_PACKAGES := tigervnc-standalone-server tigervnc-tools openbox xdotool xterm x11-utils x11-xserver-utils chromium ffmpeg
-DESKTOP_BINARIES := Xvnc openbox xdotool xterm xprop xset chromium ffmpeg ffprobe
+# The desktop: Xvnc, openbox, xdotool, ffmpeg (recordings); what it offers (agents/daemon/backends/panel.py):
+# a tint2 panel with launchers for xterm, chromium and pcmanfm, icons from adwaita-icon-theme, the
+# wallpaper set by xsetroot.
+DEB_PACKAGES := tigervnc-standalone-server tigervnc-tools openbox xdotool xterm x11-utils x11-xserver-utils chromium \
+	ffmpeg tint2 pcmanfm adwaita-icon-theme
+DESKTOP_BINARIES := Xvnc openbox xdotool xterm xprop xset xsetroot chromium ffmpeg ffprobe tint2 pcmanfm
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/chatdesk
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
 # The benchmarks write real rows: they get a database of their own, created when missing.
@@ -31,7 +35,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 python-deps: $(STAMP)
 
-# Debian packages for the desktop (Xvnc, openbox, xdotool, ffmpeg for recordings) and the browser tests (chromium).
+# Debian packages for the desktop (see DEB_PACKAGES) and the browser tests (chromium).
 system-deps:
 	@missing=""; for b in $(DESKTOP_BINARIES); do command -v $$b >/dev/null || missing="$$missing $$b"; done; \
 	if [ -n "$$missing" ]; then \

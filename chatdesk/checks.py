@@ -31,4 +31,12 @@ def check_settings(app_configs: Any, **kwargs: Any) -> list[Error | Warning]:
                 id="chatdesk.W002",
             )
         )
+    if settings.CHATDESK_BASH_TIMEOUT_SECONDS >= settings.CHATDESK_TURN_TIME_LIMIT:
+        problems.append(
+            Warning(
+                "CHATDESK_BASH_TIMEOUT_SECONDS is not shorter than CHATDESK_TURN_TIME_LIMIT: a turn may be "
+                "stopped while a bash command runs, before the command's own timeout.",
+                id="chatdesk.W003",
+            )
+        )
     return problems

@@ -20,6 +20,7 @@ from typing import Any
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from agents.daemon import toolspec
 from agents.daemon.addresses import DEFAULT_AGENT_URL_ALLOW, AddressAllowlist
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -44,7 +45,7 @@ def env_bool(name: str, default: bool = False) -> bool:
     raise ImproperlyConfigured(f"{name} must be a boolean (1/0, true/false, yes/no), got {raw!r}.")
 
 
-def env_int(name: str, default: int, *, minimum: int | None = None) -> int:
+def env_int(name: str, default: int, *, minimum: int | None = None, maximum: int | None = None) -> int:
     raw = os.environ.get(name)
     if raw is None or raw.strip() == "":
         return default
@@ -54,10 +55,14 @@ def env_int(name: str, default: int, *, minimum: int | None = None) -> int:
         raise ImproperlyConfigured(f"{name} must be an integer, got {raw!r}.") from None
     if minimum is not None and value < minimum:
         raise ImproperlyConfigured(f"{name} must be at least {minimum}, got {value}.")
+    if maximum is not None and value > maximum:
+        raise ImproperlyConfigured(f"{name} must be at most {maximum}, got {value}.")
     return value
 
 
-def env_float(name: str, default: float, *, minimum: float | None = None) -> float:
+def env_float(
+    name: str, default: float, *, minimum: float | None = None, maximum: float | None = None
+) -> float:
     raw = os.environ.get(name)
     if raw is None or raw.strip() == "":
         return default
@@ -67,6 +72,8 @@ def env_float(name: str, default: float, *, minimum: float | None = None) -> flo
         raise ImproperlyConfigured(f"{name} must be a number, got {raw!r}.") from None
     if minimum is not None and value < minimum:
         raise ImproperlyConfigured(f"{name} must be at least {minimum}, got {value}.")
+    if maximum is not None and value > maximum:
+        raise ImproperlyConfigured(f"{name} must be at most {maximum:g}, got {value:g}.")
     return value
 
 
@@ -349,6 +356,27 @@ except ValueError as _exc:
     raise ImproperlyConfigured(f"CHATDESK_AGENT_URL_ALLOW: {_exc}.") from None
 # A desktop viewer whose browser has not read for this long is dropped (close 4408) instead of buffered.
 CHATDESK_DESKTOP_SLOW_VIEWER_SECONDS = env_float("CHATDESK_DESKTOP_SLOW_VIEWER_SECONDS", 10.0, minimum=0.1)
+# The workspace tools of root chats (SPEC §11), run by the chat's agent: a bash command is stopped after
+# this many seconds, its output is cut to this many bytes (start and end kept), and the text editor's
+# `view` shows at most this many characters (its max_characters). Bounds: agents/daemon/toolspec.py.
+CHATDESK_BASH_TIMEOUT_SECONDS = env_float(
+    "CHATDESK_BASH_TIMEOUT_SECONDS",
+    toolspec.BASH_DEFAULT_TIMEOUT,
+    minimum=1,
+    maximum=toolspec.BASH_MAX_TIMEOUT,
+)
+CHATDESK_BASH_OUTPUT_LIMIT = env_int(
+    "CHATDESK_BASH_OUTPUT_LIMIT",
+    toolspec.BASH_DEFAULT_OUTPUT_LIMIT,
+    minimum=toolspec.BASH_MIN_OUTPUT_LIMIT,
+    maximum=toolspec.BASH_MAX_OUTPUT_LIMIT,
+)
+CHATDESK_EDITOR_MAX_CHARACTERS = env_int(
+    "CHATDESK_EDITOR_MAX_CHARACTERS",
+    toolspec.EDITOR_DEFAULT_MAX_CHARACTERS,
+    minimum=toolspec.EDITOR_MIN_MAX_CHARACTERS,
+    maximum=toolspec.EDITOR_MAX_MAX_CHARACTERS,
+)
 # Recordings of the desktop (SPEC §9): on/off, frames per second grabbed, and the cap of one recording's
 # size (the agent stops recording there; the server never stores more).
 CHATDESK_RECORDING = env_bool("CHATDESK_RECORDING", True)

@@ -1,8 +1,8 @@
 """The chat stream: ``/api/experimental/chats/{id}/stream?after_id=N``.
 
 A client first gets every stored message after N (``{"type": "message", "message": {...}}``), then the
-chat's current status, then live events (``message_part``, ``message``, ``status``, ``child``) as
-chats/events.py publishes them. A client that reconnects with the id of the last message it has misses
+chat's current status, then live events (``message_part``, ``tool_output``, ``message``, ``status``,
+``child``) as chats/events.py publishes them. A client that reconnects with the id of the last message it has misses
 nothing: the consumer subscribes *before* reading the database, and drops any ``message`` whose id is
 not above the last one it sent, so a message is neither lost between replay and live nor sent twice.
 

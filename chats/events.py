@@ -38,6 +38,14 @@ class MessagePartEvent(TypedDict):
     part: dict[str, Any]  # {"index": int, "type": "text"|"tool_input"|"reset", "delta": str}
 
 
+class ToolOutputEvent(TypedDict):
+    """Output of a running tool (a ``bash`` command) as it is printed; the tool_result follows."""
+
+    type: Literal["tool_output"]
+    tool_use_id: str
+    output: str
+
+
 class StatusEvent(TypedDict):
     type: Literal["status"]
     status: str
@@ -69,7 +77,9 @@ class AuditLiveEvent(TypedDict):
     event: dict[str, Any]
 
 
-Event = MessageEvent | MessagePartEvent | StatusEvent | ChildEvent | UsageEvent | AuditLiveEvent
+Event = (
+    MessageEvent | MessagePartEvent | ToolOutputEvent | StatusEvent | ChildEvent | UsageEvent | AuditLiveEvent
+)
 
 LAYER_MESSAGE_TYPE = "chat.event"
 #: How long a publish waits for the channel layer before giving up on that event.
@@ -130,6 +140,11 @@ def publish(chat_id: object, event: Event) -> None:
 
 def publish_message(message: ChatMessage) -> None:
     publish(message.chat_id, MessageEvent(type="message", message=message_to_json(message)))
+
+
+def publish_tool_output(chat_id: object, tool_use_id: str, output: str) -> None:
+    """Send a piece of a running tool's output to the chat's viewers (not stored: the result is)."""
+    publish(chat_id, ToolOutputEvent(type="tool_output", tool_use_id=tool_use_id, output=output))
 
 
 def status_event(chat: Chat) -> StatusEvent:

@@ -33,6 +33,7 @@ from agents.daemon.actionspec import (
     check_action,
     clip,
 )
+from agents.daemon.backends.panel import describe_for_model
 from agents.daemon.scaling import declared_size
 
 __all__ = [
@@ -209,9 +210,11 @@ def parse_tool_use(
 
 # --- system prompt -------------------------------------------------------------------------------
 
-COMPUTER_USE_SYSTEM_PROMPT = """\
+COMPUTER_USE_SYSTEM_PROMPT = f"""\
 You are a computer use agent. You control a Linux desktop through the computer tool: you see it \
 through screenshots and act on it with the mouse and the keyboard.
+
+{describe_for_model()}
 
 - Start by taking a screenshot to see the current state of the screen.
 - Use precise pixel coordinates taken from the latest screenshot. Zoom in when details are too small \

@@ -22,6 +22,7 @@ import base64
 import contextlib
 import itertools
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -31,7 +32,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI, WebSocketException
 from websockets.uri import parse_uri
 
-from agents.daemon import actionspec
+from agents.daemon import actionspec, toolspec
 from agents.daemon.addresses import AddressAllowlist, AddressNotAllowed, resolve_allowed
 
 MAX_RESPONSE_BYTES = 256 * 1024 * 1024  # a zoom or screenshot of a large desktop is many MB of base64
@@ -167,6 +168,7 @@ class AgentClient:
         self._ws: ClientConnection | None = None
         self._reader: asyncio.Task[None] | None = None
         self._pending: dict[int, asyncio.Future[Any]] = {}
+        self._progress: dict[int, Callable[[dict[str, Any]], None]] = {}
         self._ids = itertools.count(1)
 
     async def __aenter__(self) -> AgentClient:
@@ -202,6 +204,11 @@ class AgentClient:
         try:
             async for message in self._ws:
                 reply = json.loads(message)
+                if "progress" in reply:
+                    listener = self._progress.get(reply.get("id"))
+                    if listener is not None and isinstance(reply["progress"], dict):
+                        listener(reply["progress"])
+                    continue
                 future = self._pending.pop(reply.get("id"), None)
                 if future is None or future.done():
                     continue
@@ -219,19 +226,28 @@ class AgentClient:
         self._fail_pending(AgentUnreachable(f"Connection to agent at {self.url} was lost."))
 
     async def call(
-        self, method: str, params: dict[str, Any] | None = None, *, deadline: float | None = None
+        self,
+        method: str,
+        params: dict[str, Any] | None = None,
+        *,
+        deadline: float | None = None,
+        on_progress: Callable[[dict[str, Any]], None] | None = None,
     ) -> Any:
         """Send one RPC call and return its result.
 
         Raise AgentRequestError (agent error) or AgentUnreachable (connection lost / timeout). Past the
         deadline the client gives up on the whole connection and closes it: the agent then cancels
-        what it was running for this client, so nothing runs on for a caller that left.
+        what it was running for this client, so nothing runs on for a caller that left. A call that
+        streams (``bash``) hands each ``progress`` object to ``on_progress`` as it arrives (on the
+        event loop: it must not block).
         """
         if self._ws is None:
             raise AgentClientError("AgentClient is not open; use `async with AgentClient(...)`.")
         request_id = next(self._ids)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
+        if on_progress is not None:
+            self._progress[request_id] = on_progress
         try:
             await self._ws.send(json.dumps({"id": request_id, "method": method, "params": params or {}}))
             return await asyncio.wait_for(future, deadline if deadline is not None else self.timeout)
@@ -243,6 +259,7 @@ class AgentClient:
             raise AgentUnreachable(f"Agent at {self.url} did not answer {method!r} in time.") from None
         finally:
             self._pending.pop(request_id, None)
+            self._progress.pop(request_id, None)
 
     async def info(self) -> dict[str, Any]:
         """Return the display sizes: {"native": {...}, "declared": {...}, "backend", "x_display", …}."""
@@ -257,6 +274,37 @@ class AgentClient:
         """
         deadline = self.timeout + actionspec.action_seconds(params)
         return _action_result(await self.call("action", params, deadline=deadline))
+
+    async def bash(
+        self,
+        params: dict[str, Any],
+        *,
+        on_output: Callable[[str], None] | None = None,
+        margin: float | None = None,
+    ) -> dict[str, Any]:
+        """Run one ``bash`` call (``{"session", "command" | "restart", "timeout"?, "output_limit"?}``) and
+        return its BashResult (``agents.daemon.shell``); ``on_output`` gets the output as it is printed.
+
+        The deadline follows the command: its ``timeout``, plus the time the agent may take to stop it,
+        plus ``margin`` (default: the connection's ``timeout``) for the round trip.
+        """
+        timeout = params.get("timeout", toolspec.BASH_DEFAULT_TIMEOUT)
+        seconds = float(timeout) if isinstance(timeout, int | float) else toolspec.BASH_DEFAULT_TIMEOUT
+        deadline = seconds + toolspec.BASH_STOP_TIME + (self.timeout if margin is None else margin)
+
+        def progress(payload: dict[str, Any]) -> None:
+            text = payload.get("output")
+            if on_output is not None and isinstance(text, str):
+                on_output(text)
+
+        return await self.call("bash", params, deadline=deadline, on_progress=progress)
+
+    async def edit(self, tool_input: dict[str, Any], *, max_characters: int | None = None) -> dict[str, Any]:
+        """Run one text editor command as the desktop's user; return ``{"output", "is_error"}``."""
+        params: dict[str, Any] = {"input": tool_input}
+        if max_characters is not None:
+            params["max_characters"] = max_characters
+        return await self.call("edit", params, deadline=self.timeout + toolspec.EDITOR_TIME_LIMIT)
 
     async def screenshot(self, width: int | None = None, height: int | None = None) -> Screenshot:
         """Return an immediate screenshot, scaled to width x height when given (else native)."""

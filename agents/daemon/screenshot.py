@@ -187,6 +187,15 @@ class XConnection:
             return None
         return int(struct.unpack_from("<I", extra, 0)[0])
 
+    async def root_property_cardinals(self, atom: int, *, count: int = 64) -> list[int]:
+        """Return the first ``count`` CARDINAL values of the root window's property ``atom`` ([] when unset)."""
+        # GetProperty(delete=False, window=root, property=atom, type=CARDINAL(6), offset 0, length count)
+        head, extra = await self._request(struct.pack("<BBHIIIII", 20, 0, 6, self.root, atom, 6, 0, count))
+        fmt, (value_len,) = head[1], struct.unpack_from("<I", head, 16)
+        if fmt != 32 or value_len < 1:
+            return []
+        return list(struct.unpack_from(f"<{value_len}I", extra, 0))
+
     def close(self) -> None:
         """Close the socket (idempotent)."""
         self._sock.close()

@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import socket
+from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from typing import Any
 
@@ -23,15 +24,20 @@ from websockets.http11 import Request, Response
 from agents.daemon import actionspec, credentials, scaling
 from agents.daemon.actions import ActionError, ActionRunner
 from agents.daemon.backends.base import Desktop, DesktopError
+from agents.daemon.editor import Editor
 from agents.daemon.recorder import THUMBNAIL_WIDTH, Recorder
 from agents.daemon.screenshot import encode_png
+from agents.daemon.shell import Shells
 
 log = logging.getLogger(__name__)
 
 RPC_PATH = "/rpc"
 VNC_PATH = "/vnc"
 HEALTH_PATH = "/health"
-MAX_REQUEST_BYTES = 1 << 20  # the biggest legitimate request is a ``type`` of 10,000 characters (≤ 40 KB)
+Progress = Callable[[dict[str, Any]], Awaitable[None]]
+# The biggest legitimate requests are an editor call's file text and a bash command, both written by a
+# model within its output tokens (tens of KB); the server refuses a larger one before sending it.
+MAX_REQUEST_BYTES = 1 << 20
 VNC_CHUNK = 256 * 1024  # per read of the VNC server, and so per frame to the viewer
 # Bytes a connection may hold for its socket before send() waits (high-water mark): a few frames, so
 # reading the VNC server and writing the viewer overlap instead of taking turns.
@@ -90,7 +96,8 @@ async def relay_vnc(ws: ServerConnection, vnc: socket.socket) -> None:
 
 
 class AgentServer:
-    """Serves one desktop to callers that present ``token``."""
+    """Serves one desktop, and the workspace tools (shells, the editor) as its user, to callers that
+    present ``token``."""
 
     def __init__(
         self,
@@ -105,8 +112,23 @@ class AgentServer:
         self.desktop = desktop
         self.runner = runner or ActionRunner(desktop)
         self.recorder = recorder or Recorder(desktop)
+        self.shells = Shells(
+            user=desktop.user, environment=self._shell_environment, prepare=self._desktop_for_shell
+        )
+        self.editor = Editor(desktop.user)
         self._token = token
         self._server: Server | None = None
+
+    def _shell_environment(self) -> dict[str, str]:
+        """Return a new shell's environment: the desktop's, or without a display the user's allowlisted one."""
+        return self.desktop.program_environment() or self.desktop.user.environment()
+
+    async def _desktop_for_shell(self) -> None:
+        """Start the desktop before a new shell, so the shell gets its DISPLAY; a shell works without."""
+        try:
+            await self.runner.ensure_started()
+        except DesktopError as exc:
+            log.warning("starting a shell without a desktop: %s", exc)
 
     # -- HTTP side -------------------------------------------------------------------------------
 
@@ -157,7 +179,7 @@ class AgentServer:
         closed = asyncio.ensure_future(ws.wait_closed())
         try:
             async for message in ws:
-                call = asyncio.ensure_future(self._answer(message))
+                call = asyncio.ensure_future(self._answer(message, ws))
                 await asyncio.wait((call, closed), return_when=asyncio.FIRST_COMPLETED)
                 if not call.done():
                     call.cancel()
@@ -172,8 +194,11 @@ class AgentServer:
         finally:
             closed.cancel()
 
-    async def _answer(self, message: str | bytes) -> dict[str, Any]:
-        """Return the reply to one request frame: its result, or an error the caller can read."""
+    async def _answer(self, message: str | bytes, ws: ServerConnection | None = None) -> dict[str, Any]:
+        """Return the reply to one request frame: its result, or an error the caller can read.
+
+        A call that streams (``bash``) sends ``{"id", "progress"}`` frames on ``ws`` before its reply.
+        """
         request_id: Any = None
         try:
             if isinstance(message, bytes):
@@ -185,9 +210,14 @@ class AgentServer:
             if not isinstance(request, dict):
                 raise ActionError("Request must be a JSON object.")
             request_id = request.get("id")
+
+            async def progress(payload: dict[str, Any], request_id: Any = request_id) -> None:
+                if ws is not None:
+                    await ws.send(json.dumps({"id": request_id, "progress": payload}))
+
             return {
                 "id": request_id,
-                "result": await self._call(request.get("method"), request.get("params") or {}),
+                "result": await self._call(request.get("method"), request.get("params") or {}, progress),
             }
         except ActionError as exc:
             return {"id": request_id, "error": {"code": "invalid_request", "message": exc.message}}
@@ -198,11 +228,20 @@ class AgentServer:
             log.exception("RPC call failed")
             return {"id": request_id, "error": {"code": "internal", "message": "Internal agent error."}}
 
-    async def _call(self, method: object, params: Any) -> Any:
+    async def _call(self, method: object, params: Any, progress: Progress | None = None) -> Any:
         if not isinstance(params, dict):
             raise ActionError('"params" must be a JSON object.')
         if method == "action":
             return await self.runner.action(params)
+        if method == "bash":
+
+            async def output(text: str) -> None:
+                if progress is not None:
+                    await progress({"output": text})
+
+            return await self.shells.bash(params, on_output=output)
+        if method == "edit":
+            return await self.editor.run(params)
         if method == "screenshot":
             return await self.runner.screenshot(params.get("width"), params.get("height"))
         if method == "info":
@@ -268,10 +307,11 @@ class AgentServer:
         return self._server
 
     async def close(self) -> None:
-        """Stop listening, close every connection, then stop the desktop."""
+        """Stop listening, close every connection, then stop the shells and the desktop."""
         if self._server is not None:
             self._server.close()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._server.wait_closed(), 5)
         await self.recorder.close()
+        await self.shells.close_all()
         await self.desktop.stop()

@@ -68,6 +68,7 @@ from chats.tasks import turn_task
 from chats.tools.base import Awaiting, Tool, ToolContext, ToolResult, error_result
 from chats.tools.catalog import find_tool, tools_for_chat
 from chats.tools.wait import wait_resolvable
+from chats.tools.workspace import workspace_prompt
 
 __all__ = ["turn_execute"]
 
@@ -165,6 +166,8 @@ class Turn:
         definitions = [d for tool in tools for d in tool.definitions()]
         betas = sorted({beta for tool in tools for beta in tool.betas()})
         system = self.chat.system_prompt or (ROOT_SYSTEM_PROMPT if self.chat.is_root else "")
+        if workspace := workspace_prompt(tools):
+            system = f"{system}\n\n{workspace}"
         parts = PartPublisher(self.chat.pk)
         compact_above = settings.CHATDESK_COMPACT_THRESHOLD * context_limit(self.chat)
 
@@ -301,7 +304,12 @@ class Turn:
         tool = find_tool(tools, block)
         if tool is None:
             return error_result(f'Unknown tool "{str(block.get("name"))[:80]}".')
-        ctx = ToolContext(chat=self.chat, tool_use_id=str(block["id"]), name=str(block.get("name") or ""))
+        ctx = ToolContext(
+            chat=self.chat,
+            tool_use_id=str(block["id"]),
+            name=str(block.get("name") or ""),
+            should_stop=self.should_stop,
+        )
         tool_input = block.get("input") if isinstance(block.get("input"), dict) else {}
         try:
             if resume:

@@ -10,6 +10,7 @@ turn; it is returned as data (JSON or images), never merged into the system prom
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypedDict
 
@@ -24,13 +25,22 @@ class Awaiting(TypedDict):
     deadline: str  # ISO 8601
 
 
+def _never() -> bool:
+    return False
+
+
 @dataclass
 class ToolContext:
-    """What a tool may use: the chat whose turn runs it, and the tool_use being answered (id, name)."""
+    """What a tool may use: the chat whose turn runs it, and the tool_use being answered (id, name).
+
+    ``should_stop`` says whether the turn must stop (the chat was interrupted, or the turn lost its lease);
+    a tool that runs for long (a ``bash`` command) polls it and stops its work early.
+    """
 
     chat: Chat
     tool_use_id: str
     name: str = ""
+    should_stop: Callable[[], bool] = field(default=_never)
 
 
 @dataclass

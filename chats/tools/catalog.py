@@ -3,8 +3,10 @@
 - Root chats (when an Anthropic key is configured, and an app provides computer use):
   spawn_computer_use_agent, wait_agent, message_agent, close_agent — they delegate GUI work to
   computer-use child chats.
+- Root chats with a connected workspace agent, also: the workspace tools ``bash`` and
+  ``str_replace_based_edit_tool`` (chats/tools/workspace.py: registered by the desktop app).
 - Computer-use chats: the tools registered for computer use (chats/tools/computer_use.py: the desktop
-  app's computer tool); they never get the sub-agent tools.
+  app's computer tool); they never get the sub-agent tools nor the workspace tools.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from chats.tools.computer_use import computer_use, computer_use_registered
 from chats.tools.message import MessageAgentTool
 from chats.tools.spawn import SpawnComputerUseAgentTool
 from chats.tools.wait import WaitAgentTool
+from chats.tools.workspace import workspace_tools
 
 __all__ = ["SUBAGENT_TOOLS", "find_tool", "tools_for_chat"]
 
@@ -31,13 +34,14 @@ SUBAGENT_TOOLS: tuple[type[Tool], ...] = (
 
 def tools_for_chat(chat: Chat, *, provider_configured: bool) -> list[Tool]:
     """Return the tools offered to ``chat``'s model."""
-    if not computer_use_registered():
-        return []
     if chat.is_computer_use:
-        return computer_use().tools(chat)
-    if chat.is_root and provider_configured:
-        return [tool() for tool in SUBAGENT_TOOLS]
-    return []
+        return computer_use().tools(chat) if computer_use_registered() else []
+    if not chat.is_root:
+        return []
+    tools: list[Tool] = []
+    if provider_configured and computer_use_registered():
+        tools += [tool() for tool in SUBAGENT_TOOLS]
+    return tools + workspace_tools(chat)
 
 
 def find_tool(tools: list[Tool], block: dict[str, Any]) -> Tool | None:

@@ -97,6 +97,24 @@ def test_system_checks_flag_conflicting_settings() -> None:
     assert "chatdesk.E001" in _ids(DEBUG=False, SECRET_KEY="django-insecure-abc")
     assert "chatdesk.E002" in _ids(REDIS_URL="localhost:6379")
     assert "chatdesk.W002" in _ids(CHATDESK_TURN_LEASE_SECONDS=10, CHATDESK_SWEEP_INTERVAL=15.0)
+    assert "chatdesk.W003" in _ids(CHATDESK_BASH_TIMEOUT_SECONDS=600.0, CHATDESK_TURN_TIME_LIMIT=300)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("CHATDESK_BASH_TIMEOUT_SECONDS", "0.5", "must be at least 1"),
+        ("CHATDESK_BASH_TIMEOUT_SECONDS", "7200", "must be at most 3600"),
+        ("CHATDESK_BASH_OUTPUT_LIMIT", "100", "must be at least 1000"),
+        ("CHATDESK_BASH_OUTPUT_LIMIT", str(20 * 1024 * 1024), "must be at most 10485760"),
+        ("CHATDESK_EDITOR_MAX_CHARACTERS", "abc", "must be an integer"),
+    ],
+)
+def test_workspace_tool_settings_outside_their_bounds_fail_loudly(
+    name: str, value: str, message: str
+) -> None:
+    result = _load_settings({name: value}, name)
+    assert result.returncode != 0 and "ImproperlyConfigured" in result.stderr and message in result.stderr
 
 
 @pytest.mark.parametrize(

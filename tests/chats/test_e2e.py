@@ -172,7 +172,8 @@ def test_parent_delegates_gui_work_to_a_child_on_one_worker(
     # The parent's final answer carries the child's report, which wait_agent returned.
     final = chat.messages.filter(role=ChatMessage.Role.ASSISTANT).last()
     assert final is not None and "done.txt now exists" in final.text and "completed" in final.text
-    # The child was offered only the computer toolset; the parent the sub-agent tools.
+    # The child was offered only the computer toolset; the parent the sub-agent tools and, its agent being
+    # connected, the workspace tools.
     child_requests = [r for r in fake.message_requests if r.json["model"] == CHILD_MODEL]
     assert all(r.json["tools"][0]["type"] == "computer_toolset_20260801" for r in child_requests)
     assert all(len(r.json["tools"]) == 1 for r in child_requests)
@@ -182,6 +183,8 @@ def test_parent_delegates_gui_work_to_a_child_on_one_worker(
         "wait_agent",
         "message_agent",
         "close_agent",
+        "bash",
+        "str_replace_based_edit_tool",
     }
 
     # Usage was recorded per message (what the API answered) and summed on each chat and on the tree.

@@ -115,7 +115,10 @@ class AgentProcess(OnLoopbackPort):
         return httpx.get(self.url + "/health", timeout=5).json()
 
     def call(self, method: str, params: dict[str, Any] | None = None, *, timeout: float = 60) -> Any:
-        """Make one RPC call on a fresh connection; return the result, raise RuntimeError on an error reply."""
+        """Make one RPC call on a fresh connection; return the result, raise RuntimeError on an error reply.
+
+        Progress frames (the output a ``bash`` call streams) are skipped.
+        """
         with connect(
             self.ws_url + "/rpc",
             additional_headers={"Authorization": f"Bearer {self.token}"},
@@ -125,6 +128,8 @@ class AgentProcess(OnLoopbackPort):
             request_id = next(self._ids)
             ws.send(json.dumps({"id": request_id, "method": method, "params": params or {}}))
             reply = json.loads(ws.recv(timeout=timeout))
+            while "progress" in reply:  # a call that streams (bash) sends its output before its reply
+                reply = json.loads(ws.recv(timeout=timeout))
         if "error" in reply:
             raise RuntimeError(reply["error"]["message"])
         return reply["result"]

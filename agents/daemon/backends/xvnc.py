@@ -35,10 +35,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from agents.daemon.backends import panel
 from agents.daemon.backends.base import (
     SCROLL_BUTTONS,
     Desktop,
     DesktopError,
+    InputError,
     ScrollDirection,
     run_command,
 )
@@ -51,6 +53,8 @@ START_TIMEOUT = 15.0
 STOP_GRACE = 3.0
 # openbox announces itself (EWMH) within milliseconds; past this, go on without waiting any longer.
 WM_START_TIMEOUT = 5.0
+# The panel reserves its strip of the screen within a few hundred milliseconds; past this, go on.
+PANEL_START_TIMEOUT = 5.0
 XDOTOOL_TIMEOUT = 15.0
 TYPE_CHUNK = 100
 TYPE_DELAY_MS = 5
@@ -271,6 +275,8 @@ class XvncDesktop(Desktop):
         super().__init__(geometry, user=user)
         self._xvnc: asyncio.subprocess.Process | None = None
         self._wm: asyncio.subprocess.Process | None = None
+        self._panel: asyncio.subprocess.Process | None = None
+        self._panel_config: str | None = None
         self._x: XConnection | None = None
         self._dir: Path | None = None
         self._env: dict[str, str] = {}
@@ -288,6 +294,8 @@ class XvncDesktop(Desktop):
         if self.is_running():
             if self._wm is None or self._wm.returncode is not None:
                 await self._start_wm()
+            if self._panel_config and (self._panel is None or self._panel.returncode is not None):
+                await self._start_panel()
             return
         if self._xvnc is not None:
             log.warning("desktop %s died; starting a new one", self.x_display)
@@ -308,6 +316,21 @@ class XvncDesktop(Desktop):
         write_xauthority(xauthority, cookie)
         runtime_dir = self._dir / "runtime"
         runtime_dir.mkdir(mode=0o700)
+        # The panel's files stay the agent's (read-only to the desktop): written through this descriptor,
+        # opened before the desktop's user gets the directory around it, so nothing can redirect them.
+        panel_dir = self._dir / "panel"
+        panel_dir.mkdir(mode=0o755)
+        panel_fd = os.open(panel_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            await self._start_display(xauthority, cookie, runtime_dir)
+            await self._furnish(panel_dir, panel_fd)
+        finally:
+            os.close(panel_fd)
+        log.info("desktop started on %s (%dx%d)", self.x_display, *self.native_size)
+
+    async def _start_display(self, xauthority: Path, cookie: bytes, runtime_dir: Path) -> None:
+        """Start Xvnc and the window manager."""
+        assert self._dir is not None
         log_fd = os.open(self._dir / "Xvnc.log", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
             # Everything above is the agent's own doing; the desktop's user gets the directory only now.
@@ -377,7 +400,6 @@ class XvncDesktop(Desktop):
             raise DesktopError("Failed to start desktop session: cannot open the X display.") from exc
         self.native_size = (self._x.width, self._x.height)
         await self._start_wm()
-        log.info("desktop started on %s (%dx%d)", self.x_display, *self.native_size)
 
     async def _start_wm(self) -> None:
         if shutil.which("openbox") is None:
@@ -414,6 +436,82 @@ class XvncDesktop(Desktop):
             await asyncio.sleep(0.02)
         log.warning("openbox did not announce itself within %.0fs; going on", WM_START_TIMEOUT)
 
+    async def _furnish(self, panel_dir: Path, panel_fd: int) -> None:
+        """Set the wallpaper and start the panel (see ``backends/panel.py``); the desktop works without."""
+        if shutil.which("xsetroot"):
+            try:
+                await run_command(
+                    ["xsetroot", "-solid", panel.WALLPAPER],
+                    what="xsetroot",
+                    time_limit=5,
+                    user=self.user,
+                    env=self._env,
+                )
+            except InputError as exc:
+                log.warning("could not set the wallpaper: %s", exc)
+        if shutil.which("tint2") is None:
+            log.warning("tint2 is not installed; the desktop has no panel")
+            return
+        assert self.x_display is not None
+        sandbox = await self._user_namespaces()
+        if not sandbox:
+            log.warning("the desktop's user cannot create user namespaces: Chromium runs without its sandbox")
+        entries = []
+        for item in panel.LAUNCHERS:
+            argv = panel.launcher_argv(item, home=self.user.home, display=self.x_display, sandbox=sandbox)
+            _write_new(panel_fd, f"{item.key}.desktop", panel.desktop_entry(item, argv))
+            entries.append(str(panel_dir / f"{item.key}.desktop"))
+        _write_new(panel_fd, "tint2rc", panel.tint2_config(entries))
+        self._panel_config = str(panel_dir / "tint2rc")
+        await self._start_panel()
+
+    async def _user_namespaces(self) -> bool:
+        """Return True when the desktop's user can create a user namespace (Chromium's sandbox needs one)."""
+        if shutil.which("unshare") is None:
+            return True
+        try:
+            await run_command(
+                ["unshare", "--user", "true"], what="unshare", time_limit=5, user=self.user, env=self._env
+            )
+        except InputError:
+            return False
+        return True
+
+    async def _start_panel(self) -> None:
+        assert self._panel_config is not None
+        self._panel = await asyncio.create_subprocess_exec(
+            *parent_death_prefix(),
+            "tint2",
+            "-c",
+            self._panel_config,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+            start_new_session=True,
+            env=self._env,
+            **self.user.spawn_options(),
+        )
+        await self._wait_for_panel()
+
+    async def _wait_for_panel(self) -> None:
+        """Wait (bounded) until the panel has reserved its strip: the window manager's work area
+        (_NET_WORKAREA) is then shorter than the screen, and new windows are placed above the panel."""
+        assert self._x is not None and self._panel is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + PANEL_START_TIMEOUT
+        atom = 0
+        while loop.time() < deadline:
+            atom = atom or await self._x.intern_atom("_NET_WORKAREA")
+            if atom:
+                area = await self._x.root_property_cardinals(atom)
+                if len(area) >= 4 and area[3] < self.native_size[1]:
+                    return
+            if self._panel.returncode is not None:
+                log.warning("tint2 exited during start-up (code %s)", self._panel.returncode)
+                return
+            await asyncio.sleep(0.02)
+        log.warning("the panel did not take its place within %.0fs; going on", PANEL_START_TIMEOUT)
+
     async def sweep_stale(self) -> None:
         await sweep_stale_desktops()
 
@@ -421,7 +519,7 @@ class XvncDesktop(Desktop):
         if self._x is not None:
             self._x.close()
             self._x = None
-        pgids = {p.pid for p in (self._wm, self._xvnc) if p is not None}
+        pgids = {p.pid for p in (self._panel, self._wm, self._xvnc) if p is not None}
         victims = process_group_members(pgids - {self._xvnc.pid} if self._xvnc else pgids)
         if self.x_display and self.xauthority:
             victims |= display_clients(self.x_display, self.xauthority)
@@ -429,13 +527,14 @@ class XvncDesktop(Desktop):
         await terminate(victims)
         if self._xvnc is not None:
             await terminate(process_group_members({self._xvnc.pid}) | {self._xvnc.pid})
-        for proc in (self._wm, self._xvnc):
+        for proc in (self._panel, self._wm, self._xvnc):
             if proc is not None:
                 with contextlib.suppress(ProcessLookupError, TimeoutError):
                     await asyncio.wait_for(proc.wait(), STOP_GRACE)
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
-        self._xvnc = self._wm = None
+        self._xvnc = self._wm = self._panel = None
+        self._panel_config = None
         self._dir = None
         self._env = {}
         self.x_display = self.xauthority = self.rfb_socket = None
@@ -554,6 +653,15 @@ class XvncDesktop(Desktop):
     async def type_text(self, text: str) -> None:
         for start in range(0, len(text), TYPE_CHUNK):
             await self.xdotool("type", "--delay", TYPE_DELAY_MS, "--", text[start : start + TYPE_CHUNK])
+
+
+def _write_new(dir_fd: int, name: str, text: str) -> None:
+    """Write a new file ``name`` (0644) in the directory ``dir_fd``; never through a link."""
+    fd = os.open(
+        name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=dir_fd
+    )
+    with os.fdopen(fd, "w", encoding="utf-8") as file:
+        file.write(text)
 
 
 def _read_display_number(fd: int) -> int | None:

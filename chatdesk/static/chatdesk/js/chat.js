@@ -1,7 +1,8 @@
 // The chat page: messages streamed live over the chat's stream WebSocket, tool calls with their
-// screenshots (opened with the action's click point drawn), child chats with live status and cost,
-// interrupt, resume, compaction, the budget, the message box, and for a computer-use chat the player of
-// its recordings (a marker per action; an action's button in the chat seeks the video to it).
+// screenshots (opened with the action's click point drawn; a running command's output as it is
+// printed), child chats with live status and cost, interrupt, resume, compaction, the budget, the message
+// box, and for a computer-use chat the player of its recordings (a marker per action; an action's button
+// in the chat seeks the video to it).
 //
 // Model and tool output is untrusted text: it only ever reaches the page through textContent.
 
@@ -174,7 +175,7 @@ viewer.addEventListener("click", (event) => {
 // ---- messages ---------------------------------------------------------------------------------------
 
 const seen = new Set();
-const toolCalls = new Map(); // tool_use_id → {element, name, summary}
+const toolCalls = new Map(); // tool_use_id → {element, name, summary, done}
 let usage = { ...(chat.usage || {}) }; // the server's sums: set from the chat and its usage events
 let lastId = 0;
 
@@ -281,6 +282,7 @@ function renderMessage(message) {
     } else if (part.type === "tool_result") {
       const call = toolCalls.get(part.tool_use_id);
       if (call) {
+        call.done = true; // later output pieces, if any straggle in, must not replace the result
         fillToolResult(call.element.querySelector(".tool-result"), part, call);
       } else {
         const box = toolCallElement("result", "", "");
@@ -401,6 +403,29 @@ function dropDraft() {
   draft = null;
 }
 
+// ---- a running tool's output -----------------------------------------------------------------------
+
+const LIVE_OUTPUT_MAX = 100000; // characters kept on the page; the final result replaces them anyway
+
+// A piece of a running command's output (a `tool_output` event): shown under its call until the
+// tool's result arrives and takes its place (fillToolResult replaces the result area).
+function appendToolOutput(toolUseId, output) {
+  const call = toolCalls.get(toolUseId);
+  if (!call || call.done || typeof output !== "string" || !output) return;
+  const result = call.element.querySelector(".tool-result");
+  let live = result.querySelector(".tool-live");
+  if (!live) {
+    live = el("pre", "tool-live");
+    live.setAttribute("aria-live", "polite");
+    result.replaceChildren(live);
+  }
+  appending(() => {
+    const stick = live.scrollHeight - live.scrollTop - live.clientHeight < 20;
+    live.textContent = (live.textContent + output).slice(-LIVE_OUTPUT_MAX);
+    if (stick) live.scrollTop = live.scrollHeight;
+  });
+}
+
 // ---- status, children --------------------------------------------------------------------------------
 
 const interruptButton = $("interrupt-button");
@@ -497,6 +522,9 @@ function handleEvent(data) {
       break;
     case "message_part":
       applyPart(data.part);
+      break;
+    case "tool_output":
+      appendToolOutput(data.tool_use_id, data.output);
       break;
     case "status":
       setStatus(data.status, data.last_error, data.paused_reason);
