@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,22 @@ def env_float(
         raise ImproperlyConfigured(f"{name} must be at least {minimum}, got {value}.")
     if maximum is not None and value > maximum:
         raise ImproperlyConfigured(f"{name} must be at most {maximum:g}, got {value:g}.")
+    return value
+
+
+def env_decimal(name: str, default: Decimal | None, *, minimum: Decimal | None = None) -> Decimal | None:
+    """Return a decimal setting; an empty value means None (for example "no budget")."""
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    if raw.strip() == "":
+        return None
+    try:
+        value = Decimal(raw.strip())
+    except InvalidOperation:
+        raise ImproperlyConfigured(f"{name} must be a number, got {raw!r}.") from None
+    if not value.is_finite() or (minimum is not None and value < minimum):
+        raise ImproperlyConfigured(f"{name} must be a finite number of at least {minimum}, got {raw!r}.")
     return value
 
 
@@ -308,6 +325,17 @@ CHATDESK_COMPUTER_USE_MODEL = env_str("CHATDESK_COMPUTER_USE_MODEL", "claude-opu
 CHATDESK_MAX_STEPS = env_int("CHATDESK_MAX_STEPS", 200, minimum=1)
 CHATDESK_MAX_OUTPUT_TOKENS = env_int("CHATDESK_MAX_OUTPUT_TOKENS", 16000, minimum=1)
 CHATDESK_KEEP_SCREENSHOTS = env_int("CHATDESK_KEEP_SCREENSHOTS", 3, minimum=0)
+# Screenshots leave the request this many at a time, so between KEEP and KEEP + BATCH - 1 are sent and the
+# prompt cache's prefix stays the same between batches (chats/engine/request.py).
+CHATDESK_SCREENSHOT_PRUNE_BATCH = env_int("CHATDESK_SCREENSHOT_PRUNE_BATCH", 10, minimum=1)
+# Default budget of a new root chat's tree in USD; empty: no budget (chats/pricing.py).
+CHATDESK_CHAT_BUDGET_USD = env_decimal("CHATDESK_CHAT_BUDGET_USD", Decimal(10), minimum=Decimal(0))
+# Compact a chat's history once a request would pass this share of its model's context limit.
+CHATDESK_COMPACT_THRESHOLD = env_float("CHATDESK_COMPACT_THRESHOLD", 0.7, minimum=0.05)
+if CHATDESK_COMPACT_THRESHOLD > 1:
+    raise ImproperlyConfigured(
+        f"CHATDESK_COMPACT_THRESHOLD is a share of the context limit (at most 1), got {CHATDESK_COMPACT_THRESHOLD}."
+    )
 CHATDESK_PROVIDER_RETRIES = env_int("CHATDESK_PROVIDER_RETRIES", 4, minimum=0)
 CHATDESK_PROVIDER_RETRY_MAX_DELAY = env_float("CHATDESK_PROVIDER_RETRY_MAX_DELAY", 30.0, minimum=0)
 # A turn whose worker has not renewed its lease for this long is taken over by the sweep.

@@ -16,7 +16,8 @@ from django.utils.safestring import SafeString
 from rest_framework.exceptions import NotFound
 
 from chats.api import MISSING, file_response
-from chats.models import AuditEvent, Chat, ChatFile, ChatMessage, ChatModelConfig, ChatProvider
+from chats.models import AuditEvent, Chat, ChatFile, ChatMessage, ChatModelConfig, ChatProvider, UserBudget
+from chats.pricing import format_usd, month_start, user_month_spent
 from chats.services import chat_delete, chat_update
 
 
@@ -68,14 +69,41 @@ class ChatProviderAdmin(admin.ModelAdmin):
 
 @admin.register(ChatModelConfig)
 class ChatModelConfigAdmin(admin.ModelAdmin):
-    list_display = ["model", "display_name", "provider", "enabled", "is_default", "context_limit"]
+    """Model configs and their prices (USD per million tokens; each must be 0 or more: the model's
+    validators). Defaults for known models ship as data; an empty price counts as the most expensive known."""
+
+    list_display = [
+        "model", "display_name", "enabled", "is_default", "context_limit",
+        "input_price", "output_price", "cache_write_price", "cache_read_price",
+    ]  # fmt: skip
     list_filter = ["enabled", "is_default", "provider"]
     search_fields = ["model", "display_name"]
+    fieldsets = [
+        (None, {"fields": ["provider", "model", "display_name", "enabled", "is_default", "context_limit"]}),
+        (
+            "Prices (USD per million tokens)",
+            {"fields": ["input_price", "output_price", "cache_write_price", "cache_read_price"]},
+        ),
+        ("Options", {"fields": ["options"]}),
+    ]
+
+
+@admin.register(UserBudget)
+class UserBudgetAdmin(admin.ModelAdmin):
+    """A person's monthly limit on what their chats may spend on model calls (the limit must be 0 or
+    more). Once reached, their chats pause before the next model call (paused_reason ``budget``)."""
+
+    list_display = ["user", "monthly_limit_usd", "spent_this_month", "updated_at"]
+    search_fields = ["user__username"]
+
+    @admin.display(description="Spent this month")
+    def spent_this_month(self, obj: UserBudget) -> str:
+        return f"{format_usd(user_month_spent(obj.user_id))} since {month_start():%Y-%m-%d}"
 
 
 class ChatMessageInline(admin.TabularInline):
     model = ChatMessage
-    fields = ("id", "role", "summary", "screenshots", "usage", "created_at")
+    fields = ("id", "role", "summary", "screenshots", "usage", "cost_usd", "created_at")
     readonly_fields = fields
     extra = 0
     can_delete = False
@@ -100,6 +128,8 @@ class ChatMessageInline(admin.TabularInline):
             elif kind == "tool_result":
                 texts = [p.get("text", "") for p in part.get("content") or [] if p.get("type") == "text"]
                 parts.append(f"[result{' (error)' if part.get('is_error') else ''}: {' '.join(texts)[:200]}]")
+            elif kind == "summary":
+                parts.append(f"[summary of earlier messages: {part.get('text', '')[:500]}]")
         return "\n".join(parts)
 
     @admin.display(description="Screenshots")
@@ -158,6 +188,9 @@ class ChatAdmin(admin.ModelAdmin):
         "system_prompt",
         "last_error",
         "usage",
+        "cost_usd",
+        "tree_cost_usd",
+        "budget_usd",
         "worker_id",
         "started_at",
         "heartbeat_at",

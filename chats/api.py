@@ -20,6 +20,7 @@ from rest_framework.views import APIView
 from chatdesk.auth import request_user
 from chatdesk.celery import require_turn_queue
 from chats import services
+from chats.engine.compaction import compaction_request
 from chats.models import Chat, ChatFile
 from chats.selectors import chat_file_for_user, chat_for_user, chats_for_user
 from chats.serializers import (
@@ -86,7 +87,11 @@ class ChatDetailView(APIView):
         return Response(ChatSerializer(chat_for_user(user=request_user(request), chat_id=pk)).data)
 
     @extend_schema(
-        summary="Rename or archive a chat", request=ChatUpdateSerializer, responses={200: ChatSerializer}
+        summary="Rename, archive or re-budget a chat",
+        description="`budget_usd` (root chats only; null: no budget) caps what the chat's tree may spend "
+        "on model calls. Raising it does not resume a chat paused for its budget: `POST …/resume` does.",
+        request=ChatUpdateSerializer,
+        responses={200: ChatSerializer},
     )
     def patch(self, request: Request, pk: str) -> Response:
         chat = chat_for_user(user=request_user(request), chat_id=pk)
@@ -168,6 +173,42 @@ class ChatInterruptView(APIView):
     def post(self, request: Request, pk: str) -> Response:
         chat = chat_for_user(user=request_user(request), chat_id=pk)
         chat = services.chat_interrupt(chat=chat)
+        return Response(ChatSerializer(chat).data, status=status.HTTP_202_ACCEPTED)
+
+
+_CONFLICT = OpenApiResponse(description='`{"detail": …}` says why (see the description).')
+
+
+class ChatResumeView(APIView):
+    @extend_schema(
+        summary="Resume a paused chat",
+        description="Continues a chat paused because it was interrupted (no new message needed) or reached "
+        "its budget (raise `budget_usd` first; every chat of the tree paused for the budget resumes, exactly "
+        "where it stopped). 409 when the chat is not paused, when its budget is still reached, or when it is "
+        "paused for a reason only a person's action lifts (`taken_over`, `needs_help`, `awaiting_approval`).",
+        request=None,
+        responses={202: ChatSerializer, 409: _CONFLICT},
+    )
+    def post(self, request: Request, pk: str) -> Response:
+        chat = chat_for_user(user=request_user(request), chat_id=pk)
+        chat = services.chat_resume(chat=chat)
+        return Response(ChatSerializer(chat).data, status=status.HTTP_202_ACCEPTED)
+
+
+class ChatCompactView(APIView):
+    @extend_schema(
+        summary="Compact a chat's history now",
+        description="The older history is summarized by the chat's model into one visible message (role "
+        "`system`, a `summary` part) that replaces it in later requests; the newest messages stay as they "
+        "are and a tool call is never separated from its result. Runs in the background (the summary "
+        "arrives on the stream). 409 with the reason when there is too little history, a compaction is "
+        "already running or the budget is reached.",
+        request=None,
+        responses={202: ChatSerializer, 409: _CONFLICT},
+    )
+    def post(self, request: Request, pk: str) -> Response:
+        chat = chat_for_user(user=request_user(request), chat_id=pk)
+        chat = compaction_request(chat=chat)
         return Response(ChatSerializer(chat).data, status=status.HTTP_202_ACCEPTED)
 
 

@@ -9,18 +9,26 @@ and free of the API key or the SDK's raw text.
 
 The SDK's own retries are disabled (``max_retries=0``); :func:`call_with_retries` retries instead, so
 each retry is visible to the caller (logged, shown in the chat) and honours ``retry-after``.
+
+One SDK client per process and account (:func:`provider_client`): its HTTP connection pool survives
+from one step of a turn to the next (and across turns), so a step does not pay a new TCP and TLS
+handshake. A forked worker process builds its own clients (sockets are not shared across a fork). A
+stream the watchdog cuts loses only its own connection: the pool drops it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import email.utils
+import hashlib
 import logging
+import os
 import random
 import re
 import socket
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -57,6 +65,13 @@ _TRANSIENT_STATUSES = frozenset({408, 409, 429})
 _SAFE_REASON_LIMIT = 200
 # Anything that looks like an Anthropic key, wherever it appears in provider text.
 _KEY_PATTERN = re.compile(r"sk-ant-[A-Za-z0-9_\-]+")
+
+
+#: Clients kept per process (one per account in use; a rotated key's old client is closed).
+MAX_CLIENTS = 4
+_clients: OrderedDict[tuple[str, str | None, float], anthropic.Anthropic] = OrderedDict()
+_clients_lock = threading.Lock()
+_clients_pid = 0
 
 
 @dataclass(frozen=True)
@@ -117,12 +132,7 @@ def stream_reply(
     """
     if not provider.api_key:
         raise ProviderNotConfigured()
-    client = anthropic.Anthropic(
-        api_key=provider.api_key,
-        base_url=provider.base_url or None,
-        max_retries=0,
-        timeout=timeout,
-    )
+    client = provider_client(provider, timeout=timeout)
     params: dict[str, Any] = {"model": model, "max_tokens": max_tokens, "messages": messages}
     if system:
         params["system"] = system
@@ -161,7 +171,6 @@ def stream_reply(
     finally:
         if watchdog is not None:
             watchdog.stop()
-        client.close()
     return ModelReply(
         content=[_block_to_dict(block) for block in final.content],
         stop_reason=final.stop_reason or "end_turn",
@@ -233,6 +242,43 @@ def _cut(response: Any) -> None:
         return
     with contextlib.suppress(Exception):  # no socket to reach: closing is the next best thing
         response.close()
+
+
+def provider_client(provider: ProviderConfig, *, timeout: float = 600) -> anthropic.Anthropic:
+    """Return this process's SDK client for ``provider`` (created on first use, then reused).
+
+    The SDK client (an httpx client underneath) is safe to share between threads.
+    """
+    global _clients_pid
+    fingerprint = hashlib.sha256(provider.api_key.encode()).hexdigest()  # the key itself stays out of keys
+    key = (fingerprint, provider.base_url or None, float(timeout))
+    evicted: list[anthropic.Anthropic] = []
+    with _clients_lock:
+        if _clients_pid != os.getpid():
+            _clients.clear()  # inherited from the parent process: its sockets are not ours to use
+            _clients_pid = os.getpid()
+        client = _clients.get(key)
+        if client is None:
+            client = anthropic.Anthropic(
+                api_key=provider.api_key, base_url=provider.base_url or None, max_retries=0, timeout=timeout
+            )
+            _clients[key] = client
+            while len(_clients) > MAX_CLIENTS:
+                evicted.append(_clients.popitem(last=False)[1])
+        else:
+            _clients.move_to_end(key)
+    for old in evicted:
+        old.close()
+    return client
+
+
+def close_clients() -> None:
+    """Close this process's clients (tests, shutdown)."""
+    with _clients_lock:
+        clients = list(_clients.values())
+        _clients.clear()
+    for client in clients:
+        client.close()
 
 
 def call_with_retries(

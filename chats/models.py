@@ -4,10 +4,12 @@ import contextlib
 import logging
 import os
 import uuid
+from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
 from django.core.files.storage import default_storage
+from django.core.validators import MinValueValidator
 from django.db import models, transaction
 from django.db.models import F, Q
 from django.db.models.signals import post_delete
@@ -53,6 +55,22 @@ class ChatProvider(models.Model):
         return decrypt_secret(self.api_key_encrypted) if self.api_key_encrypted else ""
 
 
+def _price_field(what: str) -> models.DecimalField:
+    return models.DecimalField(
+        max_digits=10,
+        decimal_places=4,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(Decimal(0))],
+        help_text=f"USD per million {what}. Empty: counted at the most expensive known price.",
+    )
+
+
+def cost_field() -> models.DecimalField:
+    """A cost in USD: eight decimals, so a single token at the cheapest price still counts."""
+    return models.DecimalField(max_digits=16, decimal_places=8, default=Decimal(0))
+
+
 class ChatModelConfig(models.Model):
     provider = models.CharField(
         max_length=32, choices=ChatProvider.Provider.choices, default=ChatProvider.Provider.ANTHROPIC
@@ -62,6 +80,12 @@ class ChatModelConfig(models.Model):
     enabled = models.BooleanField(default=True)
     is_default = models.BooleanField(default=False)
     context_limit = models.PositiveIntegerField(default=200_000)
+    # Prices in USD per million tokens (chats/pricing.py). Defaults for known models ship as data (a data
+    # migration); a model without prices is counted at the most expensive known price, never as free.
+    input_price = _price_field("input tokens")
+    output_price = _price_field("output tokens")
+    cache_write_price = _price_field("tokens written to the prompt cache (5-minute entries)")
+    cache_read_price = _price_field("tokens read from the prompt cache")
     options = models.JSONField(
         default=dict,
         blank=True,
@@ -138,8 +162,18 @@ class Chat(models.Model):
     model = models.CharField(max_length=200, blank=True, help_text="The model name in use.")
     system_prompt = models.TextField(blank=True)
     last_error = models.TextField(blank=True)
-    # Token usage summed over the chat's messages (input, output, cache read/creation).
+    # Token usage summed over the chat's messages (input, output, cache read/creation), and its cost.
     usage = models.JSONField(default=dict, blank=True)
+    cost_usd = cost_field()
+    # Root chats: the same summed over the whole tree (the root and its descendants), and the budget the
+    # tree's cost may reach before its next model call waits for a person (null: no budget).
+    tree_usage = models.JSONField(default=dict, blank=True)
+    tree_cost_usd = cost_field()
+    budget_usd = models.DecimalField(
+        max_digits=12, decimal_places=4, null=True, blank=True, validators=[MinValueValidator(Decimal(0))]
+    )
+    # Set while a compaction of this chat's history runs (chats/engine/compaction.py), so two never overlap.
+    compacting_since = models.DateTimeField(null=True, blank=True)
     archived = models.BooleanField(default=False)
     # Turn engine lease: who runs the current turn and when it last proved it is alive.
     worker_id = models.CharField(max_length=200, blank=True)
@@ -309,6 +343,8 @@ class ChatMessage(models.Model):
     role = models.CharField(max_length=16, choices=Role.choices)
     content = models.JSONField(default=list)
     usage = models.JSONField(default=dict, blank=True)
+    # What the model call that wrote this message cost, at the prices when it was made.
+    cost_usd = cost_field()
     model = models.CharField(max_length=200, blank=True)
     # Assistant messages: the id of the newest message the model had seen when it wrote this one. A user
     # message stored while the model was answering has a smaller id than the answer but was not part of
@@ -318,7 +354,10 @@ class ChatMessage(models.Model):
 
     class Meta:
         ordering = ["id"]
-        indexes = [models.Index(fields=["chat", "id"], name="message_chat_cursor")]
+        indexes = [
+            models.Index(fields=["chat", "id"], name="message_chat_cursor"),
+            models.Index(fields=["created_at"], name="message_created"),
+        ]
         constraints = [
             models.CheckConstraint(
                 condition=Q(role__in=["user", "assistant", "tool", "system"]), name="message_role_valid"
@@ -333,6 +372,28 @@ class ChatMessage(models.Model):
         return "".join(
             p.get("text", "") for p in self.content if isinstance(p, dict) and p.get("type") == "text"
         )
+
+
+class UserBudget(models.Model):
+    """A person's monthly spending limit on model calls (all their chats; calendar months, UTC)."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="budget")
+    monthly_limit_usd = models.DecimalField(
+        max_digits=12,
+        decimal_places=4,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(Decimal(0))],
+        help_text="USD per calendar month (UTC). Empty: no limit. Once reached, the user's chats pause "
+        "before their next model call until the limit is raised or the month ends.",
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "user budget"
+
+    def __str__(self) -> str:
+        return f"{self.user}: {self.monthly_limit_usd if self.monthly_limit_usd is not None else 'no limit'}"
 
 
 class ChatEvent(models.Model):

@@ -24,9 +24,15 @@ def chat_file_for_user(*, user: User, chat_id: object, file_id: object) -> ChatF
     return get_object_or_404(ChatFile, pk=file_id, chat_id=chat_id, chat__owner=user)
 
 
-def chat_model_options(chat: Chat) -> dict[str, Any]:
-    """Return the options of the chat's model config (or of the config for its model name)."""
+def chat_model_config(chat: Chat) -> ChatModelConfig | None:
+    """Return the chat's model config, or the config for its model name, or None."""
     config = chat.model_config
     if config is None or config.model != chat.model:
         config = ChatModelConfig.objects.filter(model=chat.model).first()
+    return config
+
+
+def chat_model_options(chat: Chat) -> dict[str, Any]:
+    """Return the options of the chat's model config (or of the config for its model name)."""
+    config = chat_model_config(chat)
     return dict(config.options or {}) if config is not None else {}

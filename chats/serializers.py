@@ -1,9 +1,11 @@
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 from typing import Any
 
 from django.urls import reverse
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from agents.models import WorkspaceAgent
@@ -47,9 +49,44 @@ def message_to_json(message: ChatMessage) -> dict[str, Any]:
         "role": message.role,
         "content": [_part_to_json(message.chat_id, p) for p in message.content],
         "usage": message.usage,
+        "cost_usd": _usd(message.cost_usd),
         "model": message.model,
         "created_at": message.created_at.isoformat().replace("+00:00", "Z"),
     }
+
+
+def _usd(value: Decimal | None, places: int = 8) -> str | None:
+    """Return a USD amount as DRF's DecimalField does: a string with fixed decimals, never an exponent."""
+    return None if value is None else f"{Decimal(value):.{places}f}"
+
+
+def usage_to_json(chat: Chat) -> dict[str, Any]:
+    """Return a chat's usage and cost fields (the tree's sums and the budget only for a root chat)."""
+    root = chat.parent_id is None
+    return {
+        "usage": chat.usage or {},
+        "cost_usd": _usd(chat.cost_usd),
+        "tree_usage": (chat.tree_usage or {}) if root else None,
+        "tree_cost_usd": _usd(chat.tree_cost_usd) if root else None,
+        "budget_usd": _usd(chat.budget_usd, 4) if root else None,
+    }
+
+
+_COST = serializers.DecimalField(max_digits=16, decimal_places=8, read_only=True)
+_ROOT_COST = serializers.DecimalField(
+    max_digits=16,
+    decimal_places=8,
+    read_only=True,
+    allow_null=True,
+    help_text="Root chats only: null for children.",
+)
+_BUDGET = serializers.DecimalField(
+    max_digits=12,
+    decimal_places=4,
+    read_only=True,
+    allow_null=True,
+    help_text="Root chats only: the budget of the tree in USD; null: no budget (and for children).",
+)
 
 
 def audit_event_to_json(event: AuditEvent) -> dict[str, Any]:
@@ -124,6 +161,26 @@ class ChatSerializer(serializers.ModelSerializer):
     parent_chat_id = serializers.UUIDField(source="parent_id", read_only=True, allow_null=True)
     root_chat_id = serializers.UUIDField(source="root_id", read_only=True)
     workspace_agent = serializers.UUIDField(source="workspace_agent_id", read_only=True, allow_null=True)
+    cost_usd = serializers.DecimalField(
+        max_digits=16, decimal_places=8, read_only=True, help_text="What this chat's model calls cost, USD."
+    )
+    tree_usage = serializers.SerializerMethodField()
+    tree_cost_usd = serializers.SerializerMethodField(
+        help_text="Root chats: what the whole tree (this chat and its descendants) cost, USD."
+    )
+    budget_usd = serializers.SerializerMethodField()
+
+    @extend_schema_field(serializers.DictField(child=serializers.IntegerField(), allow_null=True))
+    def get_tree_usage(self, chat: Chat) -> dict[str, Any] | None:
+        return usage_to_json(chat)["tree_usage"]
+
+    @extend_schema_field(_ROOT_COST)
+    def get_tree_cost_usd(self, chat: Chat) -> str | None:
+        return usage_to_json(chat)["tree_cost_usd"]
+
+    @extend_schema_field(_BUDGET)
+    def get_budget_usd(self, chat: Chat) -> str | None:
+        return usage_to_json(chat)["budget_usd"]
 
     class Meta:
         model = Chat
@@ -140,6 +197,10 @@ class ChatSerializer(serializers.ModelSerializer):
             "last_error",
             "archived",
             "usage",
+            "cost_usd",
+            "tree_usage",
+            "tree_cost_usd",
+            "budget_usd",
             "awaiting",
             "created_at",
             "updated_at",
@@ -154,6 +215,14 @@ class ChatCreateSerializer(StrictSerializer):
         queryset=WorkspaceAgent.objects.none(), required=False, allow_null=True
     )
     model = StrictCharField(required=False, max_length=200)
+    budget_usd = serializers.DecimalField(
+        required=False,
+        allow_null=True,
+        max_digits=12,
+        decimal_places=4,
+        min_value=Decimal(0),
+        help_text="The tree's budget in USD (default CHATDESK_CHAT_BUDGET_USD); null: no budget.",
+    )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -171,6 +240,14 @@ class ChatCreateSerializer(StrictSerializer):
 class ChatUpdateSerializer(StrictSerializer):
     title = StrictCharField(required=False, max_length=200)
     archived = StrictBooleanField(required=False)
+    budget_usd = serializers.DecimalField(
+        required=False,
+        allow_null=True,
+        max_digits=12,
+        decimal_places=4,
+        min_value=Decimal(0),
+        help_text="Root chats only: the tree's budget in USD; null: no budget.",
+    )
 
 
 class MessageSerializer(serializers.Serializer):
@@ -181,6 +258,7 @@ class MessageSerializer(serializers.Serializer):
     role = serializers.ChoiceField(choices=ChatMessage.Role.choices)
     content = serializers.ListField(child=serializers.DictField())
     usage = serializers.DictField()
+    cost_usd = _COST
     model = serializers.CharField()
     created_at = serializers.DateTimeField()
 

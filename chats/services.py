@@ -5,22 +5,30 @@ Status changes go through chats/transitions.py; the services here say when, and 
 
 from __future__ import annotations
 
+from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.files.base import ContentFile
 from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
 
 from agents.models import WorkspaceAgent
 from agents.services import workspace_agent_for_user
-from chatdesk.exceptions import ValidationError
-from chats.events import publish_child, publish_message
+from chatdesk.exceptions import Conflict, ValidationError
+from chats.events import publish_child, publish_message, publish_usage
 from chats.files import chat_file_store
 from chats.models import Chat, ChatFile, ChatMessage, ChatModelConfig
+from chats.pricing import budget_block, usage_cost
 from chats.tasks import turn_task
 from chats.tools.computer_use import computer_use
-from chats.transitions import ACTIVE, IDLE, chat_transition
+from chats.transitions import ACTIVE, IDLE, RESUMABLE, chat_transition
+
+#: "Not given" for optional arguments where None is a value (a budget of None means no budget).
+UNSET: Any = object()
 
 TITLE_WORDS = 6
 TITLE_MAX_CHARS = 80
@@ -71,8 +79,12 @@ def chat_create(
     title: str | None = None,
     workspace_agent: WorkspaceAgent | None = None,
     model: str | None = None,
+    budget_usd: Decimal | None = UNSET,
 ) -> Chat:
-    """Create a root chat; with ``message``, store it as the first user message and queue a turn."""
+    """Create a root chat; with ``message``, store it as the first user message and queue a turn.
+
+    ``budget_usd`` caps what the chat's tree may spend (default CHATDESK_CHAT_BUDGET_USD; None: no cap).
+    """
     config, model_name = model_config_resolve(model=model)
     if workspace_agent is None:
         workspace_agent = workspace_agent_for_user(owner=owner)
@@ -82,6 +94,7 @@ def chat_create(
         workspace_agent=workspace_agent,
         model_config=config,
         model=model_name,
+        budget_usd=settings.CHATDESK_CHAT_BUDGET_USD if budget_usd is UNSET else budget_usd,
     )
     if message:
         chat_send_message(chat=chat, content=message)
@@ -89,6 +102,7 @@ def chat_create(
     return chat
 
 
+@transaction.atomic(savepoint=False)  # a caller's transaction holds the lock: no savepoint needed
 def message_append(
     *,
     chat: Chat,
@@ -97,26 +111,84 @@ def message_append(
     usage: dict[str, int] | None = None,
     model: str = "",
     context_id: int | None = None,
+    cost: Decimal | None = None,
 ) -> ChatMessage:
-    """Store one message on ``chat`` and publish it to the chat's live stream."""
+    """Store one message on ``chat`` and publish it to the chat's live stream.
+
+    The caller holds the chat's row lock (``select_for_update``), so the chat's messages are numbered in
+    the order they commit (history and the stream's cursor rely on it) and ``chat``'s sums are fresh.
+    With ``usage`` (a model call's), the message gets its ``cost`` (by default at ``model``'s prices now),
+    and the chat's and its root's sums grow (usage_record).
+    """
+    if usage and cost is None:
+        cost = usage_cost(usage, model=model or chat.model, config=chat.model_config)
     message = ChatMessage.objects.create(
-        chat=chat, role=role, content=content, usage=usage or {}, model=model, context_id=context_id
+        chat=chat,
+        role=role,
+        content=content,
+        usage=usage or {},
+        cost_usd=cost or Decimal(0),
+        model=model,
+        context_id=context_id,
     )
     if usage:
-        totals = dict(chat.usage or {})
-        for key, value in usage.items():
-            if isinstance(value, int):
-                totals[key] = totals.get(key, 0) + value
-        chat.usage = totals
-        chat.save(update_fields=["usage", "updated_at"])
+        usage_record(chat=chat, usage=usage, cost=cost or Decimal(0))
     publish_message(message)
     return message
+
+
+def _add_usage(totals: dict[str, Any] | None, usage: dict[str, Any]) -> dict[str, int]:
+    summed = {k: v for k, v in (totals or {}).items() if isinstance(v, int)}
+    for key, value in usage.items():
+        if isinstance(value, int) and not isinstance(value, bool):
+            summed[key] = summed.get(key, 0) + value
+    return summed
+
+
+def chat_lock_tree_rows(*, chat: Chat) -> None:
+    """Lock ``chat``'s row and its root's, in primary-key order (as chat_delete locks a tree), so that
+    recording a child's usage (which changes both rows) cannot deadlock with another writer of the tree."""
+    list(
+        Chat.objects.select_for_update()
+        .filter(pk__in=[chat.pk, chat.root_id])
+        .order_by("pk")
+        .values_list("pk")
+    )
+
+
+@transaction.atomic(savepoint=False)
+def usage_record(*, chat: Chat, usage: dict[str, Any], cost: Decimal) -> None:
+    """Add one model call's ``usage`` and ``cost`` to ``chat``'s sums and its root's tree sums.
+
+    ``chat`` is locked and fresh (message_append's caller); a child's root is locked here, so the
+    calls of a whole tree add up (callers that lock rows of a tree lock them with chat_lock_tree_rows, in
+    primary-key order). ``chat`` is updated in place; viewers get ``usage`` events.
+    """
+    chat.usage = _add_usage(chat.usage, usage)
+    chat.cost_usd = Decimal(chat.cost_usd) + cost
+    fields: dict[str, Any] = {"usage": chat.usage, "cost_usd": chat.cost_usd}
+    root: Chat | None = None
+    if chat.parent_id is None:
+        chat.tree_usage = _add_usage(chat.tree_usage, usage)
+        chat.tree_cost_usd = Decimal(chat.tree_cost_usd) + cost
+        fields.update(tree_usage=chat.tree_usage, tree_cost_usd=chat.tree_cost_usd)
+    else:
+        root = (
+            Chat.objects.select_for_update()
+            .only("id", "parent_id", "usage", "cost_usd", "tree_usage", "tree_cost_usd", "budget_usd")
+            .get(pk=chat.root_id)
+        )
+        root.tree_usage = _add_usage(root.tree_usage, usage)
+        root.tree_cost_usd = Decimal(root.tree_cost_usd) + cost
+        Chat.objects.filter(pk=root.pk).update(tree_usage=root.tree_usage, tree_cost_usd=root.tree_cost_usd)
+    Chat.objects.filter(pk=chat.pk).update(**fields)
+    publish_usage(chat, root)
 
 
 @transaction.atomic
 def chat_send_message(*, chat: Chat, content: str) -> ChatMessage:
     """Store a user message. Start a turn when the chat is idle; a running turn picks it up after."""
-    chat = Chat.objects.select_for_update().get(pk=chat.pk)
+    chat = Chat.objects.select_for_update().get(pk=chat.pk)  # message_append's lock
     message = message_append(chat=chat, role=ChatMessage.Role.USER, content=[text_part(content)])
     if chat.status in IDLE:
         chat_queue_turn(chat=chat)
@@ -149,7 +221,17 @@ def turn_wake(*, chat_id: str) -> None:
     turn_task.delay(chat_id)
 
 
-def chat_update(*, chat: Chat, title: str | None = None, archived: bool | None = None) -> Chat:
+def chat_update(
+    *,
+    chat: Chat,
+    title: str | None = None,
+    archived: bool | None = None,
+    budget_usd: Decimal | None = UNSET,
+) -> Chat:
+    """Rename, archive or re-budget ``chat``. Raise ValidationError for a budget on a child chat.
+
+    Raising the budget of a chat paused for its budget does not resume it: ``chat_resume`` does.
+    """
     fields = []
     if title is not None:
         chat.title = title
@@ -157,9 +239,107 @@ def chat_update(*, chat: Chat, title: str | None = None, archived: bool | None =
     if archived is not None:
         chat.archived = archived
         fields.append("archived")
+    if budget_usd is not UNSET:
+        if not chat.is_root:
+            raise ValidationError(
+                "Only a root chat has a budget: it covers the whole tree. Set it on the root."
+            )
+        chat.budget_usd = budget_usd
+        fields.append("budget_usd")
     if fields:
         chat.save(update_fields=[*fields, "updated_at"])
+        if "budget_usd" in fields:
+            publish_usage(chat)
     return chat
+
+
+#: Why resume cannot lift a pause, by paused_reason (RESUMABLE lists the ones it can).
+RESUME_REFUSED: dict[str | None, str] = {
+    Chat.PausedReason.TAKEN_OVER: "A person holds this chat's desktop: hand it back to resume the chat.",
+    Chat.PausedReason.NEEDS_HELP: "The agent asked a person for help: take control of the desktop, then hand "
+    "it back with a note to resume the chat.",
+    Chat.PausedReason.AWAITING_APPROVAL: "An action of this chat waits for a person's approval: approve or deny "
+    "it to resume the chat.",
+}
+
+
+@transaction.atomic
+def chat_resume(*, chat: Chat) -> Chat:
+    """Resume a chat paused because it was interrupted or reached its budget, where it stopped.
+
+    An interrupted chat gets its turn queued again, with no new message. A budget pause covers the tree:
+    every chat of ``chat``'s tree paused for its budget resumes (a parent that was waiting for its child
+    waits again, its deadline moved by the time it was paused). Return the chat as it is now.
+
+    Raise Conflict (409) when the chat is not paused, is paused for a reason resume cannot lift (a person
+    must act: RESUME_REFUSED says what), or its budget is still reached.
+    """
+    chat = Chat.objects.select_for_update().get(pk=chat.pk)
+    if chat.status != Chat.Status.PAUSED:
+        raise Conflict(f"The chat is not paused (it is {chat.status}): there is nothing to resume.")
+    if chat.paused_reason not in RESUMABLE:
+        raise Conflict(RESUME_REFUSED.get(chat.paused_reason, "This pause cannot be lifted by resume."))
+    if chat.paused_reason == Chat.PausedReason.INTERRUPTED:
+        return chat_queue_turn(chat=chat)
+    blocked = budget_block(chat)
+    if blocked is not None:
+        raise Conflict(blocked.replace("Paused: ", "Still paused: ", 1))
+    paused = Chat.objects.filter(
+        root_id=chat.root_id, status=Chat.Status.PAUSED, paused_reason=Chat.PausedReason.BUDGET
+    ).order_by("-created_at")  # children first: a waiting parent then finds them working again
+    for member in paused:
+        if member.awaiting:
+            _resume_waiting(member)
+        else:
+            chat_queue_turn(chat=member)
+    return Chat.objects.get(pk=chat.pk)
+
+
+def _resume_waiting(chat: Chat) -> None:
+    """Put a parent paused while it waited for its child back to waiting, its deadline moved on."""
+    awaiting = dict(chat.awaiting or {})
+    paused_at = awaiting.pop("paused_at", None)
+    try:
+        deadline = datetime.fromisoformat(awaiting["deadline"])
+        if paused_at:
+            deadline += timezone.now() - datetime.fromisoformat(paused_at)
+    except (KeyError, TypeError, ValueError):
+        deadline = timezone.now()
+    awaiting["deadline"] = deadline.isoformat()
+    resumed = chat_transition(
+        chat_id=chat.pk, to=Chat.Status.PENDING, expect=[Chat.Status.PAUSED], awaiting=awaiting, last_error=""
+    )
+    if resumed is not None:
+        countdown = max(0.0, (deadline - timezone.now()).total_seconds()) + 0.5
+        transaction.on_commit(lambda: turn_task.apply_async((str(chat.pk),), countdown=countdown))
+        transaction.on_commit(lambda: turn_wake(chat_id=str(chat.pk)))
+
+
+def chat_pause_for_budget(*, chat_id: Any, reason: str) -> None:
+    """Pause, for the budget, the parents waiting on ``chat_id`` (up the tree); they resume with it.
+
+    The chat itself is paused by its turn (turn_end). ``reason`` is the sentence with the amounts.
+    """
+    child_id = str(chat_id)
+    while True:
+        parent = Chat.objects.filter(
+            children__pk=child_id, status=Chat.Status.PENDING, awaiting__chat_id=child_id
+        ).first()
+        if parent is None:
+            return
+        awaiting = {**(parent.awaiting or {}), "paused_at": timezone.now().isoformat()}
+        paused = chat_transition(
+            chat_id=parent.pk,
+            to=Chat.Status.PAUSED,
+            expect=[Chat.Status.PENDING],
+            reason=Chat.PausedReason.BUDGET,
+            where=Q(awaiting__chat_id=child_id),
+            awaiting=awaiting,
+            last_error=reason,
+        )
+        if paused is None:
+            return
+        child_id = str(parent.pk)
 
 
 def chat_interrupt(*, chat: Chat) -> Chat:

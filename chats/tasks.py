@@ -29,6 +29,9 @@ logger = logging.getLogger(__name__)
 TURN_HARD_LIMIT_GRACE = 60
 SWEEP_SOFT_LIMIT = 60
 SWEEP_HARD_LIMIT = 90
+# One summary call (with its retries); past the soft limit the compaction gives up and releases its claim.
+COMPACT_SOFT_LIMIT = 900
+COMPACT_HARD_LIMIT = 960
 
 
 # The task name stays "chats.run_turn": tasks already queued in a broker keep their meaning.
@@ -59,6 +62,20 @@ def sweep_turns() -> None:
     counts = turns_sweep()
     if any(counts.values()):
         logger.info("Turn sweep: %s", counts)
+
+
+@shared_task(
+    name="chats.compact",
+    acks_late=True,
+    ignore_result=True,
+    soft_time_limit=COMPACT_SOFT_LIMIT,
+    time_limit=COMPACT_HARD_LIMIT,
+)
+def compact_task(chat_id: str) -> None:
+    """Compact the chat's history on demand (POST /chats/{id}/compact); a no-op when there is nothing to."""
+    from chats.engine.compaction import compaction_run  # deferred, as above
+
+    compaction_run(chat_id=chat_id)
 
 
 @shared_task(name="chats.purge_expired_files", ignore_result=True)

@@ -12,18 +12,21 @@ and wakes a parent suspended in ``wait_agent`` on this chat, once the transactio
     (waiting, completed,     │                  │ ├──suspend (wait_agent), sweep re-queue──▶ pending
      error, paused)          │                  │ └──sweep: its worker died twice──────────▶ error
                              └──pause(reason)───┴──▶ paused  (interrupt, take-over, a tool that
-                                                              waits for a person)
+                                                              waits for a person, the budget)
 
-    queue a turn:  waiting | paused | completed | error ──▶ pending      (a message, hand-back)
+    queue a turn:  waiting | paused | completed | error ──▶ pending      (a message, hand-back, resume)
     claim:         pending ──▶ running                                   (a worker)
     end of turn:   running ──▶ waiting | completed | error | pending (suspended) | paused (reason)
-    pause(reason): pending | running ──▶ paused   (interrupt, take-over; a tool that waits for a person)
+    pause(reason): pending | running ──▶ paused   (interrupt, take-over; a tool that waits for a person;
+                                                  the budget: the turn before a model call, and the
+                                                  parent waiting for it)
     sweep:         running ──▶ pending (re-queued once) | error (its worker died twice)
     close:         waiting | pending | running | paused | error ──▶ completed
 
 Why a chat is paused is ``Chat.paused_reason`` (set exactly while paused; a check constraint), never
-a guess from timestamps. Hand-back resumes the chats paused for :data:`RESUMED_BY_HANDBACK`; a parent
-in ``wait_agent`` keeps waiting for a child paused for :data:`PARENT_KEEPS_WAITING`.
+a guess from timestamps. Hand-back resumes the chats paused for :data:`RESUMED_BY_HANDBACK`;
+``POST /chats/{id}/resume`` those paused for :data:`RESUMABLE`; a parent in ``wait_agent`` keeps waiting
+for a child paused for :data:`PARENT_KEEPS_WAITING`.
 
 What a move also sets is the caller's business (``fields``), except what the states themselves
 require: ``paused_reason`` is the given ``reason`` when moving to `paused` and null otherwise;
@@ -56,6 +59,7 @@ __all__ = [
     "IDLE",
     "MOVES",
     "PARENT_KEEPS_WAITING",
+    "RESUMABLE",
     "RESUMED_BY_HANDBACK",
     "IllegalTransition",
     "chat_transition",
@@ -67,12 +71,12 @@ R = Chat.PausedReason
 #: Every allowed move ``(from, to)`` and who makes it. A move not listed here raises IllegalTransition.
 MOVES: dict[tuple[str, str], str] = {
     (S.WAITING, S.PENDING): "chat_queue_turn: a message to an idle chat",
-    (S.PAUSED, S.PENDING): "chat_queue_turn: a message, or hand-back resuming a chat paused for a person",
+    (S.PAUSED, S.PENDING): "chat_queue_turn: a message, hand-back (paused for a person), chat_resume",
     (S.COMPLETED, S.PENDING): "chat_queue_turn: message_agent to a finished child, or unseen messages",
     (S.ERROR, S.PENDING): "chat_queue_turn: a message after an error",
     (S.PENDING, S.RUNNING): "turn_claim: a worker claims the queued turn",
-    (S.PENDING, S.PAUSED): "chat_pause: interrupt or take-over before the turn started",
-    (S.RUNNING, S.PAUSED): "chat_pause: interrupt, take-over; turn_end: a tool waits for a person",
+    (S.PENDING, S.PAUSED): "chat_pause: interrupt, take-over; a parent waiting on a child paused for budget",
+    (S.RUNNING, S.PAUSED): "chat_pause: interrupt, take-over; turn_end: a tool waits for a person, budget",
     (S.RUNNING, S.PENDING): "turn_end: suspended in wait_agent; turns_sweep: re-queued, its worker died",
     (S.RUNNING, S.WAITING): "turn_end: a root chat's model ended its turn",
     (S.RUNNING, S.COMPLETED): "turn_end: a computer-use child's model ended its turn; chat_close",
@@ -90,7 +94,9 @@ IDLE = frozenset({S.WAITING, S.PAUSED, S.COMPLETED, S.ERROR})
 #: Paused because a person is acting on the chat's desktop: hand-back resumes these (SPEC §8).
 RESUMED_BY_HANDBACK = frozenset({R.TAKEN_OVER, R.NEEDS_HELP})
 #: Paused until a person acts, then the child goes on by itself: its parent's wait_agent keeps waiting.
-PARENT_KEEPS_WAITING = frozenset({R.TAKEN_OVER, R.NEEDS_HELP, R.AWAITING_APPROVAL})
+PARENT_KEEPS_WAITING = frozenset({R.TAKEN_OVER, R.NEEDS_HELP, R.AWAITING_APPROVAL, R.BUDGET})
+#: Paused until someone resumes it (``POST /chats/{id}/resume``, after raising the budget for ``budget``).
+RESUMABLE = frozenset({R.INTERRUPTED, R.BUDGET})
 
 
 class IllegalTransition(ValueError):

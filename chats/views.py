@@ -24,6 +24,7 @@ from chatdesk.exceptions import ChatdeskError
 from chatdesk.views import page_user
 from chats import services
 from chats.models import Chat
+from chats.pricing import format_usd
 from chats.selectors import chat_for_user, chats_for_user
 from chats.serializers import ChatSerializer
 
@@ -102,13 +103,17 @@ def chat_detail(request: HttpRequest, pk: str) -> HttpResponse:
     chat = chat_for_user(user=page_user(request), chat_id=pk)
     root = chat if chat.is_root else Chat.objects.select_related("workspace_agent").get(pk=chat.root_id)
     agent = chat.workspace_agent or root.workspace_agent
-    children = Chat.objects.filter(parent=chat).order_by("created_at")
+    children = list(Chat.objects.filter(parent=chat).order_by("created_at"))
+    for child in children:
+        child.cost_display = format_usd(child.cost_usd)  # type: ignore[attr-defined]
     api = f"/api/experimental/chats/{chat.pk}"
     config: dict[str, Any] = {
         "chat": ChatSerializer(chat).data,
         "urls": {
             "messages": reverse("chat-messages", kwargs={"pk": chat.pk}),
             "interrupt": reverse("chat-interrupt", kwargs={"pk": chat.pk}),
+            "resume": reverse("chat-resume", kwargs={"pk": chat.pk}),
+            "compact": reverse("chat-compact", kwargs={"pk": chat.pk}),
             "children": reverse("chat-children", kwargs={"pk": chat.pk}),
             "chat": reverse("chat-detail-api", kwargs={"pk": chat.pk}),
             "stream": f"{api}/stream",
@@ -134,5 +139,16 @@ def chat_detail(request: HttpRequest, pk: str) -> HttpResponse:
         "children": children,
         "config": config,
         "usage": chat.usage or {},
+        "cost_text": cost_text(chat),
     }
     return render(request, "chats/chat_detail.html", context)
+
+
+def cost_text(chat: Chat) -> str:
+    """Return the chat's cost for a person: its own, and for a root its tree's against the budget."""
+    text = format_usd(chat.cost_usd)
+    if chat.is_root:
+        if chat.tree_cost_usd != chat.cost_usd:
+            text += f" · with its agents {format_usd(chat.tree_cost_usd)}"
+        text += f" of {format_usd(chat.budget_usd)} budget" if chat.budget_usd is not None else " · no budget"
+    return text

@@ -13,6 +13,8 @@ SPEC_PATHS = {
     "/chats/{id}": {"get", "patch", "delete"},
     "/chats/{id}/messages": {"get", "post"},
     "/chats/{id}/interrupt": {"post"},
+    "/chats/{id}/resume": {"post"},
+    "/chats/{id}/compact": {"post"},
     "/chats/{id}/children": {"get"},
     "/chats/{id}/files/{file_id}": {"get"},
     "/chats/{id}/desktop/screenshot": {"get"},
@@ -72,3 +74,14 @@ def test_a_chat_documents_why_it_is_paused(client) -> None:
     (enum_ref,) = [ref["$ref"] for ref in paused_reason["oneOf"] if "NullEnum" not in ref["$ref"]]
     enum = schemas[enum_ref.rsplit("/", 1)[1]]["enum"]
     assert enum == ["interrupted", "taken_over", "needs_help", "awaiting_approval", "budget"]
+
+
+def test_schema_documents_cost_and_budget_fields(client) -> None:
+    schema = client.get("/api/schema/?format=json").json()
+    chat = schema["components"]["schemas"]["Chat"]["properties"]
+    assert {"cost_usd", "tree_cost_usd", "tree_usage", "budget_usd"} <= set(chat)
+    assert chat["budget_usd"].get("nullable") is True
+    for name in ("ChatCreateRequest", "PatchedChatUpdateRequest"):
+        assert "budget_usd" in schema["components"]["schemas"][name]["properties"]
+    assert "409" in schema["paths"][f"{PREFIX}/chats/{{id}}/resume"]["post"]["responses"]
+    assert "cost_usd" in schema["components"]["schemas"]["Message"]["properties"]

@@ -3,9 +3,14 @@
 A turn:
 1. is claimed atomically (chats/engine/lease.py) and keeps a lease alive with a heartbeat thread;
 2. answers tool_uses a previous turn left open (a suspended wait_agent, a pause before a computer action);
-3. loops: build the request from stored messages (chats/engine/history.py), stream the reply through
-   chats.llm (deltas go out as coalesced ``message_part`` events), save it, run its tools and save their
-   results — until the model ends its turn, CHATDESK_MAX_STEPS is reached, or the turn is stopped;
+3. loops: check the budget (chats/pricing.py: a model call that would start once the tree's budget or
+   the owner's monthly limit is reached is not made; the chat pauses, ``budget``), build the request from
+   the history read incrementally (chats/engine/history.py; screenshots pruned in batches and cache
+   breakpoints set by chats/engine/request.py), compact the history first when the request would pass
+   CHATDESK_COMPACT_THRESHOLD of the context limit (chats/engine/compaction.py), stream the reply through
+   chats.llm (deltas go out as coalesced ``message_part`` events), save it with its usage and cost, run
+   its tools and save their results — until the model ends its turn, CHATDESK_MAX_STEPS is reached, or the
+   turn is stopped;
 4. ends the chat `waiting` (a root chat) or `completed` (a computer-use child), and queues another turn
    when user messages arrived that the model has not seen.
 
@@ -42,14 +47,23 @@ from django.utils import timezone
 
 from chatdesk.exceptions import ChatdeskError, ProviderError
 from chats import services
-from chats.engine.history import build_api_messages, strip_nul, unanswered_tool_uses
+from chats.engine.compaction import (
+    compaction_claim,
+    compaction_plan,
+    compaction_release,
+    context_limit,
+    summarize,
+    summary_content,
+)
+from chats.engine.history import RESUMED_TEXT, History, strip_nul, unanswered_tool_uses
 from chats.engine.lease import Heartbeat, new_worker_id, turn_claim, turn_end
 from chats.engine.parts import PartPublisher
 from chats.engine.request import add_cache_breakpoints
-from chats.llm import STOP_INTERRUPTED, ModelReply, call_with_retries, stream_reply
+from chats.llm import STOP_INTERRUPTED, ModelReply, ProviderConfig, call_with_retries, stream_reply
 from chats.models import Chat, ChatMessage
+from chats.pricing import Prices, budget_block, prices_for
 from chats.providers import provider_resolve
-from chats.selectors import chat_model_options
+from chats.selectors import chat_model_config, chat_model_options
 from chats.tasks import turn_task
 from chats.tools.base import Awaiting, Tool, ToolContext, ToolResult, error_result
 from chats.tools.catalog import find_tool, tools_for_chat
@@ -97,6 +111,8 @@ class Turn:
         self.heartbeat = heartbeat
         self.awaiting: Awaiting | None = awaiting  # type: ignore[assignment]
         self.seen_id = 0  # the newest message id the model has been shown
+        # The turn's calls are priced at the prices when it started (an admin's edit applies to the next).
+        self.prices: Prices = prices_for(chat.model, chat_model_config(chat))
         self._stop_checked_at = 0.0
         self._stopped = False
         self.tools: list[Tool] = []
@@ -138,7 +154,12 @@ class Turn:
                 self.pause(reason)
                 return
         provider = provider_resolve()
-        if not self._answer_open_tool_uses(tools):
+        history = History(
+            self.chat.pk,
+            keep_screenshots=settings.CHATDESK_KEEP_SCREENSHOTS,
+            prune_batch=settings.CHATDESK_SCREENSHOT_PRUNE_BATCH,
+        )
+        if not self._answer_open_tool_uses(tools, history):
             return
         model_options = chat_model_options(self.chat)
         max_tokens = int(model_options.get("max_output_tokens") or settings.CHATDESK_MAX_OUTPUT_TOKENS)
@@ -148,15 +169,23 @@ class Turn:
         if workspace := workspace_prompt(tools):
             system = f"{system}\n\n{workspace}"
         parts = PartPublisher(self.chat.pk)
+        compact_above = settings.CHATDESK_COMPACT_THRESHOLD * context_limit(self.chat)
 
         for _step in range(settings.CHATDESK_MAX_STEPS):
-            if self.should_stop():
+            if self.should_stop() or not self._within_budget():
                 return
-            messages = list(self.chat.messages.all())
-            self.seen_id = max((m.id for m in messages), default=0)
-            api_messages = build_api_messages(messages, keep_screenshots=settings.CHATDESK_KEEP_SCREENSHOTS)
+            history.refresh()
+            turns = history.turns()
+            if history.estimate(turns, system=system, tools=definitions) > compact_above:
+                if not self._compact(history, provider):
+                    return
+                turns = history.turns()
+            self.seen_id = history.last_id
+            if turns and turns[-1]["role"] == "assistant":
+                # Resumed after an interrupted answer: ask for the rest rather than prefill the reply.
+                turns.append({"role": "user", "content": [{"type": "text", "text": RESUMED_TEXT}]})
             req_system, req_tools, api_messages = add_cache_breakpoints(
-                system or None, definitions, api_messages
+                system or None, definitions, history.resolve(turns)
             )
 
             def call(
@@ -209,10 +238,45 @@ class Turn:
 
     # --- tools ------------------------------------------------------------------------------------
 
-    def _answer_open_tool_uses(self, tools: list[Tool]) -> bool:
+    def _answer_open_tool_uses(self, tools: list[Tool], history: History) -> bool:
         """Answer the tool_uses a previous turn left open. Return False when this turn must end here."""
-        open_uses = unanswered_tool_uses(list(self.chat.messages.all()))
+        history.refresh()
+        open_uses = unanswered_tool_uses(history.messages)
         return self._run_tool_uses(open_uses, tools, resume=True) if open_uses else True
+
+    # --- cost -------------------------------------------------------------------------------------
+
+    def _within_budget(self) -> bool:
+        """Return True when a model call may start; else pause the chat (and the parent waiting for it)
+        for its budget, with the amounts in ``last_error``, and return False."""
+        reason = budget_block(self.chat)
+        if reason is None:
+            return True
+        if self.pause(Chat.PausedReason.BUDGET, last_error=reason) is not None:
+            services.chat_pause_for_budget(chat_id=self.chat.pk, reason=reason)
+        return False
+
+    def _compact(self, history: History, provider: ProviderConfig) -> bool:
+        """Replace the older history by a summary before the next request. Return False when the turn
+        must end here (stopped, or the budget is reached); a compaction that cannot run is skipped."""
+        plan = compaction_plan(history.messages)
+        if plan.refusal or not compaction_claim(self.chat.pk):
+            return True  # nothing to cut, or an on-demand compaction runs: send the request as it is
+        try:
+            if not self._within_budget():
+                return False
+            reply = summarize(
+                chat=self.chat, plan=plan, provider=provider, sleep=self._sleep, should_stop=self.should_stop
+            )
+            if reply.stop_reason == STOP_INTERRUPTED:
+                return False
+            if reply.text.strip():
+                if not self.append(ChatMessage.Role.SYSTEM, summary_content(reply, plan), usage=reply.usage):
+                    return False
+                history.refresh()
+            return True
+        finally:
+            compaction_release(self.chat.pk)
 
     def _run_tool_uses(self, blocks: list[dict[str, Any]], tools: list[Tool], *, resume: bool) -> bool:
         """Run ``blocks`` in order, saving each result. Return False when the turn must end here."""
@@ -293,10 +357,14 @@ class Turn:
         """Leave the turn in ``status``, if it still owns the chat (an interrupt or the sweep may not)."""
         return turn_end(chat_id=self.chat.pk, worker_id=self.worker_id, status=status, last_error=last_error)
 
-    def pause(self, reason: str) -> Chat | None:
+    def pause(self, reason: str, last_error: str = "") -> Chat | None:
         """Leave the turn `paused` for ``reason`` (a ``Chat.PausedReason``), if it still owns the chat."""
         return turn_end(
-            chat_id=self.chat.pk, worker_id=self.worker_id, status=Chat.Status.PAUSED, reason=reason
+            chat_id=self.chat.pk,
+            worker_id=self.worker_id,
+            status=Chat.Status.PAUSED,
+            reason=reason,
+            last_error=last_error,
         )
 
     # --- helpers ----------------------------------------------------------------------------------
@@ -316,7 +384,10 @@ class Turn:
         """
         if self.heartbeat.lost.is_set():
             return None
+        usage = usage if role in (ChatMessage.Role.ASSISTANT, ChatMessage.Role.SYSTEM) else None
         with transaction.atomic():
+            if usage and not self.chat.is_root:
+                services.chat_lock_tree_rows(chat=self.chat)  # the root's sums grow too: lock in order
             chat = Chat.objects.select_for_update().filter(pk=self.chat.pk, worker_id=self.worker_id).first()
             if chat is None:
                 return None
@@ -324,8 +395,11 @@ class Turn:
                 chat=chat,
                 role=role,
                 content=content,
-                usage=usage if role == ChatMessage.Role.ASSISTANT else None,
-                model=self.chat.model if role == ChatMessage.Role.ASSISTANT else "",
+                usage=usage,
+                cost=self.prices.cost(usage) if usage else None,
+                model=self.chat.model
+                if role in (ChatMessage.Role.ASSISTANT, ChatMessage.Role.SYSTEM)
+                else "",
                 context_id=context_id,
             )
 

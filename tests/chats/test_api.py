@@ -150,7 +150,7 @@ def test_create_with_title_keeps_it(api) -> None:
 
 
 def test_create_uses_the_default_model_config(api) -> None:
-    ChatModelConfig.objects.create(model="claude-opus-5-5", is_default=True)
+    ChatModelConfig.objects.update_or_create(model="claude-opus-5-5", defaults={"is_default": True})
     assert post_json(api, f"{API}/chats", {}).json()["model"] == "claude-opus-5-5"
 
 

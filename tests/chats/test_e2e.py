@@ -186,8 +186,16 @@ def test_parent_delegates_gui_work_to_a_child_on_one_worker(
         "bash",
         "str_replace_based_edit_tool",
     }
-    # Usage was recorded per message and summed on each chat.
-    assert chat.usage["output_tokens"] == 5 * 3 and child.usage["input_tokens"] == 10 * 5
+
+    # Usage was recorded per message (what the API answered) and summed on each chat and on the tree.
+    def summed(requests: list[RecordedRequest]) -> dict[str, int]:
+        keys = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+        return {key: sum((r.usage or {})[key] for r in requests) for key in keys}
+
+    assert chat.usage == summed(parent_requests) and child.usage == summed(child_requests)
+    chat.refresh_from_db()
+    assert chat.tree_usage == summed(parent_requests + child_requests)
+    assert chat.tree_cost_usd == chat.cost_usd + child.cost_usd > 0
 
 
 def test_takeover_pauses_the_child_and_handback_resumes_it_with_the_note(

@@ -11,15 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from asgiref.sync import async_to_sync
-from channels import DEFAULT_CHANNEL_LAYER
-from channels.layers import channel_layers
 from django.contrib.auth.models import User
 
 from chats import services
-from chats.events import group_name
 from chats.models import Chat, ChatMessage, ChatProvider
-from tests.chats.conftest import wait_status, worker_env
+from tests.chats.conftest import first_live_events, wait_status, worker_env
 from tests.support.fake_anthropic import FakeAnthropic, RecordedRequest, Reply, error, reply, text
 from tests.support.processes import running_worker, wait_until
 
@@ -121,31 +117,6 @@ def test_interrupt_stops_the_stream_and_keeps_the_partial_text(
     assert partial.text and long_text.startswith(partial.text) and len(partial.text) < len(long_text)
     chat.refresh_from_db()
     assert chat.status == Chat.Status.PAUSED
-
-
-def first_live_events(chat: Chat, kind: str, *, count: int, timeout: float = 15) -> list[dict[str, Any]]:
-    """Listen on the chat's channel-layer group (as a stream consumer does) until ``count`` events of ``kind``."""
-    # A layer of its own: channels_redis binds a layer's receive lock to the first event loop that
-    # receives, and each async_to_sync call runs a new loop.
-    layer = channel_layers.make_backend(DEFAULT_CHANNEL_LAYER)
-
-    async def listen() -> list[dict[str, Any]]:
-        import asyncio
-
-        channel = await layer.new_channel()
-        await layer.group_add(group_name(chat.pk), channel)
-        got: list[dict[str, Any]] = []
-        try:
-            async with asyncio.timeout(timeout):
-                while len(got) < count:
-                    event = (await layer.receive(channel))["event"]
-                    if event["type"] == kind:
-                        got.append(event)
-        finally:
-            await layer.group_discard(group_name(chat.pk), channel)
-        return got
-
-    return async_to_sync(listen)()
 
 
 def test_a_message_sent_during_a_turn_gets_its_own_turn_after_it(

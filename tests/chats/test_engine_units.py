@@ -19,11 +19,11 @@ from chats.engine.parts import PartPublisher
 from chats.events import MessagePartEvent
 from chats.models import Chat, ChatFile, ChatMessage, ChatProvider
 from tests.factories import ChatFactory
-from tests.support.fake_anthropic import FakeAnthropic, reply
+from tests.support.fake_anthropic import FakeAnthropic, png_bytes, reply
 
 pytestmark = pytest.mark.django_db
 
-PNG = b"\x89PNG\r\n\x1a\n fake pixels"
+PNG = png_bytes(64, 40)
 
 
 def add(chat: Chat, role: str, content: list[dict[str, Any]], **kw: Any) -> ChatMessage:
@@ -156,15 +156,19 @@ def test_deltas_are_coalesced_but_the_first_goes_out_at_once() -> None:
     assert sent[-1][1]["part"] == {"index": 1, "type": "tool_input", "delta": '{"a"'}
 
 
+# Committed rows: the turn's stream watchdog and heartbeat read the chat from threads of their own.
+@pytest.mark.django_db(transaction=True)
 def test_pruned_screenshots_are_visible_in_the_request_and_the_step_limit_holds(
     user: User, settings: Settings
 ) -> None:
     settings.CHATDESK_MAX_STEPS = 1
+    settings.CHATDESK_KEEP_SCREENSHOTS = 3
+    settings.CHATDESK_SCREENSHOT_PRUNE_BATCH = 2  # 5 screenshots: the oldest 2 go, 3 stay
     chat = ChatFactory.create(
         owner=user, status=Chat.Status.PENDING, mode="computer_use", parent=ChatFactory.create(owner=user)
     )
     add(chat, "user", [{"type": "text", "text": "go"}])
-    for n in range(4):
+    for n in range(5):
         add(chat, "assistant", [{"type": "tool_use", "id": f"t{n}", "name": "computer", "input": {}}])
         add(chat, "tool", [{"type": "tool_result", "tool_use_id": f"t{n}", "content": [screenshot(chat)]}])
     with FakeAnthropic() as fake:
@@ -190,7 +194,7 @@ def test_pruned_screenshots_are_visible_in_the_request_and_the_step_limit_holds(
         if r["type"] == "tool_result"
         for b in r["content"]
     ]
-    assert [b["type"] for b in images] == ["text", "image", "image", "image"]
+    assert [b["type"] for b in images] == ["text", "text", "image", "image", "image"]
     chat.refresh_from_db()
     assert chat.status == Chat.Status.ERROR and "CHATDESK_MAX_STEPS" in chat.last_error
     answered = chat.messages.last()

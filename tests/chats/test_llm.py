@@ -16,6 +16,7 @@ from chats.llm import (
     ProviderConfig,
     call_with_retries,
     parse_retry_after,
+    provider_client,
     retry_delay,
     stream_reply,
 )
@@ -394,3 +395,17 @@ def test_backoff_is_exponential_capped_and_jittered() -> None:
 )
 def test_parse_retry_after(headers: dict[str, str], expected: float | None) -> None:
     assert parse_retry_after(headers) == expected
+
+
+def test_one_client_per_process_reuses_its_connection_across_calls(
+    fake: FakeAnthropic, provider: ProviderConfig
+) -> None:
+    fake.script([reply(text("one")), reply(text("two")), reply(text("three"))])
+
+    replies = [call(provider).text for _ in range(3)]
+
+    assert replies == ["one", "two", "three"]
+    assert fake.connections == 1  # the steps of a turn share one keep-alive connection
+    assert provider_client(provider) is provider_client(provider)
+    other = ProviderConfig(api_key="sk-ant-other", base_url=fake.base_url)
+    assert provider_client(other) is not provider_client(provider)  # one per account

@@ -75,17 +75,18 @@ def test_message_ids_grow_in_creation_order(user) -> None:
     assert list(chat.messages.values_list("id", flat=True)) == ids
 
 
+# Names no migration ships (0007_default_prices adds the Claude family's configs).
 def test_only_one_model_config_can_be_the_default() -> None:
-    ChatModelConfig.objects.create(model="claude-sonnet-5-5", is_default=True)
-    ChatModelConfig.objects.create(model="claude-opus-5-5", is_default=False)
+    ChatModelConfig.objects.create(model="test-model-a", is_default=True)
+    ChatModelConfig.objects.create(model="test-model-b", is_default=False)
     with pytest.raises(IntegrityError), transaction.atomic():
-        ChatModelConfig.objects.create(model="claude-haiku-5-5", is_default=True)
+        ChatModelConfig.objects.create(model="test-model-c", is_default=True)
 
 
 def test_the_same_model_cannot_be_configured_twice() -> None:
-    ChatModelConfig.objects.create(model="claude-sonnet-5-5")
+    ChatModelConfig.objects.create(model="test-model-a")
     with pytest.raises(IntegrityError), transaction.atomic():
-        ChatModelConfig.objects.create(model="claude-sonnet-5-5")
+        ChatModelConfig.objects.create(model="test-model-a")
 
 
 def _stored_provider_row(pk: int) -> tuple[str, ...]:

@@ -94,8 +94,8 @@ def test_sub_agent_tools_only_for_root_chats_with_a_key(user: User) -> None:
 def test_spawn_creates_a_queued_computer_use_child(user: User, settings: Settings) -> None:
     agent = WorkspaceAgentFactory.create(owner=user)
     root = ChatFactory.create(owner=user, workspace_agent=agent, model="claude-haiku-9")
-    ChatModelConfig.objects.create(
-        model=settings.CHATDESK_COMPUTER_USE_MODEL, options={"max_output_tokens": 99}
+    ChatModelConfig.objects.update_or_create(
+        model=settings.CHATDESK_COMPUTER_USE_MODEL, defaults={"options": {"max_output_tokens": 99}}
     )
     result = SpawnComputerUseAgentTool().run(ctx(root), {"prompt": "Open the settings and turn on dark mode"})
     data = body(result)

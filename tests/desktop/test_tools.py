@@ -36,7 +36,10 @@ def test_computer_tool_declares_the_agents_display_and_rejects_bad_input(user: U
     bad = tool.run(ToolContext(chat=child, tool_use_id="t", name="left_click"), {"coordinate": [5000, 1]})
     assert bad.is_error and bad.content[0]["text"].startswith("invalid computer use input:")
     # The model config may pin an older tool version.
-    ChatModelConfig.objects.create(model=child.model, options={"computer_tool_version": "computer_20250124"})
+    ChatModelConfig.objects.update_or_create(
+        model=child.model, defaults={"options": {"computer_tool_version": "computer_20250124"}}
+    )
+    child.refresh_from_db()
     pinned = ComputerTool(child)
     assert pinned.version == "computer_20250124" and pinned.betas() == ["computer-use-2025-01-24"]
     assert pinned.definitions()[0]["display_width_px"] == 1429

@@ -7,6 +7,7 @@ and the message box work; a reconnect after the server restarts resumes the stre
 from __future__ import annotations
 
 import re
+import threading
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -32,17 +33,20 @@ LONG_TEXT = (
 def test_text_streams_before_the_turn_ends_and_messages_queue(
     page: Page, fake: FakeAnthropic, artifacts_dir: Path
 ) -> None:
-    fake.script(
-        [
-            reply(
-                LONG_TEXT, chunk_size=6, chunk_delay=0.06, usage={"input_tokens": 1200, "output_tokens": 345}
-            ),
-            reply("Second answer.", usage={"input_tokens": 1500, "output_tokens": 20}),
-        ]
-    )
+    live = threading.Event()
+
+    def first(request: RecordedRequest) -> Reply:
+        live.wait(20)  # stream once the page listens: a turn may start before the page has loaded
+        return reply(
+            LONG_TEXT, chunk_size=6, chunk_delay=0.06, usage={"input_tokens": 1200, "output_tokens": 345}
+        )
+
+    fake.script([first, reply("Second answer.", usage={"input_tokens": 1500, "output_tokens": 20})])
     UserFactory.create(username="alice")
     login(page, "alice")
     chat = start_chat(page, "Make a plan")
+    expect(page.locator("#stream-state")).to_have_text("Live")
+    live.set()
 
     user_message = page.locator(".msg--user").first
     expect(user_message).to_contain_text("Make a plan")

@@ -17,15 +17,26 @@ Scripted responses are consumed in order, one per ``POST /v1/messages``. A respo
 callable ``handler(request) -> Reply | ErrorReply`` for scripts that react to what was sent. A persistent
 handler (:meth:`FakeAnthropic.handle_with`) answers whatever the queue does not. When nothing is left to
 answer with, the server answers 500 with a message that says so, so the test fails loudly.
+
+Usage is computed from what was sent, as the API does (a scripted ``usage`` key overrides the computed
+value of that key): see :class:`PromptCache` for the token counting and the prompt-caching rules, so tests
+and benchmarks measure the real effect of a request's shape on ``cache_read_input_tokens`` and
+``cache_creation_input_tokens``. ``FakeAnthropic(cache=False)`` answers as if no breakpoint was set (every
+input token uncached), for "the same run with caching off".
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import itertools
 import json
+import math
+import struct
 import threading
 import time
 import uuid
+import zlib
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -35,15 +46,19 @@ from typing import Any
 __all__ = [
     "ErrorReply",
     "FakeAnthropic",
+    "PromptCache",
     "RecordedRequest",
     "Reply",
+    "RequestRejected",
     "error",
+    "png_bytes",
     "reply",
     "text",
     "tool_use",
 ]
 
 DEFAULT_MODEL = "claude-sonnet-5-5"
+USAGE_KEYS = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
 
 _ERROR_TYPES_BY_STATUS = {
     400: "invalid_request_error",
@@ -67,6 +82,8 @@ class RecordedRequest:
     headers: dict[str, str]  # lower-case names
     body: bytes
     json: Any
+    #: The usage the server answered with (set once the answer is known; None for errors).
+    usage: dict[str, int] | None = None
 
     @property
     def betas(self) -> list[str]:
@@ -131,13 +148,11 @@ class Reply:
             return "tool_use"
         return "end_turn"
 
-    def resolved_usage(self) -> dict[str, int]:
-        usage = {
-            "input_tokens": 10,
-            "output_tokens": 5,
-            "cache_creation_input_tokens": 0,
-            "cache_read_input_tokens": 0,
-        }
+    def resolved_usage(self, computed: dict[str, int] | None = None) -> dict[str, int]:
+        """Return the usage to answer with: ``computed`` (from the request) with scripted keys overriding."""
+        usage = dict(computed) if computed is not None else {key: 0 for key in USAGE_KEYS}
+        if computed is None or "output_tokens" not in computed:
+            usage["output_tokens"] = output_tokens(self.content)
         usage.update(self.usage)
         return usage
 
@@ -215,14 +230,270 @@ def _chunks(value: str, size: int | None) -> Iterator[str]:
         yield value[start : start + size]
 
 
+# --- token counting and prompt caching ----------------------------------------------------------------
+
+#: Characters per token for text (the API's tokenizer averages about this for English and JSON).
+CHARS_PER_TOKEN = 4
+#: An image costs about width x height / 750 tokens (Anthropic's vision documentation).
+PIXELS_PER_TOKEN = 750
+#: Counted for an image the fake cannot measure (a URL or file source): about the largest image.
+UNMEASURED_IMAGE_TOKENS = 1600
+
+
+class RequestRejected(Exception):
+    """The request breaks a rule the real API enforces: answered with a 400 ``invalid_request_error``."""
+
+
+def text_tokens(value: str) -> int:
+    return math.ceil(len(value) / CHARS_PER_TOKEN)
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _without_cache_control(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_cache_control(v) for k, v in value.items() if k != "cache_control"}
+    if isinstance(value, list):
+        return [_without_cache_control(item) for item in value]
+    return value
+
+
+def image_size(data: bytes) -> tuple[int, int]:
+    """Return (width, height) of a PNG, GIF, JPEG or WebP image; raise RequestRejected otherwise."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24:
+        width, height = struct.unpack(">II", data[16:24])
+        return int(width), int(height)
+    if data[:6] in (b"GIF87a", b"GIF89a") and len(data) >= 10:
+        width, height = struct.unpack("<HH", data[6:10])
+        return int(width), int(height)
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP" and len(data) >= 30:
+        chunk = data[12:16]
+        if chunk == b"VP8X":
+            return 1 + int.from_bytes(data[24:27], "little"), 1 + int.from_bytes(data[27:30], "little")
+        if chunk == b"VP8 ":
+            width, height = struct.unpack("<HH", data[26:30])
+            return int(width) & 0x3FFF, int(height) & 0x3FFF
+        if chunk == b"VP8L":
+            bits = int.from_bytes(data[21:25], "little")
+            return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    if data[:2] == b"\xff\xd8":
+        index = 2
+        while index + 9 < len(data):
+            if data[index] != 0xFF:
+                index += 1
+                continue
+            marker = data[index + 1]
+            length = int.from_bytes(data[index + 2 : index + 4], "big")
+            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+                height, width = struct.unpack(">HH", data[index + 5 : index + 9])
+                return int(width), int(height)
+            index += 2 + length
+    raise RequestRejected("Could not process image")
+
+
+def image_tokens(block: dict[str, Any]) -> int:
+    """Return an image block's tokens: width x height / 750, rounded up."""
+    source = block.get("source")
+    if not isinstance(source, dict) or source.get("type") != "base64":
+        return UNMEASURED_IMAGE_TOKENS
+    raw = str(source.get("data") or "")
+    try:
+        head = base64.b64decode(raw[:65536] + "=" * (-len(raw[:65536]) % 4), validate=False)
+    except ValueError:
+        raise RequestRejected("Could not process image") from None
+    width, height = image_size(head)
+    return math.ceil(width * height / PIXELS_PER_TOKEN)
+
+
+def block_tokens(block: Any) -> int:
+    """Return the input tokens of one content block (text ~4 characters a token, images by their area)."""
+    if isinstance(block, str):
+        return text_tokens(block)
+    if not isinstance(block, dict):
+        return text_tokens(_canonical(block))
+    kind = block.get("type")
+    if kind == "text":
+        return text_tokens(str(block.get("text") or ""))
+    if kind == "image":
+        return image_tokens(block)
+    if kind == "tool_use":
+        return text_tokens(str(block.get("name") or "") + _canonical(block.get("input") or {}))
+    if kind == "tool_result":
+        content = block.get("content")
+        if isinstance(content, list):
+            return sum(block_tokens(item) for item in content)
+        return text_tokens(str(content or ""))
+    return text_tokens(_canonical(_without_cache_control(block)))
+
+
+def png_bytes(width: int, height: int, seed: int = 0) -> bytes:
+    """Return a valid PNG of ``width`` x ``height`` (for tests that send screenshots); ``seed`` varies it."""
+    row = bytes([0]) + bytes((seed + x) % 256 for x in range(width * 3))
+    raw = row * height
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IEND", b"")
+    )
+
+
+def output_tokens(content: list[dict[str, Any]]) -> int:
+    """Return the output tokens of a reply's content (at least 1, as a real reply has)."""
+    return max(1, sum(block_tokens(block) for block in content))
+
+
+def _breakpoints_in(block: Any) -> int:
+    """Return how many ``cache_control`` markers a block carries (a tool_result's items included)."""
+    if not isinstance(block, dict):
+        return 0
+    found = 1 if block.get("cache_control") else 0
+    if block.get("type") == "tool_result" and isinstance(block.get("content"), list):
+        found += sum(_breakpoints_in(item) for item in block["content"])
+    return found
+
+
+@dataclass
+class _Block:
+    key: str  # the hash of the whole prefix ending with this block
+    tokens: int
+    breakpoint: bool
+
+
+class PromptCache:
+    """Anthropic's prompt cache, by its documented rules, with the token counts of :func:`block_tokens`.
+
+    - A request is a sequence of blocks in the order tools -> system -> messages (each tool definition,
+      each system block, each content block of each message; a string is one block).
+    - A block with ``cache_control`` is a breakpoint (a marker on an item inside a ``tool_result`` makes
+      that tool_result one); a top-level ``cache_control`` (automatic caching) marks the last block. More
+      than ``max_breakpoints`` (4) markers is a 400.
+    - The prefix ending at each breakpoint is written to the cache (kept ``ttl`` seconds, refreshed when
+      read or written again), unless it is shorter than ``min_tokens``.
+    - A lookup checks each breakpoint and up to ``lookback`` (20) blocks before it, nearest first, for a
+      cached prefix ending there; the longest hit is read.
+    - ``cache_read_input_tokens`` is the hit's prefix; ``cache_creation_input_tokens`` the rest up to the
+      last breakpoint (when that prefix is long enough to be cached); ``input_tokens`` the remainder.
+
+    The minimum depends on the model in the real API (512 tokens for the Opus 5 and Fable 5 families,
+    1,024 for Sonnet 5 and 5.5, 4,096 for Opus 4.5 and 4.6 and Haiku 4.5); the fake uses one minimum for
+    every model, 1,024 by default. Entries are per model (the model name seeds every prefix hash).
+    """
+
+    def __init__(
+        self,
+        *,
+        min_tokens: int = 1024,
+        lookback: int = 20,
+        max_breakpoints: int = 4,
+        ttl: float = 300.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.min_tokens = min_tokens
+        self.lookback = lookback
+        self.max_breakpoints = max_breakpoints
+        self.ttl = ttl
+        self.clock = clock
+        self._entries: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+    def blocks(self, body: dict[str, Any]) -> list[_Block]:
+        """Return the request's blocks with their prefix hashes. Raise RequestRejected for bad requests."""
+        items: list[tuple[str, Any]] = []
+        for tool in body.get("tools") or []:
+            items.append(("tool", tool))
+        system = body.get("system")
+        if isinstance(system, str):
+            if system:
+                items.append(("system", {"type": "text", "text": system}))
+        elif isinstance(system, list):
+            items.extend(("system", block) for block in system)
+        for message in body.get("messages") or []:
+            role = str(message.get("role")) if isinstance(message, dict) else "?"
+            content = message.get("content") if isinstance(message, dict) else None
+            if isinstance(content, str):
+                items.append((role, {"type": "text", "text": content}))
+            elif isinstance(content, list):
+                items.extend((role, block) for block in content)
+        markers = sum(_breakpoints_in(block) for _, block in items) + (1 if body.get("cache_control") else 0)
+        if markers > self.max_breakpoints:
+            raise RequestRejected(
+                f"A maximum of {self.max_breakpoints} blocks with cache_control may be provided. Found {markers}."
+            )
+        digest = hashlib.sha256(str(body.get("model") or "").encode())
+        blocks = []
+        for role, block in items:
+            digest.update(
+                role.encode() + b"\x00" + _canonical(_without_cache_control(block)).encode() + b"\x00"
+            )
+            blocks.append(_Block(digest.hexdigest(), block_tokens(block), _breakpoints_in(block) > 0))
+        if body.get("cache_control") and blocks:
+            blocks[-1].breakpoint = True
+        return blocks
+
+    def usage(self, body: dict[str, Any], *, enabled: bool = True) -> dict[str, int]:
+        """Return the input side of the usage for ``body`` and update the cache (when ``enabled``)."""
+        blocks = self.blocks(body)
+        prefix: list[int] = list(itertools.accumulate(block.tokens for block in blocks))
+        total = prefix[-1] if prefix else 0
+        breakpoints = [index for index, block in enumerate(blocks) if block.breakpoint]
+        if not enabled or not breakpoints:
+            return {"input_tokens": total, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
+        now = self.clock()
+        with self._lock:
+            self._entries = {key: at for key, at in self._entries.items() if now - at < self.ttl}
+            hit = -1
+            for index in breakpoints:
+                for position in range(index, max(-1, index - self.lookback - 1), -1):
+                    if blocks[position].key in self._entries and prefix[position] >= self.min_tokens:
+                        hit = max(hit, position)
+                        break
+            read = prefix[hit] if hit >= 0 else 0
+            last = breakpoints[-1]
+            written = prefix[last] - read if prefix[last] >= self.min_tokens and last > hit else 0
+            if hit >= 0:
+                self._entries[blocks[hit].key] = now
+            for index in breakpoints:
+                if prefix[index] >= self.min_tokens:
+                    self._entries[blocks[index].key] = now
+        return {
+            "input_tokens": total - read - written,
+            "cache_creation_input_tokens": written,
+            "cache_read_input_tokens": read,
+        }
+
+    def count(self, body: dict[str, Any]) -> int:
+        """Return the request's input tokens (``count_tokens``), without touching the cache."""
+        return sum(block.tokens for block in self.blocks(body))
+
+
 class _ClientGone(Exception):
     """The client closed the connection (an interrupted stream): stop writing, quietly."""
 
 
 class FakeAnthropic:
-    """A scripted Anthropic Messages API on ``127.0.0.1:<free port>``, running in a background thread."""
+    """A scripted Anthropic Messages API on ``127.0.0.1:<free port>``, running in a background thread.
 
-    def __init__(self) -> None:
+    ``cache`` turns the prompt cache on (the default) or off; ``prompt_cache`` holds its rules
+    (:class:`PromptCache`). ``connections`` counts the TCP connections accepted (a client that reuses its
+    connections opens one).
+    """
+
+    def __init__(self, *, cache: bool = True, prompt_cache: PromptCache | None = None) -> None:
+        self.cache_enabled = cache
+        self.prompt_cache = prompt_cache or PromptCache()
+        self.connections = 0
         self._lock = threading.Condition()
         self._queue: deque[Scripted] = deque()
         self._fallback: Handler | None = None
@@ -240,7 +511,13 @@ class FakeAnthropic:
         class _Handler(_RequestHandler):
             owner = fake
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        class _Server(ThreadingHTTPServer):
+            def process_request(self, request: Any, client_address: Any) -> None:
+                with fake._lock:
+                    fake.connections += 1
+                super().process_request(request, client_address)
+
+        self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(
             target=self._server.serve_forever,
@@ -408,12 +685,24 @@ class _RequestHandler(BaseHTTPRequestHandler):
         return RecordedRequest(method=self.command, path=self.path, headers=headers, body=body, json=parsed)
 
     def _count_tokens(self, request: RecordedRequest) -> None:
-        size = len(request.body)
-        self._send_json(200, {"input_tokens": max(1, size // 4)})
+        if not isinstance(request.json, dict):
+            self._send_error(ErrorReply(400, "invalid_request_error", "Request body is not a JSON object."))
+            return
+        try:
+            tokens = self.owner.prompt_cache.count(request.json)
+        except RequestRejected as exc:
+            self._send_error(ErrorReply(400, "invalid_request_error", str(exc)))
+            return
+        self._send_json(200, {"input_tokens": max(1, tokens)})
 
     def _messages(self, request: RecordedRequest) -> None:
         if not isinstance(request.json, dict):
             self._send_error(ErrorReply(400, "invalid_request_error", "Request body is not a JSON object."))
+            return
+        try:  # the API checks the request before the model runs: a 400 costs no scripted response
+            self.owner.prompt_cache.blocks(request.json)
+        except RequestRejected as exc:
+            self._send_error(ErrorReply(400, "invalid_request_error", str(exc)))
             return
         response = self.owner._next_response(request)
         if isinstance(response, ErrorReply):
@@ -422,14 +711,23 @@ class _RequestHandler(BaseHTTPRequestHandler):
             else:
                 self._send_error(response)
             return
+        try:
+            computed = self.owner.prompt_cache.usage(request.json, enabled=self.owner.cache_enabled)
+        except RequestRejected as exc:
+            self._send_error(ErrorReply(400, "invalid_request_error", str(exc)))
+            return
+        usage = response.resolved_usage(computed)
+        request.usage = usage
         model = response.model or request.json.get("model") or DEFAULT_MODEL
         if request.streaming:
-            self._stream(response, model)
+            self._stream(response, model, usage)
         else:
-            self._send_json(200, self._message_json(response, model), {"request-id": self._request_id()})
+            self._send_json(
+                200, self._message_json(response, model, usage), {"request-id": self._request_id()}
+            )
 
     # --- plain JSON ------------------------------------------------------------------------------
-    def _message_json(self, response: Reply, model: str) -> dict[str, Any]:
+    def _message_json(self, response: Reply, model: str, usage: dict[str, int]) -> dict[str, Any]:
         return {
             "id": self.owner._message_id(),
             "type": "message",
@@ -438,7 +736,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
             "content": [dict(block) for block in response.content],
             "stop_reason": response.resolved_stop_reason(),
             "stop_sequence": None,
-            "usage": response.resolved_usage(),
+            "usage": usage,
         }
 
     def _send_json(self, status: int, payload: object, headers: dict[str, str] | None = None) -> None:
@@ -487,8 +785,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
         self._event("error", response.body())
         self._end_stream()
 
-    def _stream(self, response: Reply, model: str) -> None:
-        usage = response.resolved_usage()
+    def _stream(self, response: Reply, model: str, usage: dict[str, int]) -> None:
         delay = response.chunk_delay
         self._start_stream()
         start_usage = dict(usage, output_tokens=1)

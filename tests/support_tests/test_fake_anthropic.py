@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -11,7 +12,18 @@ import pytest
 from anthropic.types import TextBlock, ToolUseBlock
 from anthropic.types.beta import BetaToolUnionParam
 
-from tests.support.fake_anthropic import FakeAnthropic, RecordedRequest, Reply, error, reply, text, tool_use
+from tests.support.fake_anthropic import (
+    FakeAnthropic,
+    PromptCache,
+    RecordedRequest,
+    Reply,
+    RequestRejected,
+    error,
+    png_bytes,
+    reply,
+    text,
+    tool_use,
+)
 
 MESSAGES: Any = [{"role": "user", "content": "Hello"}]
 
@@ -336,3 +348,188 @@ def test_a_failing_handler_answers_500_and_is_recorded(
         client.messages.create(model="m", max_tokens=5, messages=MESSAGES)
 
     assert len(fake.handler_errors) == 1
+
+
+# --- usage and the prompt cache, against hand-computed cases -------------------------------------------
+# Text is ~4 characters a token (rounded up), an image width x height / 750 (rounded up); the fake's
+# minimum cacheable prefix is 1,024 tokens for every model; a lookup checks each breakpoint and up to 20
+# blocks before it.
+
+CC = {"type": "ephemeral"}
+
+
+def words(tokens: int) -> str:
+    """Return a text of exactly ``tokens`` tokens for the fake (4 characters each)."""
+    return "abcd" * tokens
+
+
+def user(*blocks: dict[str, Any]) -> dict[str, Any]:
+    return {"role": "user", "content": list(blocks)}
+
+
+def text_block(tokens: int, *, cached: bool = False) -> dict[str, Any]:
+    block: dict[str, Any] = {"type": "text", "text": words(tokens)}
+    if cached:
+        block["cache_control"] = CC
+    return block
+
+
+def usage_of(cache: PromptCache, system: Any, messages: list[dict[str, Any]], **extra: Any) -> dict[str, int]:
+    return cache.usage({"model": "m", "system": system, "messages": messages, **extra})
+
+
+def test_usage_is_computed_from_the_request(fake: FakeAnthropic, client: anthropic.Anthropic) -> None:
+    fake.add_response(reply(text("Hello there!")))  # 12 characters: 3 output tokens
+
+    message = client.messages.create(
+        model="m", max_tokens=5, system="abcd" * 10, messages=[{"role": "user", "content": "abcdefgh"}]
+    )
+
+    assert message.usage.input_tokens == 10 + 2
+    assert message.usage.output_tokens == 3
+    assert (message.usage.cache_read_input_tokens, message.usage.cache_creation_input_tokens) == (0, 0)
+    assert fake.requests[0].usage is not None and fake.requests[0].usage["input_tokens"] == 12
+
+
+def test_a_cached_prefix_is_written_then_read(fake: FakeAnthropic, client: anthropic.Anthropic) -> None:
+    fake.script([reply(text("one")), reply(text("two"))])
+    system: Any = [{"type": "text", "text": words(1100), "cache_control": CC}]
+
+    first = client.messages.create(model="m", max_tokens=5, system=system, messages=MESSAGES)
+    second = client.messages.create(model="m", max_tokens=5, system=system, messages=MESSAGES)
+
+    # "Hello" is 2 tokens, after the breakpoint: never cached.
+    assert (first.usage.cache_creation_input_tokens, first.usage.cache_read_input_tokens) == (1100, 0)
+    assert first.usage.input_tokens == 2
+    assert (second.usage.cache_creation_input_tokens, second.usage.cache_read_input_tokens) == (0, 1100)
+    assert second.usage.input_tokens == 2
+
+
+def test_a_growing_conversation_reads_the_previous_prefix_and_writes_the_new_part() -> None:
+    cache = PromptCache()
+    system = [{"type": "text", "text": words(1000), "cache_control": CC}]  # under 1,024: not cached alone
+    first = [user(text_block(100, cached=True))]
+    second = [
+        user(text_block(100)),
+        {"role": "assistant", "content": [text_block(50)]},
+        user(text_block(30, cached=True)),
+    ]
+
+    assert usage_of(cache, system, first) == {
+        "input_tokens": 0,
+        "cache_creation_input_tokens": 1100,
+        "cache_read_input_tokens": 0,
+    }
+    # The new breakpoint's prefix is not cached; 2 blocks back, the first request's is: 1,100 read.
+    assert usage_of(cache, system, second) == {
+        "input_tokens": 0,
+        "cache_creation_input_tokens": 80,
+        "cache_read_input_tokens": 1100,
+    }
+
+
+@pytest.mark.parametrize(("blocks_between", "read"), [(19, 1100), (20, 0)])
+def test_a_lookup_looks_back_at_most_20_blocks(blocks_between: int, read: int) -> None:
+    cache = PromptCache()
+    system = [{"type": "text", "text": words(1000)}]
+    usage_of(cache, system, [user(text_block(100, cached=True))])  # writes the prefix ending at block 1
+    # Block 1 again, then ``blocks_between`` one-token blocks, then the breakpoint: the breakpoint is
+    # blocks_between + 1 blocks after block 1.
+    later = user(text_block(100), *(text_block(1) for _ in range(blocks_between)), text_block(1, cached=True))
+
+    usage = usage_of(cache, system, [later])
+
+    total = 1000 + 100 + blocks_between + 1
+    assert usage["cache_read_input_tokens"] == read
+    assert usage["cache_creation_input_tokens"] == total - read
+    assert usage["input_tokens"] == 0
+
+
+@pytest.mark.parametrize(("tokens", "cached"), [(1023, False), (1024, True)])
+def test_a_prefix_under_the_minimum_is_not_cached(tokens: int, cached: bool) -> None:
+    cache = PromptCache()
+    system = [{"type": "text", "text": words(tokens), "cache_control": CC}]
+
+    first = usage_of(cache, system, [user(text_block(1))])
+    second = usage_of(cache, system, [user(text_block(1))])
+
+    assert first["cache_creation_input_tokens"] == (tokens if cached else 0)
+    assert second["cache_read_input_tokens"] == (tokens if cached else 0)
+    assert second["input_tokens"] == (1 if cached else tokens + 1)
+
+
+def test_more_than_four_breakpoints_is_a_400(fake: FakeAnthropic, client: anthropic.Anthropic) -> None:
+    fake.add_response(reply(text("never sent")))
+    blocks: Any = [{"type": "text", "text": f"b{n}", "cache_control": CC} for n in range(5)]
+
+    with pytest.raises(anthropic.BadRequestError) as caught:
+        client.messages.create(model="m", max_tokens=5, messages=[{"role": "user", "content": blocks}])
+
+    assert caught.value.api_message == "A maximum of 4 blocks with cache_control may be provided. Found 5."
+    assert fake.pending == 1  # refused before a scripted answer was used
+
+
+def test_breakpoints_inside_tool_results_count_and_images_are_counted_by_area() -> None:
+    cache = PromptCache()
+    image = {
+        "type": "image",
+        "source": {
+            "type": "base64",
+            "media_type": "image/png",
+            "data": base64.b64encode(png_bytes(1280, 800)).decode(),
+        },
+        "cache_control": CC,
+    }
+    result = {"type": "tool_result", "tool_use_id": "t", "content": [image]}
+    use = {"type": "tool_use", "id": "t", "name": "abcd", "input": {}}  # "abcd" + "{}": 2 tokens
+
+    usage = usage_of(
+        cache, None, [user(text_block(10)), {"role": "assistant", "content": [use]}, user(result)]
+    )
+
+    assert usage["cache_creation_input_tokens"] == 10 + 2 + 1366  # 1280 x 800 / 750 = 1365.3
+    with pytest.raises(RequestRejected):
+        cache.blocks({"messages": [user(*(text_block(1, cached=True) for _ in range(4)), result)]})
+
+
+def test_entries_expire_after_their_ttl() -> None:
+    now = [0.0]
+    cache = PromptCache(clock=lambda: now[0])
+    system = [{"type": "text", "text": words(1100), "cache_control": CC}]
+    usage_of(cache, system, [user(text_block(1))])
+    now[0] = 299.0
+    assert usage_of(cache, system, [user(text_block(1))])["cache_read_input_tokens"] == 1100  # refreshed
+    now[0] = 299.0 + 301.0
+    assert usage_of(cache, system, [user(text_block(1))])["cache_read_input_tokens"] == 0
+
+
+def test_with_caching_off_every_input_token_is_uncached(client: anthropic.Anthropic) -> None:
+    with FakeAnthropic(cache=False) as uncached:
+        sdk = anthropic.Anthropic(api_key="test", base_url=uncached.base_url, max_retries=0)
+        uncached.script([reply(text("a")), reply(text("b"))])
+        system: Any = [{"type": "text", "text": words(1100), "cache_control": CC}]
+        sdk.messages.create(model="m", max_tokens=5, system=system, messages=MESSAGES)
+        second = sdk.messages.create(model="m", max_tokens=5, system=system, messages=MESSAGES)
+        sdk.close()
+    assert second.usage.input_tokens == 1102
+    assert (second.usage.cache_read_input_tokens, second.usage.cache_creation_input_tokens) == (0, 0)
+
+
+def test_a_client_reuses_its_connection(fake: FakeAnthropic, client: anthropic.Anthropic) -> None:
+    fake.script([reply(text("a")), reply(text("b")), reply(text("c"))])
+
+    for _ in range(3):
+        client.messages.create(model="m", max_tokens=5, messages=MESSAGES)
+
+    assert fake.connections == 1
+
+
+def test_an_image_the_api_could_not_read_is_a_400(fake: FakeAnthropic, client: anthropic.Anthropic) -> None:
+    fake.add_response(reply(text("never sent")))
+    image: Any = {
+        "type": "image",
+        "source": {"type": "base64", "media_type": "image/png", "data": "bm90IGFuIGltYWdl"},
+    }
+
+    with pytest.raises(anthropic.BadRequestError, match="Could not process image"):
+        client.messages.create(model="m", max_tokens=5, messages=[{"role": "user", "content": [image]}])

@@ -1,7 +1,8 @@
 // The chat page: messages streamed live over the chat's stream WebSocket, tool calls with their
 // screenshots (opened with the action's click point drawn; a running command's output as it is
-// printed), child chats with live status, interrupt, the message box, and for a computer-use chat the
-// player of its recordings (a marker per action; an action's button in the chat seeks the video to it).
+// printed), child chats with live status and cost, interrupt, resume, compaction, the budget, the message
+// box, and for a computer-use chat the player of its recordings (a marker per action; an action's button
+// in the chat seeks the video to it).
 //
 // Model and tool output is untrusted text: it only ever reaches the page through textContent.
 
@@ -13,6 +14,7 @@ const chat = config.chat;
 const urls = config.urls;
 
 const ACTIVE = new Set(["pending", "running"]);
+const RESUMABLE = new Set(["interrupted", "budget"]);
 const STATUS_WORDS = {
   waiting: "Waiting",
   pending: "Pending",
@@ -90,6 +92,25 @@ function summarizeInput(input) {
   return truncate(parts.join(" ").replace(/\s+/g, " "), 100);
 }
 
+// "$12.34", "$0.50", "$0.0123": cents, or 1/100 cent when that matters (chats/pricing.py format_usd).
+function formatUsd(value) {
+  const amount = Number(value) || 0;
+  const cents = Math.round(amount * 100) / 100;
+  const places = Math.abs(amount) >= 1 || Math.abs(cents - amount) < 1e-9 ? 2 : 4;
+  return `$${amount.toFixed(places)}`;
+}
+
+// The chat's cost; for a root, its tree's against the budget (chats/views.py cost_text).
+function costText(data) {
+  let text = formatUsd(data.cost_usd);
+  if (data.tree_cost_usd !== null && data.tree_cost_usd !== undefined) {
+    if (Number(data.tree_cost_usd) !== Number(data.cost_usd)) text += ` · with its agents ${formatUsd(data.tree_cost_usd)}`;
+    text += data.budget_usd === null || data.budget_usd === undefined
+      ? " · no budget" : ` of ${formatUsd(data.budget_usd)} budget`;
+  }
+  return text;
+}
+
 function formatTime(iso) {
   const date = new Date(iso);
   return Number.isNaN(date.getTime()) ? "" : date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
@@ -155,13 +176,13 @@ viewer.addEventListener("click", (event) => {
 
 const seen = new Set();
 const toolCalls = new Map(); // tool_use_id → {element, name, summary, done}
-const usage = {};
+let usage = { ...(chat.usage || {}) }; // the server's sums: set from the chat and its usage events
 let lastId = 0;
 
 function messageShell(role, createdAt) {
   const article = el("article", `msg msg--${role}`);
   const head = el("header", "msg-head");
-  const who = { user: "You", assistant: "Assistant", tool: "Tool", system: "System" }[role] || role;
+  const who = { user: "You", assistant: "Assistant", tool: "Tool", system: "Summary" }[role] || role;
   head.append(el("span", "msg-role", who));
   if (createdAt) {
     const time = el("time", "msg-time", formatTime(createdAt));
@@ -271,6 +292,12 @@ function renderMessage(message) {
       }
     } else if (part.type === "image" && part.url) {
       body.append(thumbnail(part, "Image"));
+    } else if (part.type === "summary" && part.text) {
+      // A compaction: the model's summary replaces the messages above it in what the model is sent.
+      const box = el("details", "msg-summary");
+      box.append(el("summary", null, "Earlier messages were summarized for the model"));
+      box.append(el("div", "msg-text", part.text));
+      body.append(box);
     }
   }
   if (!body.childElementCount) return null; // e.g. tool results shown under their calls
@@ -286,10 +313,6 @@ function addMessage(message, { fromStream = true } = {}) {
   if (fromStream) lastId = Math.max(lastId, message.id);
   if (seen.has(message.id)) return;
   seen.add(message.id);
-  for (const [key, value] of Object.entries(message.usage || {})) {
-    if (typeof value === "number") usage[key] = (usage[key] || 0) + value;
-  }
-  showUsage();
   if (message.role === "assistant") dropDraft();
   appending(() => {
     const article = renderMessage(message);
@@ -300,6 +323,28 @@ function addMessage(message, { fromStream = true } = {}) {
     );
     messagesEl.insertBefore(article, later || null);
   });
+}
+
+function showCost(data) {
+  $("chat-cost").textContent = costText(data);
+}
+
+// A usage event, or the chat's JSON: its sums, its cost (and for a root, the tree's and the budget).
+// Sums only grow: a JSON read before the latest event (the refresh on reconnect) must not undo it.
+let shownCost = { cost_usd: "0", tree_cost_usd: null, budget_usd: null };
+function applyUsage(data) {
+  const older = Number(data.cost_usd) < Number(shownCost.cost_usd)
+    || Number(data.tree_cost_usd ?? 0) < Number(shownCost.tree_cost_usd ?? 0);
+  if (!older) {
+    if (data.usage) usage = { ...data.usage };
+    shownCost = { ...shownCost, cost_usd: data.cost_usd, tree_cost_usd: data.tree_cost_usd };
+  }
+  if ("budget_usd" in data) shownCost.budget_usd = data.budget_usd;
+  showUsage();
+  showCost(shownCost);
+  if (budgetInput && "budget_usd" in data && document.activeElement !== budgetInput) {
+    budgetInput.value = data.budget_usd === null ? "" : String(Number(data.budget_usd));
+  }
 }
 
 function showUsage() {
@@ -384,20 +429,30 @@ function appendToolOutput(toolUseId, output) {
 // ---- status, children --------------------------------------------------------------------------------
 
 const interruptButton = $("interrupt-button");
+const resumeButton = $("resume-button");
+const compactButton = $("compact-button");
+const budgetNotice = $("budget-notice");
+const budgetForm = $("budget-form");
+const budgetInput = $("budget-input");
 const composerHint = $("composer-hint");
 let status = chat.status;
 
-function setStatus(next, lastError) {
+function setStatus(next, lastError, pausedReason) {
   status = next;
   $("chat-status").replaceChildren(statusBadge(next));
   interruptButton.disabled = !ACTIVE.has(next);
+  resumeButton.hidden = !(next === "paused" && RESUMABLE.has(pausedReason));
   const error = $("chat-error");
   error.hidden = !(next === "error" && lastError);
-  error.textContent = lastError || "";
+  error.textContent = next === "error" ? lastError || "" : "";
+  // Paused for the budget: last_error says so, with the amounts.
+  const overBudget = next === "paused" && pausedReason === "budget";
+  budgetNotice.hidden = !overBudget;
+  $("budget-text").textContent = overBudget ? lastError || "Paused: the budget is reached." : "";
   if (!ACTIVE.has(next)) dropDraft();
   composerHint.textContent = ACTIVE.has(next)
     ? "The agent is working. A message you send now is handled after the current turn."
-    : next === "paused" ? "Paused. Send a message to continue." : "";
+    : overBudget ? "" : next === "paused" ? "Paused. Resume, or send a message to continue." : "";
 }
 
 function upsertChild(child) {
@@ -409,10 +464,13 @@ function upsertChild(child) {
     card.dataset.chatId = child.id;
     const link = el("a", "child-card-link");
     link.href = chatPageUrl(child.id);
-    card.append(link, statusBadge(child.status));
+    const cost = el("span", "child-cost muted small");
+    cost.title = "What this agent's model calls cost";
+    card.append(link, cost, statusBadge(child.status));
     list.append(card);
   }
   card.querySelector(".child-card-link").textContent = child.title;
+  if (child.cost_usd !== undefined) card.querySelector(".child-cost").textContent = formatUsd(child.cost_usd);
   card.querySelector(".badge").replaceWith(statusBadge(child.status));
   $("children-panel").hidden = false;
   $("children-empty").hidden = true;
@@ -469,11 +527,14 @@ function handleEvent(data) {
       appendToolOutput(data.tool_use_id, data.output);
       break;
     case "status":
-      setStatus(data.status, data.last_error);
+      setStatus(data.status, data.last_error, data.paused_reason);
       refreshRecordings();
       break;
     case "child":
       upsertChild(data.chat);
+      break;
+    case "usage":
+      if (data.chat_id === chat.id) applyUsage(data);
       break;
     default:
       break;
@@ -484,7 +545,8 @@ function handleEvent(data) {
 async function refresh() {
   try {
     const [current, children] = await Promise.all([api("GET", urls.chat), api("GET", urls.children)]);
-    setStatus(current.status, current.last_error);
+    setStatus(current.status, current.last_error, current.paused_reason);
+    applyUsage(current);
     for (const child of children) upsertChild(child);
   } catch {
     // The stream itself reports connection trouble; the next reconnect refreshes again.
@@ -497,10 +559,54 @@ interruptButton.addEventListener("click", async () => {
   interruptButton.disabled = true;
   try {
     const updated = await api("POST", urls.interrupt);
-    setStatus(updated.status, updated.last_error);
+    setStatus(updated.status, updated.last_error, updated.paused_reason);
   } catch (error) {
     composerHint.textContent = `Could not interrupt: ${error.message}`;
     interruptButton.disabled = !ACTIVE.has(status);
+  }
+});
+
+async function resume() {
+  const updated = await api("POST", urls.resume);
+  setStatus(updated.status, updated.last_error, updated.paused_reason);
+}
+
+resumeButton.addEventListener("click", async () => {
+  resumeButton.disabled = true;
+  try {
+    await resume();
+  } catch (error) {
+    composerHint.textContent = `Could not resume: ${error.message}`;
+  } finally {
+    resumeButton.disabled = false;
+  }
+});
+
+budgetForm?.addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const raw = budgetInput.value.trim();
+  const button = budgetForm.querySelector("button");
+  button.disabled = true;
+  try {
+    const updated = await api("PATCH", urls.chat, { budget_usd: raw === "" ? null : raw });
+    applyUsage(updated);
+    await resume();
+  } catch (error) {
+    $("budget-text").textContent = error.message;
+  } finally {
+    button.disabled = false;
+  }
+});
+
+compactButton.addEventListener("click", async () => {
+  compactButton.disabled = true;
+  try {
+    await api("POST", urls.compact);
+    composerHint.textContent = "Compacting: the summary appears here when the model has written it.";
+  } catch (error) {
+    composerHint.textContent = `Not compacted: ${error.message}`;
+  } finally {
+    compactButton.disabled = false;
   }
 });
 
@@ -710,6 +816,7 @@ function addSeekButton(toolUseId) {
   call.element.prepend(button);
 }
 
-setStatus(chat.status, chat.last_error);
+setStatus(chat.status, chat.last_error, chat.paused_reason);
+applyUsage(chat);
 connect();
 refreshRecordings();
