@@ -107,8 +107,13 @@ def test_stopping_the_agent_stops_its_recorders_and_removes_their_files() -> Non
         agent.call("recording_start", {})
         agent.call("recording_start", {})
         assert len(ffmpeg_recorders(display)) == 2
-        directories = list(Path("/tmp").glob("chatdesk-agent-recordings-*"))
-        assert any(any(d.glob("*.webm")) for d in directories)
+        # This agent's directory (other agents on the machine have their own), named in its owner file.
+        directories = [
+            d
+            for d in Path("/tmp").glob("chatdesk-agent-recordings-*")
+            if (d / "agent").is_file() and (d / "agent").read_text().split()[0] == str(agent.pid)
+        ]
+        assert len(directories) == 1 and any(directories[0].glob("*.webm"))
         agent.stop()
         assert ffmpeg_recorders(display) == []
     assert not any(d.exists() and any(d.glob("*.webm")) for d in directories)
