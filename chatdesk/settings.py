@@ -313,6 +313,8 @@ SPECTACULAR_SETTINGS = {
         "WorkspaceAgentStatusEnum": "agents.models.WorkspaceAgent.Status",
         "RecordingKindEnum": "chats.models.Recording.Kind",
         "RecordingStateEnum": "chats.models.Recording.State",
+        "ApprovalStateEnum": "chats.models.Approval.State",
+        "ApprovalPolicyEnum": "chats.models.ApprovalPolicy",
     },
 }
 
@@ -330,6 +332,15 @@ CHATDESK_KEEP_SCREENSHOTS = env_int("CHATDESK_KEEP_SCREENSHOTS", 3, minimum=0)
 CHATDESK_SCREENSHOT_PRUNE_BATCH = env_int("CHATDESK_SCREENSHOT_PRUNE_BATCH", 10, minimum=1)
 # Default budget of a new root chat's tree in USD; empty: no budget (chats/pricing.py).
 CHATDESK_CHAT_BUDGET_USD = env_decimal("CHATDESK_CHAT_BUDGET_USD", Decimal(10), minimum=Decimal(0))
+# Which computer actions wait for a person's approval in a new root chat that names no policy: off, risky
+# (type, key, hold_key) or all (every action but screenshot, zoom, cursor_position, mouse_move, wait).
+CHATDESK_APPROVAL_POLICY = env_str("CHATDESK_APPROVAL_POLICY", "off").strip().lower()
+if CHATDESK_APPROVAL_POLICY not in ("off", "risky", "all"):
+    raise ImproperlyConfigured(
+        f"CHATDESK_APPROVAL_POLICY must be off, risky or all, got {CHATDESK_APPROVAL_POLICY!r}."
+    )
+# An approval not decided within this many seconds expires: the action is denied.
+CHATDESK_APPROVAL_TIMEOUT_SECONDS = env_int("CHATDESK_APPROVAL_TIMEOUT_SECONDS", 900, minimum=1)
 # Compact a chat's history once a request would pass this share of its model's context limit.
 CHATDESK_COMPACT_THRESHOLD = env_float("CHATDESK_COMPACT_THRESHOLD", 0.7, minimum=0.05)
 if CHATDESK_COMPACT_THRESHOLD > 1:

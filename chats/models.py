@@ -121,6 +121,19 @@ class ChatPausedReason(models.TextChoices):
     BUDGET = "budget"  # the chat reached its cost budget
 
 
+class ApprovalPolicy(models.TextChoices):
+    """Which computer actions of a chat's tree wait for a person's approval (SPEC §8; desktop/approvals.py)."""
+
+    OFF = "off"  # none
+    RISKY = "risky"  # type, key, hold_key: the members the SDK's computer toolset asks a confirmation for
+    ALL = "all"  # every action but screenshot, zoom, cursor_position, mouse_move and wait
+
+
+def default_approval_policy() -> str:
+    """The policy of a new root chat that names none: CHATDESK_APPROVAL_POLICY."""
+    return str(getattr(settings, "CHATDESK_APPROVAL_POLICY", ApprovalPolicy.OFF))
+
+
 class Chat(models.Model):
     class Status(models.TextChoices):
         WAITING = "waiting"  # idle, awaiting the user
@@ -131,6 +144,7 @@ class Chat(models.Model):
         ERROR = "error"  # see last_error
 
     PausedReason = ChatPausedReason
+    ApprovalPolicy = ApprovalPolicy
 
     class Mode(models.TextChoices):
         COMPUTER_USE = "computer_use"
@@ -162,6 +176,12 @@ class Chat(models.Model):
     model = models.CharField(max_length=200, blank=True, help_text="The model name in use.")
     system_prompt = models.TextField(blank=True)
     last_error = models.TextField(blank=True)
+    # What the model asked a person to do (request_human_help); kept after the chat goes on, for the record.
+    help_reason = models.TextField(blank=True)
+    # Root chats: which actions wait for a person's approval; children follow their root's.
+    approval_policy = models.CharField(
+        max_length=8, choices=ApprovalPolicy.choices, default=default_approval_policy
+    )
     # Token usage summed over the chat's messages (input, output, cache read/creation), and its cost.
     usage = models.JSONField(default=dict, blank=True)
     cost_usd = cost_field()
@@ -205,6 +225,9 @@ class Chat(models.Model):
             models.CheckConstraint(
                 condition=Q(status__in=["waiting", "pending", "running", "paused", "completed", "error"]),
                 name="chat_status_valid",
+            ),
+            models.CheckConstraint(
+                condition=Q(approval_policy__in=["off", "risky", "all"]), name="chat_approval_policy_valid"
             ),
             models.CheckConstraint(
                 # IS NOT NULL spelled out: a CHECK passes when its condition is NULL (NULL IN (...)).
@@ -372,6 +395,97 @@ class ChatMessage(models.Model):
         return "".join(
             p.get("text", "") for p in self.content if isinstance(p, dict) and p.get("type") == "text"
         )
+
+
+class ToolCall(models.Model):
+    """The journal of one tool_use that acts on the world (SPEC §8 "Exactly once"; chats/engine/journal.py).
+
+    A row is written, and committed, before the tool acts (``started``) and gets the result once it is
+    known (``done``), whatever happened to the chat meanwhile: a pause, an interrupt or a take-over during
+    the action no longer loses its result, and resuming the chat answers the tool_use from here instead
+    of running it again. A row still ``started`` when a later turn looks at it means the worker died
+    mid-action: it becomes ``unknown`` and the model is told so (and asked for a screenshot).
+    """
+
+    class State(models.TextChoices):
+        STARTED = "started"
+        DONE = "done"
+        UNKNOWN = "unknown"
+
+    id = models.BigAutoField(primary_key=True)
+    chat = models.ForeignKey(Chat, on_delete=models.CASCADE, related_name="tool_calls")
+    tool_use_id = models.CharField(max_length=200)
+    name = models.CharField(max_length=200)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.STARTED)
+    # The stored-shape tool_result content parts, and whether they are an error.
+    content = models.JSONField(default=list, blank=True)
+    is_error = models.BooleanField(default=False)
+    worker_id = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["chat", "tool_use_id"], name="tool_call_once"),
+            models.CheckConstraint(
+                condition=Q(state__in=["started", "done", "unknown"]), name="tool_call_state_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} {self.tool_use_id} ({self.state})"
+
+
+class Approval(models.Model):
+    """A computer action that waits for a person's decision (SPEC §8 "Approvals"; desktop/approvals.py).
+
+    Created when a gated action suspends its chat (``awaiting_approval``), with a screenshot whose target
+    point is marked. Decided once: ``pending`` -> ``approved`` | ``denied`` (a person), or ``expired`` (no
+    decision within CHATDESK_APPROVAL_TIMEOUT_SECONDS; counts as denied). The chat's turn resumes then:
+    approved runs the action exactly once, anything else answers the model with an error and the note.
+    """
+
+    class State(models.TextChoices):
+        PENDING = "pending"
+        APPROVED = "approved"
+        DENIED = "denied"
+        EXPIRED = "expired"
+
+    class Decision(models.TextChoices):
+        APPROVE = "approve"
+        DENY = "deny"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    chat = models.ForeignKey(Chat, on_delete=models.CASCADE, related_name="approvals")
+    root_chat = models.ForeignKey(Chat, on_delete=models.CASCADE, related_name="tree_approvals")
+    tool_use_id = models.CharField(max_length=200)
+    action = models.CharField(max_length=64)
+    input = models.JSONField(default=dict, blank=True)
+    screenshot = models.ForeignKey(
+        ChatFile, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    note = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    decided_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["state", "created_at"], name="approval_state_time")]
+        constraints = [
+            models.UniqueConstraint(fields=["chat", "tool_use_id"], name="approval_once"),
+            models.CheckConstraint(
+                condition=Q(state__in=["pending", "approved", "denied", "expired"]),
+                name="approval_state_valid",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.action} ({self.state})"
 
 
 class UserBudget(models.Model):
