@@ -9,7 +9,8 @@ pixels and returns a settled screenshot at the declared size. Screenshots are st
 and referenced from the tool result; they are untrusted input to the model (the system prompt says so).
 
 Bad input from the model and agent failures become error tool results the model can read: the chat
-goes on. A person holding the desktop pauses the chat (``taken_over``) before the action runs.
+goes on. A person holding the desktop pauses the chat (``taken_over``) before the action runs; an action
+the chat's approval policy gates waits for a person's decision (``awaiting_approval``, chats/approvals.py).
 """
 
 from __future__ import annotations
@@ -17,13 +18,15 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from asgiref.sync import async_to_sync
 from django.utils import timezone
 
 from agents.daemon import scaling
 from agents.models import WorkspaceAgent
 from chatdesk.exceptions import AgentError, AgentNotConnected, AgentUnreachable
+from chats import approvals
 from chats.audit import audit_record
-from chats.models import AuditEvent, Chat, ChatMessage, Recording
+from chats.models import Approval, AuditEvent, Chat, ChatFile, ChatMessage, Recording
 from chats.selectors import chat_model_options
 from chats.services import chat_file_store_png
 from chats.tools.base import Tool, ToolContext, ToolResult, error_result
@@ -31,6 +34,7 @@ from desktop import client, computer, recordings
 
 logger = logging.getLogger(__name__)
 
+DENIED = "A person denied this action"
 #: Used until the agent has reported its display in a heartbeat (the agent's default geometry).
 FALLBACK_DISPLAY = (1280, 800)
 
@@ -88,8 +92,11 @@ class ComputerTool(Tool):
             return error_result("This chat has no workspace agent, so the computer cannot be used.")
         reason = desktop_pause_reason(agent)
         if reason is not None:
-            return ToolResult(pause=reason)
+            return ToolResult(pause=reason, unblocked=self._desktop_free)
         action = params["action"]
+        gate = self._approval_gate(ctx, params, tool_input)
+        if gate is not None:
+            return gate
         try:
             self.chat.workspace_agent = agent
             connected = client.agent_for_chat(self.chat)
@@ -116,6 +123,63 @@ class ComputerTool(Tool):
         if not content:
             content.append({"type": "text", "text": f'action "{action}" performed'})
         return ToolResult(content=content)
+
+    def _desktop_free(self) -> bool:
+        agent = self._agent()
+        return agent is not None and desktop_pause_reason(agent) is None
+
+    def _approval_gate(
+        self, ctx: ToolContext, params: dict[str, Any], tool_input: dict[str, Any]
+    ) -> ToolResult | None:
+        """Return None when the action may run now; else what the turn does instead (SPEC §8 "Approvals").
+
+        A gated action without a decision asks for one (an approval with a marked screenshot) and pauses the
+        chat (``awaiting_approval``: no worker is held); the decision queues the turn again, which comes back
+        here: approved runs the action (once: the journal), denied or expired answers the model with an
+        error and the person's note.
+        """
+        action = str(params["action"])
+        if not approvals.approval_required(chat=self.chat, action=action):
+            return None
+        approval = approvals.approval_for(chat=self.chat, tool_use_id=ctx.tool_use_id)
+        if approval is None:
+            approval = approvals.approval_create(
+                chat=self.chat,
+                tool_use_id=ctx.tool_use_id,
+                action=action,
+                tool_input=tool_input,
+                screenshot=self._approval_screenshot(params),
+            )
+        if approval.state == Approval.State.APPROVED:
+            return None
+        if approval.state == Approval.State.PENDING:
+            pk = approval.pk
+            return ToolResult(
+                pause=Chat.PausedReason.AWAITING_APPROVAL,
+                unblocked=lambda: (
+                    Approval.objects.filter(pk=pk).exclude(state=Approval.State.PENDING).exists()
+                ),
+            )
+        note = approval.note.strip()
+        return error_result(f"{DENIED}: {note}" if note else f"{DENIED}.")
+
+    def _approval_screenshot(self, params: dict[str, Any]) -> ChatFile | None:
+        """Return the desktop now as the model sees it, the action's target point marked (None when the agent
+        cannot take one: the approval is still asked, without a picture)."""
+        try:
+            connected = client.agent_for_chat(self.chat)
+            shot = async_to_sync(client.screenshot)(connected, int(params["scaled_width"]))
+        except (AgentNotConnected, AgentUnreachable, AgentError):
+            logger.warning("No screenshot for an approval in chat %s.", self.chat.pk, exc_info=True)
+            return None
+        coordinate = params.get("coordinate")
+        point = (
+            (int(coordinate[0]), int(coordinate[1]))
+            if isinstance(coordinate, list | tuple) and len(coordinate) == 2
+            else None
+        )
+        png = approvals.approval_mark_target(shot.png, point)
+        return chat_file_store_png(chat=self.chat, png=png, width=shot.width, height=shot.height)
 
     def turn_ended(self) -> None:
         """The turn is over: stop its recording (the file is then fetched by a task)."""

@@ -2,7 +2,8 @@
 
 A turn:
 1. is claimed atomically (chats/engine/lease.py) and keeps a lease alive with a heartbeat thread;
-2. answers tool_uses a previous turn left open (a suspended wait_agent, a pause before a computer action);
+2. answers tool_uses a previous turn left open (a suspended wait_agent, a pause before a computer action,
+   an approval decided), from the journal when they had started;
 3. loops: check the budget (chats/pricing.py: a model call that would start once the tree's budget or
    the owner's monthly limit is reached is not made; the chat pauses, ``budget``), build the request from
    the history read incrementally (chats/engine/history.py; screenshots pruned in batches and cache
@@ -17,9 +18,14 @@ A turn:
 Stopping: ``chat_interrupt`` (or a take-over) sets the chat `paused`; the turn sees it at its next safe
 point (between stream events, at most every 0.25 s by a cheap DB read; before each tool) and stops,
 keeping the partial text. A turn that lost its lease (its worker was presumed dead) stops without
-writing anything. A tool may also pause the chat itself, for a reason (``ToolResult.pause``; the
-computer tool when a person holds the desktop), and a tool's ``pause_reason()`` can keep a turn from
-starting at all. Every status change goes through chats/transitions.py.
+writing anything. A tool may also pause the chat itself, for a reason (``ToolResult.pause``: the
+computer tool when a person holds the desktop or an approval is pending; ``pause_after``:
+request_human_help), and a tool's ``pause_reason()`` can keep a turn from starting at all. Every status
+change goes through chats/transitions.py.
+
+Exactly once: every tool_use is journaled (chats/engine/journal.py), so an action that ran has its result
+recorded whatever happened to the chat during it, and resuming never runs an action again (an action
+whose worker died mid-way is answered "outcome unknown, take a screenshot").
 
 Names: ``chats.tasks.turn_task`` (Celery task "chats.run_turn") calls :func:`turn_execute` here;
 ``chats.services.turn_wake`` sends that task.
@@ -35,6 +41,7 @@ the system prompt.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from datetime import datetime
@@ -42,7 +49,7 @@ from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from chatdesk.exceptions import ChatdeskError, ProviderError
@@ -56,6 +63,7 @@ from chats.engine.compaction import (
     summary_content,
 )
 from chats.engine.history import RESUMED_TEXT, History, strip_nul, unanswered_tool_uses
+from chats.engine.journal import journal_finish, journal_forget, journal_record, journal_settle, journal_start
 from chats.engine.lease import Heartbeat, new_worker_id, turn_claim, turn_end
 from chats.engine.parts import PartPublisher
 from chats.engine.request import add_cache_breakpoints
@@ -279,29 +287,73 @@ class Turn:
             compaction_release(self.chat.pk)
 
     def _run_tool_uses(self, blocks: list[dict[str, Any]], tools: list[Tool], *, resume: bool) -> bool:
-        """Run ``blocks`` in order, saving each result. Return False when the turn must end here."""
+        """Run ``blocks`` in order, each exactly once (chats/engine/journal.py). Return False when the turn
+        must end here."""
         for block in blocks:
             if self.should_stop():
                 return False  # the rest stays open; the next turn answers it
-            result = self._run_tool(block, tools, resume=resume)
-            if result.pause is not None:
-                self.pause(result.pause)
+            tool_use_id = str(block["id"])
+            if resume and journal_settle(chat_id=self.chat.pk, tool_use_id=tool_use_id):
+                continue  # its result is stored already, or the model is told the outcome is unknown
+            tool = find_tool(tools, block)
+            if tool is not None and tool.atomic:
+                if not self._run_atomic(tool, block, resume=resume):
+                    return False
+                continue
+            name = str(block.get("name") or "")
+            if not journal_start(
+                chat_id=self.chat.pk, tool_use_id=tool_use_id, name=name, worker_id=self.worker_id
+            ):
+                journal_settle(chat_id=self.chat.pk, tool_use_id=tool_use_id)  # another turn started it
+                continue
+            result = self._run_tool(tool, block, resume=resume)
+            if result.pause is not None or result.suspend is not None:
+                journal_forget(chat_id=self.chat.pk, tool_use_id=tool_use_id)  # it did not act
+                self._hold(result)
                 return False
-            if result.suspend is not None:
-                self.suspend(result.suspend)
+            # Recorded whatever happened to the chat meanwhile (paused, interrupted): the action ran.
+            if not journal_finish(chat_id=self.chat.pk, tool_use_id=tool_use_id, result=result):
                 return False
-            part = {
-                "type": "tool_result",
-                "tool_use_id": block["id"],
-                "content": strip_nul(result.content),
-                "is_error": result.is_error,
-            }
-            if not self.append(ChatMessage.Role.TOOL, [part]):
+            if result.pause_after is not None:
+                self.pause(result.pause_after)
                 return False
         return True
 
-    def _run_tool(self, block: dict[str, Any], tools: list[Tool], *, resume: bool) -> ToolResult:
-        tool = find_tool(tools, block)
+    def _run_atomic(self, tool: Tool, block: dict[str, Any], *, resume: bool) -> bool:
+        """Run a database tool in one transaction with its journal entry (and, for ``pause_after``, the
+        pause). Return False when the turn must end here."""
+        try:
+            with transaction.atomic():
+                result = self._run_tool(tool, block, resume=resume)
+                held = result.pause is not None or result.suspend is not None
+                if not held:
+                    journal_record(
+                        chat_id=self.chat.pk,
+                        tool_use_id=str(block["id"]),
+                        name=str(block.get("name") or ""),
+                        worker_id=self.worker_id,
+                        result=result,
+                    )
+                    if result.pause_after is not None and self.pause(result.pause_after) is None:
+                        transaction.set_rollback(True)  # this turn no longer owns the chat: undo it all
+        except IntegrityError:  # another turn recorded this tool_use first: its effects stand, not ours
+            return True
+        if held:
+            self._hold(result)
+            return False
+        return result.pause_after is None
+
+    def _hold(self, result: ToolResult) -> None:
+        """End the turn without answering: suspended in wait_agent, or paused for a reason."""
+        if result.suspend is not None:
+            self.suspend(result.suspend)
+            return
+        assert result.pause is not None
+        paused = self.pause(result.pause)
+        if paused is not None and result.unblocked is not None and result.unblocked():
+            services.chat_queue_turn(chat=paused)  # decided between the tool's check and the pause
+
+    def _run_tool(self, tool: Tool | None, block: dict[str, Any], *, resume: bool) -> ToolResult:
         if tool is None:
             return error_result(f'Unknown tool "{str(block.get("name"))[:80]}".')
         ctx = ToolContext(
@@ -311,10 +363,13 @@ class Turn:
             should_stop=self.should_stop,
         )
         tool_input = block.get("input") if isinstance(block.get("input"), dict) else {}
+        # A database tool runs in a savepoint: its failure leaves no half-write. An acting tool runs outside
+        # any transaction (it may take seconds, and what it stores must be visible as it goes).
         try:
-            if resume:
-                return tool.resume(ctx, tool_input, self.awaiting)  # type: ignore[arg-type]
-            return tool.run(ctx, tool_input)  # type: ignore[arg-type]
+            with transaction.atomic() if tool.atomic else contextlib.nullcontext():
+                if resume:
+                    return tool.resume(ctx, tool_input, self.awaiting)  # type: ignore[arg-type]
+                return tool.run(ctx, tool_input)  # type: ignore[arg-type]
         except ChatdeskError as exc:
             return error_result(exc.message)
         except Exception:

@@ -106,7 +106,8 @@ class Heartbeat:
     """Renew a turn's lease every ``interval`` seconds in a background thread.
 
     ``lost`` becomes true when the lease is gone (the sweep gave the turn to another worker, or the chat
-    was deleted); the turn then stops at its next safe point without writing anything more.
+    was deleted); the turn then stops at its next safe point without writing anything more (but the
+    result of an action under way, which the journal records once). A paused chat keeps its lease.
     """
 
     def __init__(self, *, chat_id: UUID | str, worker_id: str, interval: float | None = None) -> None:
@@ -136,7 +137,13 @@ class Heartbeat:
                     logger.exception("Could not renew the lease of chat %s.", self.chat_id)
                     close_old_connections()
                     continue
-                if renewed != 1:
+                if (
+                    renewed != 1
+                    and not Chat.objects.filter(pk=self.chat_id, worker_id=self.worker_id).exists()
+                ):
+                    # Another worker claimed the chat (or it was deleted). A chat merely paused is still
+                    # this turn's: it stops at its next safe point and records the result of the action
+                    # under way (chats/engine/journal.py).
                     self.lost.set()
                     return
         finally:

@@ -49,14 +49,20 @@ class ToolResult:
 
     ``content`` holds stored-shape parts. ``suspend`` asks the engine to end the turn without answering
     (``wait_agent``): the answer is produced when the turn resumes. ``pause`` (a ``Chat.PausedReason``)
-    asks the engine to pause the chat for that reason before the action ran (a person holds the
-    desktop: ``taken_over``); the tool_use is run again on resume.
+    asks the engine to pause the chat for that reason *instead of* acting (a person holds the desktop:
+    ``taken_over``; an approval is pending: ``awaiting_approval``): nothing ran, and the tool_use is run
+    again on resume; ``unblocked``, when given, says whether that reason is already gone (the approval was
+    decided, the desktop handed back, between the tool's check and the pause), and the engine then queues
+    the chat's turn at once instead of leaving it paused for good. ``pause_after`` pauses the chat *after*
+    this result is recorded (``request_human_help``: ``needs_help``).
     """
 
     content: list[dict[str, Any]] = field(default_factory=list)
     is_error: bool = False
     suspend: Awaiting | None = None
     pause: str | None = None
+    unblocked: Callable[[], bool] | None = None
+    pause_after: str | None = None
 
 
 def text_result(text: str, *, is_error: bool = False) -> ToolResult:
@@ -82,6 +88,10 @@ class Tool:
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     input_schema: ClassVar[dict[str, Any]] = {"type": "object", "properties": {}}
+    #: True for a tool whose every effect is in the database: it runs in one transaction with its journal
+    #: entry (chats/engine/journal.py), so it happens exactly once or not at all. False for a tool that
+    #: acts outside (the desktop, a shell): it is journaled ``started`` before it acts.
+    atomic: ClassVar[bool] = False
 
     def definitions(self) -> list[dict[str, Any]]:
         """Return the ``tools[]`` entries that declare this tool to the API."""
@@ -111,8 +121,8 @@ class Tool:
     def resume(self, ctx: ToolContext, tool_input: dict[str, Any], awaiting: Awaiting | None) -> ToolResult:
         """Return the answer of a tool_use left unanswered by a suspended or stopped turn.
 
-        By default the call is simply run (again): a turn that stopped before answering never ran it, or
-        its effect is visible in what the model sees next (a screenshot).
+        Only called for a tool_use that never started (the journal answers the others: a result stored
+        already, or an unknown outcome), so by default it is simply run.
         """
         return self.run(ctx, tool_input)
 

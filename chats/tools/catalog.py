@@ -6,7 +6,7 @@
 - Root chats with a connected workspace agent, also: the workspace tools ``bash`` and
   ``str_replace_based_edit_tool`` (chats/tools/workspace.py: registered by the desktop app).
 - Computer-use chats: the tools registered for computer use (chats/tools/computer_use.py: the desktop
-  app's computer tool); they never get the sub-agent tools nor the workspace tools.
+  app's computer tool) and request_human_help; they never get the sub-agent tools nor the workspace tools.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from chats.models import Chat
 from chats.tools.base import Tool
 from chats.tools.close import CloseAgentTool
 from chats.tools.computer_use import computer_use, computer_use_registered
+from chats.tools.help import RequestHumanHelpTool
 from chats.tools.message import MessageAgentTool
 from chats.tools.spawn import SpawnComputerUseAgentTool
 from chats.tools.wait import WaitAgentTool
@@ -35,7 +36,9 @@ SUBAGENT_TOOLS: tuple[type[Tool], ...] = (
 def tools_for_chat(chat: Chat, *, provider_configured: bool) -> list[Tool]:
     """Return the tools offered to ``chat``'s model."""
     if chat.is_computer_use:
-        return computer_use().tools(chat) if computer_use_registered() else []
+        if not computer_use_registered():
+            return []
+        return [*computer_use().tools(chat), RequestHumanHelpTool()]
     if not chat.is_root:
         return []
     tools: list[Tool] = []

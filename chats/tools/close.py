@@ -11,6 +11,7 @@ from chats.tools.base import Tool, ToolContext, ToolResult, error_result, input_
 
 class CloseAgentTool(Tool):
     name = "close_agent"
+    atomic = True  # only database writes: exactly once with its journal entry
     description = (
         "Stop a sub-agent you started: its running turn stops at the next safe point and it is marked "
         "completed. Returns its last report."

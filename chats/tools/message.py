@@ -11,6 +11,7 @@ from chats.tools.base import Tool, ToolContext, ToolResult, error_result, input_
 
 class MessageAgentTool(Tool):
     name = "message_agent"
+    atomic = True  # only database writes: exactly once with its journal entry
     description = (
         "Send a message to a sub-agent you started (new instructions, or an answer). It is handled after "
         "the sub-agent's current turn; call wait_agent to get its next report."

@@ -10,6 +10,7 @@ from chats.tools.base import Tool, ToolContext, ToolResult, error_result, input_
 
 class SpawnComputerUseAgentTool(Tool):
     name = "spawn_computer_use_agent"
+    atomic = True  # only database writes: exactly once with its journal entry
     description = (
         "Start a computer-use sub-agent that operates the workspace's Linux desktop (screenshots, mouse, "
         "keyboard) to carry out a task, and return its chat id at once. Describe the task completely: the "

@@ -24,6 +24,7 @@ TIMED_OUT = "timed out waiting for delegated subagent completion"
 
 class WaitAgentTool(Tool):
     name = "wait_agent"
+    atomic = True  # only database writes: exactly once with its journal entry
     description = (
         "Wait until a sub-agent you started finishes (or the timeout passes) and return its report: "
         '{"chat_id", "title", "report", "status"}. The report is written by the sub-agent from what it '

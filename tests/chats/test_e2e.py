@@ -172,11 +172,11 @@ def test_parent_delegates_gui_work_to_a_child_on_one_worker(
     # The parent's final answer carries the child's report, which wait_agent returned.
     final = chat.messages.filter(role=ChatMessage.Role.ASSISTANT).last()
     assert final is not None and "done.txt now exists" in final.text and "completed" in final.text
-    # The child was offered only the computer toolset; the parent the sub-agent tools and, its agent being
+    # The child was offered the computer toolset and request_human_help; the parent the sub-agent tools and, its agent being
     # connected, the workspace tools.
     child_requests = [r for r in fake.message_requests if r.json["model"] == CHILD_MODEL]
     assert all(r.json["tools"][0]["type"] == "computer_toolset_20260801" for r in child_requests)
-    assert all(len(r.json["tools"]) == 1 for r in child_requests)
+    assert all([t.get("name") for t in r.json["tools"][1:]] == ["request_human_help"] for r in child_requests)
     parent_requests = [r for r in fake.message_requests if r.json["model"] == PARENT_MODEL]
     assert {t["name"] for t in parent_requests[0].json["tools"]} == {
         "spawn_computer_use_agent",

@@ -85,7 +85,7 @@ def test_sub_agent_tools_only_for_root_chats_with_a_key(user: User) -> None:
     assert names == ["spawn_computer_use_agent", "wait_agent", "message_agent", "close_agent"]
     child = services.chat_spawn_child(parent=root, prompt="Click things")
     offered = tools_for_chat(child, provider_configured=True)
-    assert len(offered) == 1 and isinstance(offered[0], ComputerTool)
+    assert isinstance(offered[0], ComputerTool) and [t.name for t in offered[1:]] == ["request_human_help"]
     # Even if a child's model calls it, spawning is refused.
     refused = SpawnComputerUseAgentTool().run(ctx(child), {"prompt": "recurse"})
     assert refused.is_error and refused.content[0]["text"] == "delegated chats cannot create child subagents"

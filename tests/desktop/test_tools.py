@@ -23,8 +23,9 @@ def test_the_desktop_app_registers_computer_use_with_chats(user: User) -> None:
     root = ChatFactory.create(owner=user, workspace_agent=WorkspaceAgentFactory.create(owner=user))
     child = services.chat_spawn_child(parent=root, prompt="Do it")
     assert child.system_prompt == computer_use_system_prompt("Do it")
-    (tool,) = tools_for_chat(child, provider_configured=True)
+    tool, help_tool = tools_for_chat(child, provider_configured=True)
     assert isinstance(tool, ComputerTool) and tool.chat == child
+    assert help_tool.name == "request_human_help"
 
 
 def test_computer_tool_declares_the_agents_display_and_rejects_bad_input(user: User) -> None:
