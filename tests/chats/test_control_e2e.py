@@ -268,3 +268,118 @@ def test_the_model_asks_for_help_a_person_acts_and_hands_back_with_a_note(
     assert child.status == Chat.Status.COMPLETED, child.last_error
     assert len(seen) == 1 and any("Password typed; you are logged in." in t for t in user_texts(seen[0]))
     assert len(results_for(seen[0], "h1")) == 1
+
+
+def test_a_gated_action_waits_for_approval_and_runs_once_on_one_worker(
+    tmp_path: Path,
+    user: User,
+    fake: FakeAnthropic,
+    anthropic_provider: ChatProvider,
+    desktop_agent: tuple[WorkspaceAgent, AgentProcess],  # noqa: F811
+    settings: Any,
+) -> None:
+    from chats.approvals import approval_decide
+
+    settings.CHATDESK_APPROVAL_POLICY = "risky"  # the root's default; its child inherits it
+    agent_row, agent = desktop_agent
+    sink = tmp_path / "typed.txt"
+    xterm = start_typing_sink(agent, sink)
+    seen: list[RecordedRequest] = []
+
+    def script(request: RecordedRequest) -> Reply:
+        step = steps(request)
+        if request.json["model"] != "claude-opus-5-5":  # the root: delegate, wait, answer
+            if step == 0:
+                return reply(tool_use("spawn_computer_use_agent", {"prompt": "Type hello."}, "s1"))
+            if step == 1:
+                child_id = Chat.objects.get(parent__isnull=False, owner=user).pk
+                connection.close()  # this runs on the fake server's thread
+                return reply(tool_use("wait_agent", {"chat_id": str(child_id), "timeout_seconds": 300}, "w1"))
+            return reply(text("The sub-agent typed it."))
+        if step == 0:
+            return reply(tool_use("left_click", {"coordinate": XTERM_CLICK}, "c1", toolset_name="computer"))
+        if step == 1:
+            return reply(tool_use("type", {"text": "hello"}, "t1", toolset_name="computer"))
+        seen.append(request)
+        return reply(text("Typed."))
+
+    fake.handle_with(script)
+    try:
+        with running_worker(tmp_path, concurrency=1, env=worker_env(**ENV)):
+            WorkspaceAgent.objects.filter(pk=agent_row.pk).update(last_seen=timezone.now())
+            root = services.chat_create(owner=user, message="Type hello on the desktop.")
+            assert root.approval_policy == "risky"
+            child = wait_until(
+                lambda: Chat.objects.filter(parent=root, status=Chat.Status.PAUSED).first(),
+                timeout=60,
+                what="the child to wait for an approval",
+            )
+            assert child.paused_reason == Chat.PausedReason.AWAITING_APPROVAL
+            approval = child.approvals.get()
+            assert (approval.action, approval.input, approval.state) == ("type", {"text": "hello"}, "pending")
+            assert approval.screenshot is not None and approval.root_chat_id == root.pk
+            assert sink.read_text() == ""  # the click ran, the typing waits
+            assert not ToolCall.objects.filter(chat=child, tool_use_id="t1").exists()
+            approval_decide(approval_id=approval.pk, user=user, decision="approve")
+            wait_status(root, Chat.Status.WAITING, Chat.Status.ERROR, timeout=90)
+    finally:
+        xterm.terminate()
+        xterm.wait(timeout=10)
+    assert root.status == Chat.Status.WAITING, root.last_error
+    assert sink.read_text() == "hello"  # typed once
+    answered = results_for(seen[0], "t1")
+    assert len(answered) == 1 and not answered[0].get("is_error")
+    kinds = list(AuditEvent.objects.filter(chat__in=[root, child]).values_list("kind", "actor"))
+    assert ("approval", "model") in kinds and ("approval", "person") in kinds
+
+
+@pytest.mark.parametrize("outcome", ["deny", "expire"])
+def test_a_denied_or_expired_action_is_an_error_with_the_note_and_the_chat_goes_on(
+    outcome: str,
+    tmp_path: Path,
+    user: User,
+    fake: FakeAnthropic,
+    anthropic_provider: ChatProvider,
+    desktop_agent: tuple[WorkspaceAgent, AgentProcess],  # noqa: F811
+) -> None:
+    from chats.approvals import approval_decide
+
+    agent_row, agent = desktop_agent
+    sink = tmp_path / "typed.txt"
+    xterm = start_typing_sink(agent, sink)
+    seen: list[RecordedRequest] = []
+
+    def script(request: RecordedRequest) -> Reply:
+        step = steps(request)
+        if step == 0:
+            return reply(tool_use("left_click", {"coordinate": XTERM_CLICK}, "c1", toolset_name="computer"))
+        if step == 1:
+            return reply(tool_use("key", {"text": "x"}, "k1", toolset_name="computer"))
+        seen.append(request)
+        return reply(text("Understood, I will not press it."))
+
+    fake.handle_with(script)
+    env = worker_env(**ENV, CHATDESK_APPROVAL_TIMEOUT_SECONDS="2", CHATDESK_SWEEP_INTERVAL="1")
+    try:
+        with running_worker(tmp_path, concurrency=1, beat=outcome == "expire", env=env):
+            child = child_of(user, agent_row, approval_policy="risky")("Press x.")
+            wait_status(child, Chat.Status.PAUSED, Chat.Status.ERROR, timeout=60)
+            assert child.paused_reason == Chat.PausedReason.AWAITING_APPROVAL
+            assert [a.action for a in child.approvals.all()] == ["key"]  # `risky`: the click was not gated
+            if outcome == "deny":
+                key = child.approvals.get(action="key")
+                approval_decide(approval_id=key.pk, user=user, decision="deny", note="Not that key.")
+            wait_status(child, Chat.Status.COMPLETED, Chat.Status.ERROR, timeout=60)
+    finally:
+        xterm.terminate()
+        xterm.wait(timeout=10)
+    assert child.status == Chat.Status.COMPLETED, child.last_error
+    key = child.approvals.get(action="key")
+    assert key.state == ("denied" if outcome == "deny" else "expired")
+    assert sink.read_text() == ""  # the key never reached the desktop
+    answered = results_for(seen[0], "k1")
+    assert len(answered) == 1 and answered[0]["is_error"] is True
+    message = answered[0]["content"][0]["text"]
+    assert message.startswith("A person denied this action")
+    if outcome == "deny":
+        assert "Not that key." in message
