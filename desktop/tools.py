@@ -210,7 +210,7 @@ class ComputerTool(Tool):
             at=started_at,
             data={
                 "tool_use_id": ctx.tool_use_id,
-                "message_id": _assistant_message_id(self.chat, ctx.tool_use_id),
+                "message_id": ctx.message_id or _assistant_message_id(self.chat, ctx.tool_use_id),
                 "action": params["action"],
                 "input": tool_input,
                 "coordinate": native,

@@ -228,15 +228,16 @@ class Turn:
                         ChatMessage.Role.ASSISTANT, content, usage=reply.usage, context_id=self.seen_id
                     )
                 return
-            if not self.append(
+            answer = self.append(
                 ChatMessage.Role.ASSISTANT, content, usage=reply.usage, context_id=self.seen_id
-            ):
+            )
+            if answer is None:
                 return
             tool_uses = [block for block in content if block.get("type") == "tool_use"]
             if not tool_uses:
                 self.finish()
                 return
-            if not self._run_tool_uses(tool_uses, tools, resume=False):
+            if not self._run_tool_uses(tool_uses, tools, resume=False, message_id=answer.pk):
                 return
         self.end(
             Chat.Status.ERROR,
@@ -286,7 +287,9 @@ class Turn:
         finally:
             compaction_release(self.chat.pk)
 
-    def _run_tool_uses(self, blocks: list[dict[str, Any]], tools: list[Tool], *, resume: bool) -> bool:
+    def _run_tool_uses(
+        self, blocks: list[dict[str, Any]], tools: list[Tool], *, resume: bool, message_id: int | None = None
+    ) -> bool:
         """Run ``blocks`` in order, each exactly once (chats/engine/journal.py). Return False when the turn
         must end here."""
         for block in blocks:
@@ -297,7 +300,7 @@ class Turn:
                 continue  # its result is stored already, or the model is told the outcome is unknown
             tool = find_tool(tools, block)
             if tool is not None and tool.atomic:
-                if not self._run_atomic(tool, block, resume=resume):
+                if not self._run_atomic(tool, block, resume=resume, message_id=message_id):
                     return False
                 continue
             name = str(block.get("name") or "")
@@ -306,7 +309,7 @@ class Turn:
             ):
                 journal_settle(chat_id=self.chat.pk, tool_use_id=tool_use_id)  # another turn started it
                 continue
-            result = self._run_tool(tool, block, resume=resume)
+            result = self._run_tool(tool, block, resume=resume, message_id=message_id)
             if result.pause is not None or result.suspend is not None:
                 journal_forget(chat_id=self.chat.pk, tool_use_id=tool_use_id)  # it did not act
                 self._hold(result)
@@ -319,12 +322,12 @@ class Turn:
                 return False
         return True
 
-    def _run_atomic(self, tool: Tool, block: dict[str, Any], *, resume: bool) -> bool:
+    def _run_atomic(self, tool: Tool, block: dict[str, Any], *, resume: bool, message_id: int | None) -> bool:
         """Run a database tool in one transaction with its journal entry (and, for ``pause_after``, the
         pause). Return False when the turn must end here."""
         try:
             with transaction.atomic():
-                result = self._run_tool(tool, block, resume=resume)
+                result = self._run_tool(tool, block, resume=resume, message_id=message_id)
                 held = result.pause is not None or result.suspend is not None
                 if not held:
                     journal_record(
@@ -353,7 +356,9 @@ class Turn:
         if paused is not None and result.unblocked is not None and result.unblocked():
             services.chat_queue_turn(chat=paused)  # decided between the tool's check and the pause
 
-    def _run_tool(self, tool: Tool | None, block: dict[str, Any], *, resume: bool) -> ToolResult:
+    def _run_tool(
+        self, tool: Tool | None, block: dict[str, Any], *, resume: bool, message_id: int | None
+    ) -> ToolResult:
         if tool is None:
             return error_result(f'Unknown tool "{str(block.get("name"))[:80]}".')
         ctx = ToolContext(
@@ -361,6 +366,7 @@ class Turn:
             tool_use_id=str(block["id"]),
             name=str(block.get("name") or ""),
             should_stop=self.should_stop,
+            message_id=message_id,
         )
         tool_input = block.get("input") if isinstance(block.get("input"), dict) else {}
         # A database tool runs in a savepoint: its failure leaves no half-write. An acting tool runs outside

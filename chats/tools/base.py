@@ -31,7 +31,8 @@ def _never() -> bool:
 
 @dataclass
 class ToolContext:
-    """What a tool may use: the chat whose turn runs it, and the tool_use being answered (id, name).
+    """What a tool may use: the chat whose turn runs it, and the tool_use being answered (id, name, and
+    the id of the assistant message that holds it, when known).
 
     ``should_stop`` says whether the turn must stop (the chat was interrupted, or the turn lost its lease);
     a tool that runs for long (a ``bash`` command) polls it and stops its work early.
@@ -41,6 +42,7 @@ class ToolContext:
     tool_use_id: str
     name: str = ""
     should_stop: Callable[[], bool] = field(default=_never)
+    message_id: int | None = None  # the assistant message holding the tool_use, when the engine knows it
 
 
 @dataclass
