@@ -223,11 +223,11 @@ class ApprovalAdmin(admin.ModelAdmin):
     list_display = ["created_at", "action", "state", "chat", "decided_by", "decided_at"]
     list_filter = ["state", "action"]
     search_fields = ["id", "chat__id", "chat__title", "tool_use_id", "chat__owner__username"]
-    readonly_fields = [
+    fields = (
         "id", "chat", "root_chat", "tool_use_id", "action", "input", "screenshot_thumb", "state",
         "decided_by", "note", "created_at", "decided_at",
-    ]  # fmt: skip
-    fields = readonly_fields
+    )  # fmt: skip
+    readonly_fields = fields
     list_select_related = ["chat", "decided_by"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
