@@ -228,8 +228,8 @@ def approval_mark_target(png: bytes, point: tuple[int, int] | None) -> bytes:
     except (UnidentifiedImageError, OSError) as exc:
         raise ValueError("The screenshot is not a readable image.") from exc
     x, y = point
-    radius = max(10, min(image.width, image.height) // 30)
-    width = max(2, radius // 5)
+    radius = max(10, min(image.width, image.height) // 24)
+    width = max(2, radius // 4)
     draw = ImageDraw.Draw(image)
     for color, grow in ((MARK_OUTLINE, 2), (MARK_COLOR, 0)):
         line = width + grow

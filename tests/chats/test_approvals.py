@@ -278,7 +278,7 @@ def png(width: int = 320, height: int = 200, color: tuple[int, int, int] = (40, 
 def test_the_target_is_marked_with_a_ring_and_a_crosshair() -> None:
     marked = Image.open(io.BytesIO(approval_mark_target(png(), (100, 80)))).convert("RGB")
     assert marked.size == (320, 200)
-    radius = max(10, 200 // 30)
+    radius = max(10, 200 // 24)
 
     def red(x: int, y: int) -> bool:
         r, g, b = marked.getpixel((x, y))  # type: ignore[misc]
