@@ -74,6 +74,15 @@ GATED: dict[str, frozenset[str]] = {
 DECIDED: dict[str, str] = {Approval.Decision.APPROVE: S.APPROVED, Approval.Decision.DENY: S.DENIED}
 
 
+#: Why a decision comes too late, by the state the approval has.
+ALREADY: dict[str, str] = {
+    S.APPROVED: "This approval is already approved: a decision is made once.",
+    S.DENIED: "This approval is already denied: a decision is made once.",
+    S.EXPIRED: "This approval expired: nobody decided in time (CHATDESK_APPROVAL_TIMEOUT_SECONDS), so the "
+    "action was denied.",
+}
+
+
 def approval_required(*, chat: Chat, action: str) -> bool:
     """Return whether ``action`` of ``chat`` must wait for a person's approval (its root's policy)."""
     return action in GATED.get(chat_approval_policy(chat), frozenset())
@@ -151,10 +160,7 @@ def approval_decide(*, approval_id: UUID | str, user: User, decision: str, note:
     if decision not in DECIDED:
         raise ValidationError(f"decision must be approve or deny, not {decision!r}.")
     if approval.state != S.PENDING:
-        raise Conflict(
-            f"This approval is already {approval.state}: it was decided once and cannot change.",
-            extra={"state": approval.state},
-        )
+        raise Conflict(ALREADY[approval.state], extra={"state": approval.state})
     now = timezone.now()
     approval.state = DECIDED[decision]
     approval.decided_by = user
