@@ -4,19 +4,23 @@ the audit rows and live events, the marked screenshot."""
 from __future__ import annotations
 
 import io
+import threading
 from datetime import timedelta
 
 import pytest
+from celery import Celery
 from channels.db import database_sync_to_async
 from django.contrib.auth.models import User
 from django.core.files.base import ContentFile
+from django.db import connection
 from django.http import Http404
 from django.test import override_settings
 from django.utils import timezone
 from PIL import Image
 
 from agents.daemon.actionspec import ACTIONS
-from chatdesk.celery import approval_expiry_interval
+from chatdesk.celery import app as celery_app
+from chatdesk.celery import approval_expiry_interval, schedule_sweep
 from chatdesk.exceptions import Conflict, ValidationError
 from chats.approvals import (
     GATED,
@@ -163,6 +167,33 @@ def test_a_second_decision_is_a_conflict_with_the_current_state(user: User) -> N
     assert approval.state == "denied" and len(approval_events(chat)) == 2
 
 
+@pytest.mark.django_db(transaction=True)
+def test_two_decisions_at_once_one_wins_and_the_other_sees_it(user: User) -> None:
+    approval = create(paused_for_approval(owner=user))
+    start = threading.Barrier(2)
+    outcomes: list[str] = []
+
+    def decide(decision: str) -> None:
+        try:
+            start.wait(5)
+            approval_decide(approval_id=approval.pk, user=user, decision=decision)
+            outcomes.append(decision)
+        except Conflict as exc:
+            outcomes.append(f"409 {exc.extra['state']}")
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=decide, args=(d,)) for d in ("approve", "deny")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(20)
+    approval.refresh_from_db()
+    winner = {"approved": "approve", "denied": "deny"}[approval.state]
+    assert sorted(outcomes) == sorted([winner, f"409 {approval.state}"])
+    assert len(approval_events(approval.chat)) == 2  # created, decided once
+
+
 @pytest.mark.django_db
 def test_another_users_approval_is_not_found_and_stays_pending(user: User, other_user: User) -> None:
     approval = create(paused_for_approval(owner=other_user))
@@ -264,6 +295,15 @@ def test_expiry_resumes_a_chat_that_paused_after_its_approval_was_decided(user: 
 def test_expiry_runs_twice_per_timeout_and_at_least_every_30_seconds() -> None:
     assert approval_expiry_interval(900) == 30
     assert approval_expiry_interval(20) == 10
+
+
+@override_settings(CHATDESK_APPROVAL_TIMEOUT_SECONDS=20)
+def test_beat_schedules_the_expiry_task_that_workers_know() -> None:
+    beat = Celery("beat-test")
+    schedule_sweep(beat)
+    entry = beat.conf.beat_schedule["chats.expire_approvals"]
+    assert entry["task"] == "chats.expire_approvals" and entry["schedule"] == 10
+    assert celery_app.tasks["chats.expire_approvals"].name == expire_approvals.name
 
 
 # --- the marked screenshot ------------------------------------------------------------------------------
