@@ -70,6 +70,8 @@ GATED: dict[str, frozenset[str]] = {
     P.ALL: frozenset(ACTIONS) - NEVER_GATED,
 }
 
+#: The note of an approval that expired (for the model, with the denial).
+EXPIRED_NOTE = "Nobody decided in time."
 #: What a decision moves a pending approval to.
 DECIDED: dict[str, str] = {Approval.Decision.APPROVE: S.APPROVED, Approval.Decision.DENY: S.DENIED}
 
@@ -145,12 +147,24 @@ def _resume(chat_id: UUID | str) -> None:
         chat_queue_turn(chat=chat)
 
 
+def _move(approval: Approval, *, to: str, decided_by: User | None, note: str) -> None:
+    """Move the locked, pending ``approval`` to ``to`` with one conditional update (and update it in place).
+
+    The row lock already keeps others out; the condition says the rule where the write is."""
+    fields = {"state": to, "decided_by": decided_by, "note": note, "decided_at": timezone.now()}
+    moved = Approval.objects.filter(pk=approval.pk, state=S.PENDING).update(**fields)
+    assert moved == 1, f"approval {approval.pk} was not pending under its lock"
+    for name, value in fields.items():
+        setattr(approval, name, value)
+
+
 @transaction.atomic
 def approval_decide(*, approval_id: UUID | str, user: User, decision: str, note: str = "") -> Approval:
     """Approve or deny a pending approval of one of ``user``'s chats, and resume its chat.
 
-    Return the approval as decided. Raise ValidationError for a decision other than approve/deny, Http404 for an approval of another user's chat (as for one that
-    does not exist), Conflict (409, with ``state``) when it is no longer pending.
+    Return the approval as decided. Raise ValidationError for a decision other than approve or deny,
+    Http404 for an approval of another user's chat (as for one that does not exist), Conflict (409, with
+    ``state``) when it is no longer pending.
     """
     approval = get_object_or_404(
         Approval.objects.select_for_update(of=("self",)).select_related("chat"),
@@ -161,12 +175,7 @@ def approval_decide(*, approval_id: UUID | str, user: User, decision: str, note:
         raise ValidationError(f"decision must be approve or deny, not {decision!r}.")
     if approval.state != S.PENDING:
         raise Conflict(ALREADY[approval.state], extra={"state": approval.state})
-    now = timezone.now()
-    approval.state = DECIDED[decision]
-    approval.decided_by = user
-    approval.note = note
-    approval.decided_at = now
-    approval.save(update_fields=["state", "decided_by", "note", "decided_at"])
+    _move(approval, to=DECIDED[decision], decided_by=user, note=note)
     _audit(approval, chat=approval.chat, actor=AuditEvent.Actor.PERSON, user=user)
     _resume(approval.chat_id)
     return approval
@@ -193,10 +202,7 @@ def approvals_expire() -> int:
             )
             if approval is None:
                 continue
-            approval.state = S.EXPIRED
-            approval.decided_at = timezone.now()
-            approval.note = "Nobody decided in time."
-            approval.save(update_fields=["state", "decided_at", "note"])
+            _move(approval, to=S.EXPIRED, decided_by=None, note=EXPIRED_NOTE)
             _audit(approval, chat=approval.chat, actor=AuditEvent.Actor.SYSTEM)
             _resume(approval.chat_id)
             expired += 1
