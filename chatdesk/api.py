@@ -46,7 +46,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         logger.warning("Answering 503: %s: %s", type(exc).__name__, exc)
         exc = ServiceUnavailable()
     if isinstance(exc, ChatdeskError):
-        response = Response({"detail": exc.message}, status=exc.status_code)
+        response = Response({**exc.extra, "detail": exc.message}, status=exc.status_code)
         if isinstance(exc, ServiceUnavailable):
             response["Retry-After"] = str(RETRY_AFTER_SECONDS)
         return response

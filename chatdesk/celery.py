@@ -50,6 +50,15 @@ def schedule_sweep(sender: Celery, **kwargs: object) -> None:
         name="desktop.sweep_recordings",
         expires=settings.CHATDESK_SWEEP_INTERVAL,
     )
+    # Approvals undecided for CHATDESK_APPROVAL_TIMEOUT_SECONDS expire (chats/approvals.py): checked twice
+    # per timeout, at least every 30 s, so one expires at most half a timeout (or 30 s) late.
+    approvals_interval = approval_expiry_interval(settings.CHATDESK_APPROVAL_TIMEOUT_SECONDS)
+    sender.add_periodic_task(
+        approvals_interval,
+        sender.signature("chats.expire_approvals"),
+        name="chats.expire_approvals",
+        expires=approvals_interval,
+    )
     # Files older than CHATDESK_FILE_RETENTION_DAYS lose their bytes (chats/files.py).
     sender.add_periodic_task(
         settings.CHATDESK_FILE_PURGE_INTERVAL,
@@ -57,6 +66,11 @@ def schedule_sweep(sender: Celery, **kwargs: object) -> None:
         name="chats.purge_expired_files",
         expires=settings.CHATDESK_FILE_PURGE_INTERVAL,
     )
+
+
+def approval_expiry_interval(timeout_seconds: float) -> float:
+    """Return how often (seconds) to look for expired approvals: half the timeout, at most 30 s."""
+    return min(30.0, timeout_seconds / 2)
 
 
 def require_turn_queue() -> None:

@@ -7,15 +7,19 @@ never put an SDK's raw exception text or a secret in one.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class ChatdeskError(Exception):
-    """Base class. ``message`` is safe to show to the user."""
+    """Base class. ``message`` is safe to show to the user; ``extra`` (JSON values) joins it in the response
+    body, beside ``detail`` (e.g. a Conflict's ``{"state": "approved"}``)."""
 
     status_code = 400
     default_message = "The request could not be completed."
 
-    def __init__(self, message: str | None = None) -> None:
+    def __init__(self, message: str | None = None, *, extra: dict[str, Any] | None = None) -> None:
         self.message = message or self.default_message
+        self.extra: dict[str, Any] = dict(extra or {})
         super().__init__(self.message)
 
 

@@ -16,7 +16,16 @@ from django.utils.safestring import SafeString
 from rest_framework.exceptions import NotFound
 
 from chats.api import MISSING, file_response
-from chats.models import AuditEvent, Chat, ChatFile, ChatMessage, ChatModelConfig, ChatProvider, UserBudget
+from chats.models import (
+    Approval,
+    AuditEvent,
+    Chat,
+    ChatFile,
+    ChatMessage,
+    ChatModelConfig,
+    ChatProvider,
+    UserBudget,
+)
 from chats.pricing import format_usd, month_start, user_month_spent
 from chats.services import chat_delete, chat_update
 
@@ -166,6 +175,72 @@ class AuditEventInline(admin.TabularInline):
         return False
 
 
+def _approval_screenshot(approval: Approval) -> SafeString | str:
+    if approval.screenshot_id is None or approval.screenshot is None:
+        return "—"
+    url = reverse("admin:chats_chat_file", args=[approval.screenshot.chat_id, approval.screenshot_id])
+    return format_html(
+        '<a href="{0}" target="_blank"><img src="{0}" alt="screenshot, target marked" style="max-width:160px"></a>',
+        url,
+    )
+
+
+class ApprovalInline(admin.TabularInline):
+    """The chat's approvals (read-only: a decision is the owner's, through the API or the chat page)."""
+
+    model = Approval
+    fk_name = "chat"
+    fields = (
+        "created_at",
+        "action",
+        "input",
+        "screenshot_thumb",
+        "state",
+        "decided_by",
+        "note",
+        "decided_at",
+    )
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    ordering = ["created_at"]
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.display(description="Screenshot")
+    def screenshot_thumb(self, approval: Approval) -> SafeString | str:
+        return _approval_screenshot(approval)
+
+
+@admin.register(Approval)
+class ApprovalAdmin(admin.ModelAdmin):
+    """Every approval, to see who decided what (read-only: a decision is the chat owner's)."""
+
+    list_display = ["created_at", "action", "state", "chat", "decided_by", "decided_at"]
+    list_filter = ["state", "action"]
+    search_fields = ["id", "chat__id", "chat__title", "tool_use_id", "chat__owner__username"]
+    fields = (
+        "id", "chat", "root_chat", "tool_use_id", "action", "input", "screenshot_thumb", "state",
+        "decided_by", "note", "created_at", "decided_at",
+    )  # fmt: skip
+    readonly_fields = fields
+    list_select_related = ["chat", "decided_by"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.display(description="Screenshot")
+    def screenshot_thumb(self, approval: Approval) -> SafeString | str:
+        return _approval_screenshot(approval)
+
+
 @admin.register(Chat)
 class ChatAdmin(admin.ModelAdmin):
     list_display = [
@@ -191,6 +266,8 @@ class ChatAdmin(admin.ModelAdmin):
         "cost_usd",
         "tree_cost_usd",
         "budget_usd",
+        "approval_policy",
+        "help_reason",
         "worker_id",
         "started_at",
         "heartbeat_at",
@@ -199,7 +276,7 @@ class ChatAdmin(admin.ModelAdmin):
     ]
     readonly_fields += ["stored_size"]
     fields = ["title", "archived", *readonly_fields]
-    inlines = [ChatMessageInline, AuditEventInline]
+    inlines = [ChatMessageInline, AuditEventInline, ApprovalInline]
     list_select_related = ["owner", "parent"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:

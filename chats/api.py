@@ -9,6 +9,7 @@ from typing import IO
 from django.db.models import QuerySet
 from django.http import FileResponse, HttpResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
+from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, status
@@ -20,10 +21,14 @@ from rest_framework.views import APIView
 from chatdesk.auth import request_user
 from chatdesk.celery import require_turn_queue
 from chats import services
+from chats.approvals import approval_decide
 from chats.engine.compaction import compaction_request
-from chats.models import Chat, ChatFile
+from chats.models import Approval, Chat, ChatFile
 from chats.selectors import chat_file_for_user, chat_for_user, chats_for_user
 from chats.serializers import (
+    ApprovalDecisionSerializer,
+    ApprovalListQuerySerializer,
+    ApprovalSerializer,
     AuditEventSerializer,
     ChatCreateSerializer,
     ChatListQuerySerializer,
@@ -34,6 +39,7 @@ from chats.serializers import (
     MessageSerializer,
     RecordingSerializer,
     TimelineEntrySerializer,
+    approval_to_json,
     audit_event_to_json,
     message_to_json,
 )
@@ -87,9 +93,10 @@ class ChatDetailView(APIView):
         return Response(ChatSerializer(chat_for_user(user=request_user(request), chat_id=pk)).data)
 
     @extend_schema(
-        summary="Rename, archive or re-budget a chat",
+        summary="Rename, archive, re-budget a chat or change its approval policy",
         description="`budget_usd` (root chats only; null: no budget) caps what the chat's tree may spend "
-        "on model calls. Raising it does not resume a chat paused for its budget: `POST …/resume` does.",
+        "on model calls. Raising it does not resume a chat paused for its budget: `POST …/resume` does. "
+        "`approval_policy` (root chats only: a child follows its root) applies to the tree's next actions.",
         request=ChatUpdateSerializer,
         responses={200: ChatSerializer},
     )
@@ -322,3 +329,80 @@ class ChatTimelineView(APIView):
     def get(self, request: Request, pk: str) -> Response:
         chat = chat_for_user(user=request_user(request), chat_id=pk)
         return Response(chat_timeline(chat=chat))
+
+
+def _approvals(query: QuerySet[Approval], params: object) -> list[dict[str, object]]:
+    """Return the approvals of ``query`` filtered by the query parameters, newest first, as JSON."""
+    data = ApprovalListQuerySerializer(data=params)
+    data.is_valid(raise_exception=True)
+    if state := data.validated_data.get("state"):
+        query = query.filter(state=state)
+    query = query.select_related("screenshot", "decided_by").order_by("-created_at", "-id")
+    return [approval_to_json(a) for a in query[: data.validated_data["limit"]]]
+
+
+class ApprovalListView(APIView):
+    @extend_schema(
+        summary="Your approvals inbox",
+        description="The approvals of the chats you own, newest first: computer actions that wait (or "
+        "waited) for a person's decision. `?state=pending` lists those still waiting.",
+        parameters=[ApprovalListQuerySerializer],
+        responses={200: ApprovalSerializer(many=True)},
+    )
+    def get(self, request: Request) -> Response:
+        return Response(
+            _approvals(Approval.objects.filter(chat__owner=request_user(request)), request.query_params)
+        )
+
+
+class ChatApprovalsView(APIView):
+    @extend_schema(
+        summary="List a chat's approvals",
+        description="The approvals of this chat, newest first; for a root chat, those of its whole tree "
+        "(its child chats' too).",
+        parameters=[ApprovalListQuerySerializer],
+        responses={200: ApprovalSerializer(many=True), 404: OpenApiResponse()},
+    )
+    def get(self, request: Request, pk: str) -> Response:
+        chat = chat_for_user(user=request_user(request), chat_id=pk)
+        rows = Approval.objects.filter(root_chat=chat) if chat.is_root else Approval.objects.filter(chat=chat)
+        return Response(_approvals(rows, request.query_params))
+
+
+class ApprovalDetailView(APIView):
+    @extend_schema(
+        summary="Get an approval",
+        responses={200: ApprovalSerializer, 404: OpenApiResponse()},
+        parameters=[OpenApiParameter("pk", OpenApiTypes.UUID, OpenApiParameter.PATH)],
+    )
+    def get(self, request: Request, pk: str) -> Response:
+        approval = get_object_or_404(
+            Approval.objects.select_related("screenshot", "decided_by"),
+            pk=pk,
+            chat__owner=request_user(request),
+        )
+        return Response(approval_to_json(approval))
+
+    @extend_schema(
+        summary="Approve or deny an action",
+        description="Decides a pending approval once: `approve` runs the action (exactly once), `deny` gives "
+        "the model an error result with your `note`. The chat then goes on. 409 with the approval's "
+        "`state` when it was already decided (or expired: CHATDESK_APPROVAL_TIMEOUT_SECONDS).",
+        request=ApprovalDecisionSerializer,
+        responses={
+            200: ApprovalSerializer,
+            404: OpenApiResponse(),
+            409: OpenApiResponse(description='`{"detail": …, "state": …}`: the approval is already decided.'),
+        },
+        parameters=[OpenApiParameter("pk", OpenApiTypes.UUID, OpenApiParameter.PATH)],
+    )
+    def post(self, request: Request, pk: str) -> Response:
+        data = ApprovalDecisionSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        approval = approval_decide(
+            approval_id=pk,
+            user=request_user(request),
+            decision=data.validated_data["decision"],
+            note=data.validated_data["note"],
+        )
+        return Response(approval_to_json(approval))

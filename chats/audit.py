@@ -10,7 +10,7 @@ by kind:
   (``"takeover"``, ``"handback"``), ``note``.
 - ``help_requested`` (by the model): ``reason``.
 - ``approval`` (by the model when created, by a person or the system when decided): ``approval_id``,
-  ``state``, ``note``.
+  ``state``, ``action``, ``note`` (chats/approvals.py).
 
 Writers call :func:`audit_record` inside their own transaction: the row and the live event then exist
 exactly when the change they describe does.

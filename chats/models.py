@@ -122,7 +122,7 @@ class ChatPausedReason(models.TextChoices):
 
 
 class ApprovalPolicy(models.TextChoices):
-    """Which computer actions of a chat's tree wait for a person's approval (SPEC §8; desktop/approvals.py)."""
+    """Which computer actions of a chat's tree wait for a person's approval (SPEC §8; chats/approvals.py)."""
 
     OFF = "off"  # none
     RISKY = "risky"  # type, key, hold_key: the members the SDK's computer toolset asks a confirmation for
@@ -438,7 +438,7 @@ class ToolCall(models.Model):
 
 
 class Approval(models.Model):
-    """A computer action that waits for a person's decision (SPEC §8 "Approvals"; desktop/approvals.py).
+    """A computer action that waits for a person's decision (SPEC §8 "Approvals"; chats/approvals.py).
 
     Created when a gated action suspends its chat (``awaiting_approval``), with a screenshot whose target
     point is marked. Decided once: ``pending`` -> ``approved`` | ``denied`` (a person), or ``expired`` (no

@@ -16,6 +16,14 @@ def chat_for_user(*, user: User, chat_id: object) -> Chat:
     return get_object_or_404(Chat.objects.select_related("workspace_agent"), pk=chat_id, owner=user)
 
 
+def chat_approval_policy(chat: Chat) -> str:
+    """Return the approval policy ``chat`` follows: its root's (a root's own)."""
+    if chat.parent_id is None:
+        return chat.approval_policy
+    policy = Chat.objects.filter(pk=chat.root_id).values_list("approval_policy", flat=True).first()
+    return policy or Chat.ApprovalPolicy.OFF
+
+
 def chats_for_user(*, user: User) -> QuerySet[Chat]:
     return Chat.objects.filter(owner=user).order_by("-updated_at", "-created_at")
 

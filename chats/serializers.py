@@ -10,7 +10,8 @@ from rest_framework import serializers
 
 from agents.models import WorkspaceAgent
 from chatdesk.serializers import StrictBooleanField, StrictCharField, StrictSerializer
-from chats.models import AuditEvent, Chat, ChatMessage, Recording
+from chats.models import Approval, AuditEvent, Chat, ChatMessage, Recording
+from chats.selectors import chat_approval_policy
 
 # Message ids are a bigint cursor. ASCII digits only: str.isdigit() also accepts "²" and "٣", which int()
 # then rejects or reads differently. A cursor beyond any id is simply past the end (clamped to the bigint
@@ -157,6 +158,70 @@ class TimelineEntrySerializer(serializers.Serializer):
     )
 
 
+def _iso(value: Any) -> str | None:
+    return None if value is None else value.isoformat().replace("+00:00", "Z")
+
+
+def approval_to_json(approval: Approval) -> dict[str, Any]:
+    """Return an approval's API shape (select_related ``screenshot`` and ``decided_by`` when listing)."""
+    screenshot = approval.screenshot
+    return {
+        "id": str(approval.pk),
+        "chat_id": str(approval.chat_id),
+        "root_chat_id": str(approval.root_chat_id),
+        "action": approval.action,
+        "input": approval.input,
+        "screenshot": file_url(screenshot.chat_id, screenshot.pk) if screenshot is not None else None,
+        "state": approval.state,
+        "decided_by": approval.decided_by.get_username() if approval.decided_by is not None else None,
+        "note": approval.note,
+        "created_at": _iso(approval.created_at),
+        "decided_at": _iso(approval.decided_at),
+    }
+
+
+class ApprovalSerializer(serializers.Serializer):
+    """Read shape of an approval (documentation only; approval_to_json produces it)."""
+
+    id = serializers.UUIDField()
+    chat_id = serializers.UUIDField(help_text="The chat whose action waits.")
+    root_chat_id = serializers.UUIDField(help_text="The root of that chat's tree.")
+    action = serializers.CharField(help_text="The computer action, e.g. `type`.")
+    input = serializers.DictField(help_text="The action's input, as the model sent it.")
+    screenshot = serializers.CharField(
+        allow_null=True, help_text="The screen when the action was asked for, its target point marked."
+    )
+    state = serializers.ChoiceField(choices=Approval.State.choices)
+    decided_by = serializers.CharField(allow_null=True, help_text="Who decided (username); null otherwise.")
+    note = serializers.CharField(help_text="The decider's note for the model (or why it expired).")
+    created_at = serializers.DateTimeField()
+    decided_at = serializers.DateTimeField(allow_null=True)
+
+    def to_representation(self, instance: Approval) -> dict[str, Any]:
+        return approval_to_json(instance)
+
+
+APPROVAL_NOTE_MAX = 2000
+
+
+class ApprovalDecisionSerializer(StrictSerializer):
+    decision = serializers.ChoiceField(choices=Approval.Decision.choices)
+    note = StrictCharField(
+        required=False,
+        allow_blank=True,
+        max_length=APPROVAL_NOTE_MAX,
+        default="",
+        help_text="For the model: why, or what to do instead (a denial's note reaches it with the error).",
+    )
+
+
+_POLICY_HELP = (
+    "Which computer actions wait for a person's approval: `off`, `risky` (type, key, hold_key) or `all` "
+    "(every action but screenshot, zoom, cursor_position, mouse_move and wait). Root chats only: a child "
+    "follows its root's."
+)
+
+
 class ChatSerializer(serializers.ModelSerializer):
     parent_chat_id = serializers.UUIDField(source="parent_id", read_only=True, allow_null=True)
     root_chat_id = serializers.UUIDField(source="root_id", read_only=True)
@@ -169,6 +234,13 @@ class ChatSerializer(serializers.ModelSerializer):
         help_text="Root chats: what the whole tree (this chat and its descendants) cost, USD."
     )
     budget_usd = serializers.SerializerMethodField()
+    approval_policy = serializers.SerializerMethodField(
+        help_text="The policy the chat follows: a root's own, a child's root's."
+    )
+
+    @extend_schema_field(serializers.ChoiceField(choices=Chat.ApprovalPolicy.choices))
+    def get_approval_policy(self, chat: Chat) -> str:
+        return chat_approval_policy(chat)
 
     @extend_schema_field(serializers.DictField(child=serializers.IntegerField(), allow_null=True))
     def get_tree_usage(self, chat: Chat) -> dict[str, Any] | None:
@@ -201,6 +273,8 @@ class ChatSerializer(serializers.ModelSerializer):
             "tree_usage",
             "tree_cost_usd",
             "budget_usd",
+            "approval_policy",
+            "help_reason",
             "awaiting",
             "created_at",
             "updated_at",
@@ -222,6 +296,11 @@ class ChatCreateSerializer(StrictSerializer):
         decimal_places=4,
         min_value=Decimal(0),
         help_text="The tree's budget in USD (default CHATDESK_CHAT_BUDGET_USD); null: no budget.",
+    )
+    approval_policy = serializers.ChoiceField(
+        required=False,
+        choices=Chat.ApprovalPolicy.choices,
+        help_text=f"{_POLICY_HELP} Default: CHATDESK_APPROVAL_POLICY.",
     )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -247,6 +326,9 @@ class ChatUpdateSerializer(StrictSerializer):
         decimal_places=4,
         min_value=Decimal(0),
         help_text="Root chats only: the tree's budget in USD; null: no budget.",
+    )
+    approval_policy = serializers.ChoiceField(
+        required=False, choices=Chat.ApprovalPolicy.choices, help_text=_POLICY_HELP
     )
 
 
@@ -302,6 +384,13 @@ class CursorField(serializers.IntegerField):
 class MessageListQuerySerializer(QuerySerializer):
     after_id = CursorField(required=False, default=0)
     limit = serializers.IntegerField(required=False, min_value=1, max_value=1000, default=1000)
+
+
+class ApprovalListQuerySerializer(QuerySerializer):
+    state = serializers.ChoiceField(
+        required=False, choices=Approval.State.choices, help_text="Only the approvals in this state."
+    )
+    limit = serializers.IntegerField(required=False, min_value=1, max_value=1000, default=200)
 
 
 class ChatListQuerySerializer(QuerySerializer):

@@ -21,7 +21,7 @@ from agents.services import workspace_agent_for_user
 from chatdesk.exceptions import Conflict, ValidationError
 from chats.events import publish_child, publish_message, publish_usage
 from chats.files import chat_file_store
-from chats.models import Chat, ChatFile, ChatMessage, ChatModelConfig
+from chats.models import Chat, ChatFile, ChatMessage, ChatModelConfig, default_approval_policy
 from chats.pricing import budget_block, usage_cost
 from chats.tasks import turn_task
 from chats.tools.computer_use import computer_use
@@ -80,10 +80,13 @@ def chat_create(
     workspace_agent: WorkspaceAgent | None = None,
     model: str | None = None,
     budget_usd: Decimal | None = UNSET,
+    approval_policy: str | None = None,
 ) -> Chat:
     """Create a root chat; with ``message``, store it as the first user message and queue a turn.
 
     ``budget_usd`` caps what the chat's tree may spend (default CHATDESK_CHAT_BUDGET_USD; None: no cap).
+    ``approval_policy`` says which computer actions of the tree wait for a person (chats/approvals.py;
+    default CHATDESK_APPROVAL_POLICY).
     """
     config, model_name = model_config_resolve(model=model)
     if workspace_agent is None:
@@ -95,6 +98,7 @@ def chat_create(
         model_config=config,
         model=model_name,
         budget_usd=settings.CHATDESK_CHAT_BUDGET_USD if budget_usd is UNSET else budget_usd,
+        approval_policy=approval_policy or default_approval_policy(),
     )
     if message:
         chat_send_message(chat=chat, content=message)
@@ -227,10 +231,13 @@ def chat_update(
     title: str | None = None,
     archived: bool | None = None,
     budget_usd: Decimal | None = UNSET,
+    approval_policy: str | None = None,
 ) -> Chat:
-    """Rename, archive or re-budget ``chat``. Raise ValidationError for a budget on a child chat.
+    """Rename, archive, re-budget ``chat`` or change its approval policy. Raise ValidationError for a budget
+    or an approval policy on a child chat (it follows its root).
 
-    Raising the budget of a chat paused for its budget does not resume it: ``chat_resume`` does.
+    Raising the budget of a chat paused for its budget does not resume it: ``chat_resume`` does. A new
+    approval policy applies to the tree's next actions; approvals already asked for stay pending.
     """
     fields = []
     if title is not None:
@@ -246,6 +253,13 @@ def chat_update(
             )
         chat.budget_usd = budget_usd
         fields.append("budget_usd")
+    if approval_policy is not None:
+        if not chat.is_root:
+            raise ValidationError(
+                "Only a root chat has an approval policy: its child chats follow it. Set it on the root."
+            )
+        chat.approval_policy = approval_policy
+        fields.append("approval_policy")
     if fields:
         chat.save(update_fields=[*fields, "updated_at"])
         if "budget_usd" in fields:

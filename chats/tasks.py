@@ -6,7 +6,7 @@ whose worker died.
 
 Layering: this module sits below chats.transitions and chats.services, which send its tasks, and the
 engine sits above them all. So the tasks import the engine when they run, not at import time: the one
-deliberate deferred import in chats (tests/test_layering.py checks there is no other cycle).
+deliberate deferred imports in chats (and the approvals' expiry, above the services too) (tests/test_layering.py checks there is no other cycle).
 """
 
 from __future__ import annotations
@@ -76,6 +76,22 @@ def compact_task(chat_id: str) -> None:
     from chats.engine.compaction import compaction_run  # deferred, as above
 
     compaction_run(chat_id=chat_id)
+
+
+@shared_task(
+    name="chats.expire_approvals",
+    ignore_result=True,
+    soft_time_limit=SWEEP_SOFT_LIMIT,
+    time_limit=SWEEP_HARD_LIMIT,
+)
+def expire_approvals() -> None:
+    """Expire the approvals undecided for CHATDESK_APPROVAL_TIMEOUT_SECONDS and resume their chats (Celery
+    beat; chats/approvals.py)."""
+    from chats.approvals import approvals_expire  # deferred: approvals sit above the services, as above
+
+    expired = approvals_expire()
+    if expired:
+        logger.info("Expired %d approvals.", expired)
 
 
 @shared_task(name="chats.purge_expired_files", ignore_result=True)

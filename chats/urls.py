@@ -14,4 +14,7 @@ urlpatterns = [
     path("chats/<uuid:pk>/files/<uuid:file_id>", api.ChatFileView.as_view(), name="chat-file"),
     path("chats/<uuid:pk>/recordings", api.ChatRecordingsView.as_view(), name="chat-recordings"),
     path("chats/<uuid:pk>/timeline", api.ChatTimelineView.as_view(), name="chat-timeline"),
+    path("chats/<uuid:pk>/approvals", api.ChatApprovalsView.as_view(), name="chat-approvals"),
+    path("approvals", api.ApprovalListView.as_view(), name="approval-list"),
+    path("approvals/<uuid:pk>", api.ApprovalDetailView.as_view(), name="approval-detail"),
 ]

@@ -29,6 +29,8 @@ from chats.selectors import chat_for_user, chats_for_user
 from chats.serializers import ChatSerializer
 
 CHATS_PER_PAGE = 50
+#: The placeholder id of URL templates handed to the page's scripts (they put a real id in its place).
+ZERO_ID = "00000000-0000-0000-0000-000000000000"
 
 
 class AgentChoiceField(forms.ModelChoiceField):
@@ -119,7 +121,13 @@ def chat_detail(request: HttpRequest, pk: str) -> HttpResponse:
             "stream": f"{api}/stream",
             "recordings": reverse("chat-recordings", kwargs={"pk": chat.pk}),
             "timeline": reverse("chat-timeline", kwargs={"pk": chat.pk}),
-            "page": reverse("chat-detail", kwargs={"pk": "00000000-0000-0000-0000-000000000000"}),
+            "page": reverse("chat-detail", kwargs={"pk": ZERO_ID}),
+            # Approvals shown here: this chat's, and on a root's page its tree's (chat.js).
+            "approvals": reverse("chat-approvals", kwargs={"pk": chat.pk}),
+            "approval": reverse("approval-detail", kwargs={"pk": ZERO_ID}),
+            # Another chat of the tree, and its desktop take-over (the help banner of a child that asks).
+            "other_chat": reverse("chat-detail-api", kwargs={"pk": ZERO_ID}),
+            "other_takeover": reverse("desktop-takeover", kwargs={"pk": ZERO_ID}),
         },
         "desktop": None,
     }

@@ -199,7 +199,9 @@ def test_chat_admin_lets_staff_rename_and_archive_but_not_change_status(admin_cl
          "messages-TOTAL_FORMS": "3", "messages-INITIAL_FORMS": "3",
          "messages-MIN_NUM_FORMS": "0", "messages-MAX_NUM_FORMS": "1000",
          "audit_events-TOTAL_FORMS": "0", "audit_events-INITIAL_FORMS": "0",
-         "audit_events-MIN_NUM_FORMS": "0", "audit_events-MAX_NUM_FORMS": "1000"},
+         "audit_events-MIN_NUM_FORMS": "0", "audit_events-MAX_NUM_FORMS": "1000",
+         "approvals-TOTAL_FORMS": "0", "approvals-INITIAL_FORMS": "0",
+         "approvals-MIN_NUM_FORMS": "0", "approvals-MAX_NUM_FORMS": "1000"},
     )  # fmt: skip
     assert response.status_code == 302, response.content.decode()
     chat.refresh_from_db()
@@ -213,3 +215,21 @@ def test_chat_admin_has_no_add_page_and_lists_chats(admin_client, user: User) ->
     listing = admin_client.get("/admin/chats/chat/")
     assert listing.status_code == 200
     assert "Listed chat" in listing.content.decode()
+
+
+def test_approvals_show_in_the_admin_read_only_with_their_marked_screenshot(admin_client, user: User) -> None:
+    from chats.approvals import approval_create
+
+    chat, _, data = _chat_with_screenshot(user)
+    marked = ChatFile.objects.create(chat=chat, file=ContentFile(data, name="m.png"), size=len(data))
+    approval = approval_create(
+        chat=chat, tool_use_id="toolu_a", action="type", tool_input={"text": "secret"}, screenshot=marked
+    )
+    thumb = f"/admin/chats/chat/{chat.id}/files/{marked.id}/"
+    page = admin_client.get(f"/admin/chats/approval/{approval.pk}/change/")
+    assert page.status_code == 200 and thumb in page.content.decode()
+    assert 'name="state"' not in page.content.decode()  # read-only: decisions are the owner's
+    listing = admin_client.get("/admin/chats/approval/?state=pending").content.decode()
+    assert str(chat) in listing
+    assert thumb in admin_client.get(f"/admin/chats/chat/{chat.id}/change/").content.decode()
+    assert admin_client.get("/admin/chats/approval/add/").status_code == 403

@@ -2,7 +2,9 @@
 // screenshots (opened with the action's click point drawn; a running command's output as it is
 // printed), child chats with live status and cost, interrupt, resume, compaction, the budget, the message
 // box, and for a computer-use chat the player of its recordings (a marker per action; an action's button
-// in the chat seeks the video to it).
+// in the chat seeks the video to it), a help banner when this chat (or, on a root's page, one of its agents)
+// asks a person for help, and a card per action waiting for approval (this chat's; on a root's page, its
+// tree's), decided from here and updated live.
 //
 // Model and tool output is untrusted text: it only ever reaches the page through textContent.
 
@@ -49,8 +51,10 @@ function statusBadge(status) {
   return badge;
 }
 
+const ZERO_ID = "00000000-0000-0000-0000-000000000000";
+
 function chatPageUrl(id) {
-  return urls.page.replace("00000000-0000-0000-0000-000000000000", id);
+  return urls.page.replace(ZERO_ID, id);
 }
 
 function nearBottom() {
@@ -450,6 +454,7 @@ function setStatus(next, lastError, pausedReason) {
   budgetNotice.hidden = !overBudget;
   $("budget-text").textContent = overBudget ? lastError || "Paused: the budget is reached." : "";
   if (!ACTIVE.has(next)) dropDraft();
+  helpFromStatus(chat.id, next, pausedReason, null);
   composerHint.textContent = ACTIVE.has(next)
     ? "The agent is working. A message you send now is handled after the current turn."
     : overBudget ? "" : next === "paused" ? "Paused. Resume, or send a message to continue." : "";
@@ -472,8 +477,226 @@ function upsertChild(child) {
   card.querySelector(".child-card-link").textContent = child.title;
   if (child.cost_usd !== undefined) card.querySelector(".child-cost").textContent = formatUsd(child.cost_usd);
   card.querySelector(".badge").replaceWith(statusBadge(child.status));
+  helpFromStatus(child.id, child.status, child.paused_reason, child.help_reason, child.title);
   $("children-panel").hidden = false;
   $("children-empty").hidden = true;
+}
+
+// ---- help banners --------------------------------------------------------------------------------------
+// A chat paused with `needs_help` (this one, or on a root's page one of its agents) gets a banner with the
+// model's reason (untrusted text: textContent only) and a "Take control" button. It goes when the chat
+// runs again (its status, a child event, or a check after a change of control).
+
+const helpBox = $("help-banners");
+const helpBanners = new Map(); // chat id → banner element
+
+function helpFromStatus(id, status, pausedReason, reason, title) {
+  if (status === "paused" && pausedReason === "needs_help") showHelp(id, reason, title);
+  else hideHelp(id);
+}
+
+function showHelp(id, reason, title) {
+  let banner = helpBanners.get(id);
+  if (!banner) {
+    banner = el("div", "alert alert--help help-banner");
+    banner.setAttribute("role", "alert");
+    banner.dataset.chatId = id;
+    const head = el("p", "help-head");
+    head.append(el("strong", null, id === chat.id ? "The agent needs your help." : "An agent needs your help: "));
+    if (id !== chat.id) {
+      const link = el("a", "help-chat", title || "open its chat");
+      link.href = chatPageUrl(id);
+      head.append(link);
+    }
+    const button = el("button", "button button--primary button--small help-takeover", "Take control");
+    button.type = "button";
+    button.addEventListener("click", () => takeControl(id, banner));
+    banner.append(head, el("p", "help-reason"), el("div", "help-actions"), el("p", "help-state small"));
+    banner.querySelector(".help-actions").append(button);
+    helpBox.append(banner);
+    helpBanners.set(id, banner);
+  }
+  if (typeof title === "string" && title && id !== chat.id) banner.querySelector(".help-chat").textContent = title;
+  const text = typeof reason === "string" && reason ? reason : id === chat.id ? chat.help_reason : "";
+  if (text) banner.querySelector(".help-reason").textContent = text;
+}
+
+function hideHelp(id) {
+  const banner = helpBanners.get(id);
+  if (!banner) return;
+  banner.remove();
+  helpBanners.delete(id);
+}
+
+// Banners of chats this page gets no status of (a root's grandchildren): read their state back.
+async function recheckHelp() {
+  for (const id of [...helpBanners.keys()]) {
+    if (id === chat.id) continue;
+    try {
+      const other = await api("GET", urls.other_chat.replace(ZERO_ID, id));
+      helpFromStatus(other.id, other.status, other.paused_reason, other.help_reason, other.title);
+    } catch {
+      // Gone or unreachable: the next event or reconnect looks again.
+    }
+  }
+}
+
+async function takeControl(id, banner) {
+  const button = banner.querySelector(".help-takeover");
+  const state = banner.querySelector(".help-state");
+  // On the asking chat's own page, the desktop panel takes control: it then shows the hand-back form.
+  const panelButton = $("desktop-takeover");
+  if (id === chat.id && panelButton && !panelButton.hidden && !panelButton.disabled) {
+    panelButton.click();
+    state.textContent = "You have control of the desktop: help the agent, then hand it back with a note.";
+    return;
+  }
+  button.disabled = true;
+  state.textContent = "Taking control…";
+  try {
+    await api("POST", urls.other_takeover.replace(ZERO_ID, id));
+  } catch (error) {
+    state.textContent = `Could not take control: ${error.message}`;
+    button.disabled = false;
+    return;
+  }
+  // The asking chat's page shows the desktop in your hands, with the hand-back form.
+  if (id === chat.id) window.location.reload();
+  else window.location.assign(chatPageUrl(id));
+}
+
+// ---- approvals -------------------------------------------------------------------------------------------
+// One card per action waiting for a person: the action, its input and the screenshot with the target marked;
+// Approve / Deny with an optional note. A decision (here, elsewhere, or the timeout) updates the card live.
+
+const approvalsBox = $("approvals");
+const approvalList = $("approval-cards");
+const approvalCards = new Map(); // approval id → card element
+const DECIDED_WORDS = { approved: "Approved", denied: "Denied", expired: "Expired: nobody decided in time" };
+
+function approvalUrl(id) {
+  return urls.approval.replace(ZERO_ID, id);
+}
+
+async function loadApprovals() {
+  let pending;
+  try {
+    pending = await api("GET", `${urls.approvals}?state=pending`);
+  } catch {
+    return; // the next event or reconnect loads them again
+  }
+  const ids = new Set(pending.map((a) => a.id));
+  for (const [id, card] of approvalCards) {
+    if (!ids.has(id) && card.dataset.state === "pending") removeApproval(id); // decided while away
+  }
+  for (const approval of pending) showApproval(approval);
+}
+
+// An `approval` audit event: {data: {approval_id, state, action, note}, user (who decided)}.
+async function approvalEvent(event) {
+  const data = event.data;
+  if (typeof data.approval_id !== "string") return;
+  const card = approvalCards.get(data.approval_id);
+  if (data.state !== "pending") {
+    if (card) markDecided(card, data.state, event.user, data.note);
+    return;
+  }
+  if (card) return;
+  try {
+    showApproval(await api("GET", approvalUrl(data.approval_id)));
+  } catch {
+    // Not visible to us (or gone): nothing to show.
+  }
+}
+
+function showApproval(approval) {
+  if (approvalCards.has(approval.id)) return;
+  const card = el("li", "approval-card");
+  card.dataset.approvalId = approval.id;
+  card.dataset.state = approval.state;
+  const head = el("p", "approval-head");
+  head.append(el("strong", null, "Approve this action? "), el("code", "approval-action", approval.action));
+  if (approval.chat_id !== chat.id) {
+    const link = el("a", "approval-chat small", "in an agent's chat");
+    link.href = chatPageUrl(approval.chat_id);
+    head.append(" ", link);
+  }
+  card.append(head);
+  const input = { ...(approval.input || {}) };
+  if (input.action === approval.action) delete input.action;
+  card.append(el("pre", "approval-input", JSON.stringify(input, null, 2)));
+  if (approval.screenshot) {
+    const part = { url: approval.screenshot };
+    card.append(thumbnail(part, `The screen before ${approval.action}; the target is marked`));
+  }
+  const form = el("form", "approval-form");
+  const noteId = `approval-note-${approval.id}`;
+  const label = el("label", "small", "Note for the agent (optional)");
+  label.htmlFor = noteId;
+  const note = el("input", "approval-note");
+  note.id = noteId;
+  note.name = "note";
+  note.type = "text";
+  note.maxLength = 2000;
+  note.placeholder = "e.g. Type it into the search box instead";
+  const approve = el("button", "button button--primary button--small", "Approve");
+  approve.type = "submit";
+  approve.value = "approve";
+  const deny = el("button", "button button--danger button--small", "Deny");
+  deny.type = "submit";
+  deny.value = "deny";
+  const row = el("div", "inline-field");
+  row.append(note, approve, deny);
+  form.append(label, row);
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    decide(card, event.submitter?.value === "approve" ? "approve" : "deny", note.value.trim());
+  });
+  card.append(form, el("p", "approval-state small"));
+  approvalList.append(card);
+  approvalCards.set(approval.id, card);
+  approvalsBox.hidden = false;
+  if (approval.state !== "pending") markDecided(card, approval.state, approval.decided_by, approval.note);
+}
+
+async function decide(card, decision, note) {
+  const buttons = card.querySelectorAll("button");
+  for (const button of buttons) button.disabled = true;
+  const state = card.querySelector(".approval-state");
+  try {
+    const approval = await api("POST", approvalUrl(card.dataset.approvalId), note ? { decision, note } : { decision });
+    markDecided(card, approval.state, approval.decided_by, approval.note);
+  } catch (error) {
+    if (error.status === 409) {
+      loadApprovals(); // decided meanwhile: the live event (or this reload) shows by whom
+      state.textContent = error.message;
+      return;
+    }
+    state.textContent = `Not decided: ${error.message}`;
+    for (const button of buttons) button.disabled = false;
+  }
+}
+
+function markDecided(card, state, by, note) {
+  card.dataset.state = state;
+  card.classList.add(`approval-card--${state}`);
+  card.querySelector(".approval-form")?.remove();
+  let text = DECIDED_WORDS[state] || state;
+  if (by) text += ` by ${by}`;
+  if (note && state !== "expired") text += ` · “${note}”`;
+  card.querySelector(".approval-state").textContent = `${text}.`;
+  if (!card.querySelector(".approval-dismiss")) {
+    const dismiss = el("button", "button button--ghost button--small approval-dismiss", "Dismiss");
+    dismiss.type = "button";
+    dismiss.addEventListener("click", () => removeApproval(card.dataset.approvalId));
+    card.append(dismiss);
+  }
+}
+
+function removeApproval(id) {
+  approvalCards.get(id)?.remove();
+  approvalCards.delete(id);
+  approvalsBox.hidden = approvalCards.size === 0;
 }
 
 // ---- the stream --------------------------------------------------------------------------------------
@@ -536,6 +759,17 @@ function handleEvent(data) {
     case "usage":
       if (data.chat_id === chat.id) applyUsage(data);
       break;
+    case "help_requested":
+      if (data.event && typeof data.event.chat_id === "string") {
+        showHelp(data.event.chat_id, data.event.data?.reason, null);
+      }
+      break;
+    case "approval":
+      if (data.event && data.event.data) approvalEvent(data.event);
+      break;
+    case "control":
+      recheckHelp();
+      break;
     default:
       break;
   }
@@ -546,8 +780,11 @@ async function refresh() {
   try {
     const [current, children] = await Promise.all([api("GET", urls.chat), api("GET", urls.children)]);
     setStatus(current.status, current.last_error, current.paused_reason);
+    helpFromStatus(current.id, current.status, current.paused_reason, current.help_reason);
     applyUsage(current);
     for (const child of children) upsertChild(child);
+    recheckHelp();
+    loadApprovals();
   } catch {
     // The stream itself reports connection trouble; the next reconnect refreshes again.
   }
