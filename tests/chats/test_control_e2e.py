@@ -119,7 +119,7 @@ def test_takeover_during_a_slow_action_records_it_once_and_handback_resumes_with
     agent_row, agent = desktop_agent
     sink = tmp_path / "typed.txt"
     xterm = start_typing_sink(agent, sink)
-    slow_input = {"text": LONG_TEXT} if slow == "type" else {"duration": 3}
+    slow_input: dict[str, Any] = {"text": LONG_TEXT} if slow == "type" else {"duration": 3}
     seen: list[RecordedRequest] = []
 
     def script(request: RecordedRequest) -> Reply:
