@@ -10,10 +10,18 @@ Trust boundaries:
   Bearer API token) and must own the chat; another user's chat is "No such chat.", exactly like a
   missing one, so the close code never confirms that a chat exists.
 * The agent is reached with the server credential, never with its token (``desktop.client``).
-* A view-only viewer is untrusted as to input: its bytes go through ``desktop.rfb.RfbClientFilter``
-  (in :meth:`DesktopProxyConsumer.receive`, the one place where browser bytes go upstream), which
-  drops KeyEvent, PointerEvent, ClientCutText (and the other input-bearing messages) before they
-  reach the desktop. Controlling viewers' bytes are copied untouched.
+* Input comes only from the person holding the desktop (SPEC §8, desktop/control.py). Every viewer's
+  bytes go through ``desktop.rfb.RfbClientFilter`` (in :meth:`DesktopProxyConsumer.receive`, the one
+  place where browser bytes go upstream), which drops KeyEvent, PointerEvent, ClientCutText (and the
+  other input-bearing messages) before they reach the desktop unless the viewer's user holds it:
+  whatever the query string says (``?view_only=1`` only makes a viewer view-only for good). The
+  holder can change while viewers stay connected: each viewer joins its agent's control group
+  (``desktop.control.group_name``) before it reads who holds the desktop, and when a change is
+  announced it reads the holder again and switches its filter from that message on (the filter's
+  parser keeps its place). Input dropped from a viewer that does not hold the desktop is counted and
+  logged at DEBUG, never answered with an error. A viewer that cannot join the group (the channel
+  layer is down) stays view-only. No viewer may take the desktop exclusively (ClientInit is always
+  shared).
 
 Refusals are sent after accepting, as a close frame with a 4xxx code and a reason, because a browser
 sees nothing of a refused handshake (note: daphne 4.2 passes the code on but drops the reason text;
@@ -90,7 +98,7 @@ Keepalive: the upstream connection pings the agent every 15 s and answers its pi
 closes the viewer); daphne pings browsers itself (``--ping-interval``). When either side ends, the
 other is closed, and the tasks and the upstream socket are released in ``disconnect()`` (and, as a
 last resort, when the consumer's coroutine ends for any other reason). No database access happens
-per frame.
+per frame; one query per viewer per holder change.
 """
 
 from __future__ import annotations
@@ -115,6 +123,7 @@ from chatdesk.closecodes import NOT_FOUND as CLOSE_NO_SUCH_CHAT
 from chatdesk.closecodes import TOO_SLOW as CLOSE_TOO_SLOW
 from chatdesk.exceptions import AgentError, AgentNotConnected
 from chats.models import Chat
+from desktop import control
 from desktop.client import agent_for_chat, open_vnc_upstream
 from desktop.rfb import RfbClientFilter, RfbProtocolError
 from desktop.upstream import VncUpstream
@@ -241,12 +250,15 @@ class _DaphneBrowser:
 class DesktopProxyConsumer(AsyncWebsocketConsumer):
     """Proxy one browser viewer to the chat's workspace agent; see the module docstring."""
 
-    # No channel layer: nothing is ever sent to a viewer by name, and subscribing every viewer would
-    # cost a Redis connection and a blocking read loop each (an unknown alias means "none").
-    channel_layer_alias = "desktop-proxy-uses-no-channel-layer"
+    # The default channel layer carries holder changes (desktop.control). channels_redis reads every
+    # consumer's channel of a process through one shared receive loop, so a viewer costs no connection.
 
     upstream: VncUpstream | None = None
     rfb_filter: RfbClientFilter | None = None
+    control_group: str | None = None
+    view_only_for_good = False  # ?view_only=1: never input, whoever holds the desktop
+    _agent_id: Any = None
+    _user_id: Any = None
     _browser: _DaphneBrowser | None = None
     _tasks: tuple[asyncio.Task[None], ...] = ()
     _closing = False
@@ -275,8 +287,10 @@ class DesktopProxyConsumer(AsyncWebsocketConsumer):
             return
         self.upstream = upstream
         query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
-        if any(_truthy(v) for v in query.get("view_only", [])):
-            self.rfb_filter = RfbClientFilter(view_only=True)
+        self.view_only_for_good = any(_truthy(v) for v in query.get("view_only", []))
+        self.rfb_filter = RfbClientFilter(view_only=True, always_shared=True)
+        self._agent_id, self._user_id = agent.pk, self.scope["user"].pk
+        await self._follow_control()
         protocol = daphne_protocol(self.base_send)
         if protocol is not None:
             self._browser = _DaphneBrowser(protocol)
@@ -299,6 +313,38 @@ class DesktopProxyConsumer(AsyncWebsocketConsumer):
         agent.get_server_credential()  # decrypt here (sync context) so a bad key fails as a refusal
         return agent
 
+    async def _follow_control(self) -> None:
+        """Join the agent's control group, then read who holds the desktop (in that order, so no change
+        falls between the two). A viewer that cannot join stays view-only."""
+        if self.view_only_for_good:
+            return
+        group = control.group_name(self._agent_id)
+        try:
+            await self.channel_layer.group_add(group, self.channel_name)
+        except Exception:
+            logger.warning("desktop proxy: cannot follow the holder of agent %s; view only", self._agent_id)
+            return
+        self.control_group = group
+        await self._apply_holder()
+
+    async def desktop_control(self, message: dict[str, Any]) -> None:
+        """The holder of the desktop changed (``desktop.control.ControlMessage``): read it and switch."""
+        if self.control_group is not None and self.rfb_filter is not None:
+            await self._apply_holder()
+
+    async def _apply_holder(self) -> None:
+        """Let this viewer's input through exactly while its user holds the desktop (read fresh)."""
+        assert self.rfb_filter is not None
+        agent = await _agent_holder(self._agent_id)
+        may = agent is not None and control.may_send_input(agent, self._user_id)
+        if self.rfb_filter.view_only == may:
+            logger.debug(
+                "desktop proxy: viewer of agent %s %s input",
+                self._agent_id,
+                "sends" if may else "no longer sends",
+            )
+        self.rfb_filter.view_only = not may
+
     async def _refuse(self, code: int, reason: str) -> None:
         self._closing = True
         await self.close(code=code, reason=reason[:MAX_CLOSE_REASON])
@@ -307,7 +353,11 @@ class DesktopProxyConsumer(AsyncWebsocketConsumer):
         await self._release()
 
     async def _release(self) -> None:
-        """Cancel the pump, close the upstream socket. Idempotent."""
+        """Leave the control group, cancel the pump, close the upstream socket. Idempotent."""
+        group, self.control_group = self.control_group, None
+        if group is not None:
+            with contextlib.suppress(Exception):
+                await self.channel_layer.group_discard(group, self.channel_name)
         tasks, self._tasks = self._tasks, ()
         current = asyncio.current_task()
         for task in tasks:
@@ -342,14 +392,23 @@ class DesktopProxyConsumer(AsyncWebsocketConsumer):
         if bytes_data is None:
             await self._close_viewer(CLOSE_MALFORMED, f"{REASON_MALFORMED[:-1]}: text frame.")
             return
-        data = bytes_data
-        if self.rfb_filter is not None:
-            try:
-                data = self.rfb_filter.feed(data)
-            except RfbProtocolError as exc:
-                logger.info("view-only viewer of chat %s closed: %s", self.scope["url_route"]["kwargs"], exc)
-                await self._close_viewer(CLOSE_MALFORMED, f"{REASON_MALFORMED[:-1]}: {exc}.")
-                return
+        rfb_filter = self.rfb_filter
+        assert rfb_filter is not None  # set with the upstream
+        dropped = rfb_filter.dropped_messages
+        try:
+            data = rfb_filter.feed(bytes_data)
+        except RfbProtocolError as exc:
+            logger.info("viewer of chat %s closed: %s", self.scope["url_route"]["kwargs"], exc)
+            await self._close_viewer(CLOSE_MALFORMED, f"{REASON_MALFORMED[:-1]}: {exc}.")
+            return
+        if rfb_filter.dropped_messages != dropped:
+            logger.debug(
+                "desktop proxy: dropped %d input message(s) of user %s on agent %s (%d in all): not the holder",
+                rfb_filter.dropped_messages - dropped,
+                self._user_id,
+                self._agent_id,
+                rfb_filter.dropped_messages,
+            )
         view = memoryview(data)
         for start in range(0, len(view), MAX_UPSTREAM_FRAME):
             upstream.send(view[start : start + MAX_UPSTREAM_FRAME])
@@ -422,3 +481,8 @@ class DesktopProxyConsumer(AsyncWebsocketConsumer):
                     rfb_filter.observe_server(data)
                 await self.send(bytes_data=data)
         return True
+
+
+@database_sync_to_async
+def _agent_holder(agent_id: Any) -> WorkspaceAgent | None:
+    return WorkspaceAgent.objects.only("desktop_holder", "desktop_held_by").filter(pk=agent_id).first()
