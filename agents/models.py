@@ -79,10 +79,15 @@ class WorkspaceAgent(models.Model):
                 condition=Q(desktop_holder__isnull=True) | Q(desktop_holder__in=DesktopHolder.values),
                 name="workspace_agent_desktop_holder_valid",
             ),
-            # The person is set exactly while a person holds the desktop.
+            # The person is set exactly while a person holds the desktop (each side false, not null,
+            # when the holder is null: a check constraint passes on null).
             models.CheckConstraint(
-                condition=Q(desktop_holder=DesktopHolder.PERSON, desktop_held_by__isnull=False)
-                | (~Q(desktop_holder=DesktopHolder.PERSON) | Q(desktop_holder__isnull=True))
+                condition=Q(
+                    desktop_holder__isnull=False,
+                    desktop_holder=DesktopHolder.PERSON,
+                    desktop_held_by__isnull=False,
+                )
+                | (Q(desktop_holder__isnull=True) | ~Q(desktop_holder=DesktopHolder.PERSON))
                 & Q(desktop_held_by__isnull=True),
                 name="workspace_agent_held_by_iff_person",
             ),

@@ -30,6 +30,6 @@ class Migration(migrations.Migration):
         ),
         migrations.AddConstraint(
             model_name='workspaceagent',
-            constraint=models.CheckConstraint(condition=models.Q(models.Q(('desktop_held_by__isnull', False), ('desktop_holder', 'person')), models.Q(models.Q(models.Q(('desktop_holder', 'person'), _negated=True), ('desktop_holder__isnull', True), _connector='OR'), ('desktop_held_by__isnull', True)), _connector='OR'), name='workspace_agent_held_by_iff_person'),
+            constraint=models.CheckConstraint(condition=models.Q(models.Q(('desktop_held_by__isnull', False), ('desktop_holder', 'person'), ('desktop_holder__isnull', False)), models.Q(models.Q(('desktop_holder__isnull', True), models.Q(('desktop_holder', 'person'), _negated=True), _connector='OR'), ('desktop_held_by__isnull', True)), _connector='OR'), name='workspace_agent_held_by_iff_person'),
         ),
     ]
