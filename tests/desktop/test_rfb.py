@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import struct
 
 import pytest
@@ -320,7 +321,7 @@ def test_switching_at_any_point_forwards_whole_messages_only(
     bounds = [0, *cuts, len(stream)]
     filt = RfbClientFilter(view_only=modes[0], always_shared=True)
     out = b""
-    for i, (start, end) in enumerate(zip(bounds, bounds[1:], strict=False)):
+    for i, (start, end) in enumerate(itertools.pairwise(bounds)):
         filt.view_only = modes[i]
         out += filt.feed(stream[start:end])
 
