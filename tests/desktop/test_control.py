@@ -18,7 +18,11 @@ from django.utils import timezone
 from agents.models import WorkspaceAgent
 from chatdesk.exceptions import AgentNotConnected, Conflict
 from chats.models import AuditEvent, Chat
+from chats.services import chat_spawn_child
+from chats.tools.base import ToolContext
+from desktop import client as desktop_client
 from desktop import control, services
+from desktop.tools import ComputerTool
 from tests.factories import ChatFactory, UserFactory, WorkspaceAgentFactory
 from tests.support.processes import wait_until
 
@@ -44,6 +48,11 @@ def child_of(root: Chat, status: str = Chat.Status.WAITING, **fields: Any) -> Ch
         status=status,
         **fields,
     )
+
+
+def spawn_child(root: Chat) -> Chat:
+    """A computer-use child of ``root`` with its first turn queued (as the model spawns one)."""
+    return chat_spawn_child(parent=root, prompt="Click around.")
 
 
 def fresh(agent: WorkspaceAgent) -> WorkspaceAgent:
@@ -243,3 +252,31 @@ def test_each_change_is_announced_to_the_desktops_viewers_once_committed(
     ]
     wait_until(lambda: len(listener) >= 2, timeout=10, what="two control messages")
     assert listener == expected
+
+
+def test_the_computer_tool_refuses_an_action_when_a_person_took_the_desktop_just_before(
+    user: User, agent: WorkspaceAgent, root: Chat, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The race the tool's acquire closes: a person takes control after the tool's first check, before
+    the action goes to the agent. The action never reaches the agent; the chat pauses (taken_over)."""
+    child = spawn_child(root)
+    tool = ComputerTool(child)
+    sent: list[Any] = []
+
+    def connected_then_taken_over(chat: Chat) -> WorkspaceAgent:
+        services.desktop_takeover(chat=root, user=user)  # a person, at this very moment
+        return agent
+
+    monkeypatch.setattr(desktop_client, "agent_for_chat", connected_then_taken_over)
+    monkeypatch.setattr(desktop_client, "run_action_sync", lambda *args: sent.append(args))
+    result = tool.run(ToolContext(chat=child, tool_use_id="t", name="screenshot"), {})
+    assert result.pause == Chat.PausedReason.TAKEN_OVER and not result.is_error
+    assert sent == []
+    assert control.control_state(fresh(agent))["holder"] == "person"
+
+
+def test_the_end_of_a_computer_use_turn_lets_the_desktop_go(agent: WorkspaceAgent, root: Chat) -> None:
+    child = spawn_child(root)
+    assert control.control_model_acquire(agent=agent, chat=child)
+    ComputerTool(child).turn_ended()
+    assert control.control_state(fresh(agent))["holder"] is None
