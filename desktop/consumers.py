@@ -110,6 +110,7 @@ import logging
 from typing import Any
 from urllib.parse import parse_qs
 
+from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
@@ -274,8 +275,10 @@ class DesktopProxyConsumer(AsyncWebsocketConsumer):
 
     async def connect(self) -> None:
         await self.accept()
+        query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
+        self.view_only_for_good = any(_truthy(v) for v in query.get("view_only", []))
         try:
-            agent = await self._authorize()
+            agent, may_send_input = await self._authorize()
             # open_timeout bounds the handshake; this bounds the TCP connect and DNS too.
             async with asyncio.timeout(settings.CHATDESK_AGENT_CONNECT_TIMEOUT + 1):
                 upstream = await open_vnc_upstream(agent)
@@ -286,19 +289,16 @@ class DesktopProxyConsumer(AsyncWebsocketConsumer):
             await self._refuse(CLOSE_AGENT_UNREACHABLE, REASON_AGENT_UNREACHABLE)
             return
         self.upstream = upstream
-        query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
-        self.view_only_for_good = any(_truthy(v) for v in query.get("view_only", []))
-        self.rfb_filter = RfbClientFilter(view_only=True, always_shared=True)
-        self._agent_id, self._user_id = agent.pk, self.scope["user"].pk
-        await self._follow_control()
+        self.rfb_filter = RfbClientFilter(view_only=not may_send_input, always_shared=True)
         protocol = daphne_protocol(self.base_send)
         if protocol is not None:
             self._browser = _DaphneBrowser(protocol)
         self._tasks = (asyncio.create_task(self._agent_to_browser(), name="desktop-agent-to-browser"),)
 
     @database_sync_to_async
-    def _authorize(self) -> WorkspaceAgent:
-        """Return the agent to connect to. Raise _Refused with the close code and reason."""
+    def _authorize(self) -> tuple[WorkspaceAgent, bool]:
+        """Return the agent to connect to, and whether this viewer may send it input now (joining the
+        agent's control group on the way). Raise _Refused with the close code and reason."""
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
             raise _Refused(CLOSE_NOT_AUTHENTICATED, REASON_NOT_AUTHENTICATED)
@@ -311,21 +311,22 @@ class DesktopProxyConsumer(AsyncWebsocketConsumer):
         except AgentNotConnected as exc:
             raise _Refused(CLOSE_NO_AGENT, exc.message) from None
         agent.get_server_credential()  # decrypt here (sync context) so a bad key fails as a refusal
-        return agent
+        self._agent_id, self._user_id = agent.pk, user.pk
+        return agent, not self.view_only_for_good and self._follow_control()
 
-    async def _follow_control(self) -> None:
+    def _follow_control(self) -> bool:
         """Join the agent's control group, then read who holds the desktop (in that order, so no change
-        falls between the two). A viewer that cannot join stays view-only."""
-        if self.view_only_for_good:
-            return
+        falls between the two); return whether this viewer may send input. A viewer that cannot join
+        stays view-only. In _authorize's thread: one database connection for both reads."""
         group = control.group_name(self._agent_id)
         try:
-            await self.channel_layer.group_add(group, self.channel_name)
+            async_to_sync(self.channel_layer.group_add)(group, self.channel_name)
         except Exception:
             logger.warning("desktop proxy: cannot follow the holder of agent %s; view only", self._agent_id)
-            return
+            return False
         self.control_group = group
-        await self._apply_holder()
+        agent = _holder_of(self._agent_id)
+        return agent is not None and control.may_send_input(agent, self._user_id)
 
     async def desktop_control(self, message: dict[str, Any]) -> None:
         """The holder of the desktop changed (``desktop.control.ControlMessage``): read it and switch."""
@@ -335,7 +336,7 @@ class DesktopProxyConsumer(AsyncWebsocketConsumer):
     async def _apply_holder(self) -> None:
         """Let this viewer's input through exactly while its user holds the desktop (read fresh)."""
         assert self.rfb_filter is not None
-        agent = await _agent_holder(self._agent_id)
+        agent = await database_sync_to_async(_holder_of)(self._agent_id)
         may = agent is not None and control.may_send_input(agent, self._user_id)
         if self.rfb_filter.view_only == may:
             logger.debug(
@@ -483,6 +484,6 @@ class DesktopProxyConsumer(AsyncWebsocketConsumer):
         return True
 
 
-@database_sync_to_async
-def _agent_holder(agent_id: Any) -> WorkspaceAgent | None:
+def _holder_of(agent_id: Any) -> WorkspaceAgent | None:
+    """Return the agent with just who holds its desktop (None when it is gone)."""
     return WorkspaceAgent.objects.only("desktop_holder", "desktop_held_by").filter(pk=agent_id).first()
