@@ -20,8 +20,9 @@ Trust boundaries:
   announced it reads the holder again and switches its filter from that message on (the filter's
   parser keeps its place). Input dropped from a viewer that does not hold the desktop is counted and
   logged at DEBUG, never answered with an error. A viewer that cannot join the group (the channel
-  layer is down) stays view-only. No viewer may take the desktop exclusively (ClientInit is always
-  shared).
+  layer is down) stays view-only; each viewer also rechecks the holder every
+  ``CONTROL_RECHECK_SECONDS`` (group memberships expire, a message can be lost). No viewer may take
+  the desktop exclusively (ClientInit is always shared).
 
 Refusals are sent after accepting, as a close frame with a 4xxx code and a reason, because a browser
 sees nothing of a refused handshake (note: daphne 4.2 passes the code on but drops the reason text;
@@ -98,7 +99,7 @@ Keepalive: the upstream connection pings the agent every 15 s and answers its pi
 closes the viewer); daphne pings browsers itself (``--ping-interval``). When either side ends, the
 other is closed, and the tasks and the upstream socket are released in ``disconnect()`` (and, as a
 last resort, when the consumer's coroutine ends for any other reason). No database access happens
-per frame; one query per viewer per holder change.
+per frame; one query per viewer per holder change, and per minute.
 """
 
 from __future__ import annotations
@@ -148,6 +149,8 @@ REASON_PROXY_ERROR = "Proxy error."
 # websocket_max_message_size applies both ways); RFB is a byte stream, so bigger pieces are split.
 MAX_UPSTREAM_FRAME = 256 * 1024
 MAX_BROWSER_MESSAGE = 256 * 1024
+# How often a viewer following the holder checks it without being told (see _keep_following).
+CONTROL_RECHECK_SECONDS = 60.0
 MAX_CLOSE_REASON = 123  # RFC 6455: a close frame's payload is at most 125 bytes, 2 of them the code
 # How long a viewer dropped as too slow has to read what was sent before its close frame, and the
 # close frame, before daphne drops its TCP connection (what waits for it meanwhile is bounded).
@@ -294,6 +297,8 @@ class DesktopProxyConsumer(AsyncWebsocketConsumer):
         if protocol is not None:
             self._browser = _DaphneBrowser(protocol)
         self._tasks = (asyncio.create_task(self._agent_to_browser(), name="desktop-agent-to-browser"),)
+        if self.control_group is not None:
+            self._tasks += (asyncio.create_task(self._keep_following(), name="desktop-control-recheck"),)
 
     @database_sync_to_async
     def _authorize(self) -> tuple[WorkspaceAgent, bool]:
@@ -327,6 +332,21 @@ class DesktopProxyConsumer(AsyncWebsocketConsumer):
         self.control_group = group
         agent = _holder_of(self._agent_id)
         return agent is not None and control.may_send_input(agent, self._user_id)
+
+    async def _keep_following(self) -> None:
+        """Every CONTROL_RECHECK_SECONDS, join the control group again and read the holder: group
+        membership expires (the layer's group_expiry, a day by default) and a message can be lost (Redis
+        restarting), and neither may leave a viewer with a right to type it no longer has."""
+        while True:
+            await asyncio.sleep(CONTROL_RECHECK_SECONDS)
+            try:
+                if self.control_group is not None:
+                    await self.channel_layer.group_add(self.control_group, self.channel_name)
+                await self._apply_holder()
+            except Exception:
+                logger.warning("desktop proxy: cannot recheck the holder of agent %s", self._agent_id)
+                if self.rfb_filter is not None:
+                    self.rfb_filter.view_only = True  # fail closed until the next check
 
     async def desktop_control(self, message: dict[str, Any]) -> None:
         """The holder of the desktop changed (``desktop.control.ControlMessage``): read it and switch."""

@@ -16,9 +16,10 @@ from channels.testing import WebsocketCommunicator
 from django.test import Client
 from websockets.asyncio.server import ServerConnection, serve
 
+from agents.models import WorkspaceAgent
 from chatdesk.asgi import application
 from chatdesk.services import api_token_create
-from desktop import services
+from desktop import consumers, services
 from desktop.control import control_take
 from tests.desktop.conftest import (
     GEOMETRY,
@@ -204,6 +205,34 @@ async def test_input_follows_the_holder_without_reconnecting(desktop: DesktopSet
         await until(lambda: _dropped(client, desktop), what="input to be dropped")
         assert await _dropped(client, desktop)  # and it stays so
         assert await client.request_update() > 0  # still watching, never closed
+    finally:
+        await communicator.disconnect()
+
+
+async def test_a_lost_control_message_is_caught_up_by_the_recheck(
+    desktop: DesktopSetup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The holder changes without a message reaching the viewer (a Redis blip, an expired group): the
+    viewer's periodic recheck switches it all the same."""
+    monkeypatch.setattr(consumers, "CONTROL_RECHECK_SECONDS", 0.2)
+    await sync_to_async(move_mouse)(desktop.process, 5, 5)
+    communicator = viewer(desktop)
+    try:
+        assert (await communicator.connect(timeout=20))[0]
+        client = communicator_client(communicator)
+        await client.handshake()
+        # Behind the announcements' back: only the row changes.
+        await sync_to_async(WorkspaceAgent.objects.filter(pk=desktop.agent.pk).update)(
+            desktop_holder="person", desktop_held_by=desktop.user
+        )
+
+        async def moved() -> bool:
+            before = await sync_to_async(desktop.process.mouse_location)()
+            await client.pointer(before[0] % 500 + 10, 300)
+            await client.sync()
+            return await sync_to_async(desktop.process.mouse_location)() != before
+
+        await until(moved, what="the recheck to let the holder's input through")
     finally:
         await communicator.disconnect()
 
