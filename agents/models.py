@@ -5,6 +5,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import models
+from django.db.models import Q
 from django.utils import timezone
 
 from agents.daemon.credentials import server_credential
@@ -19,6 +20,13 @@ class WorkspaceAgentQuerySet(models.QuerySet["WorkspaceAgent"]):
 
     def for_raw_token(self, raw: str) -> WorkspaceAgent | None:
         return self.filter(token_hash=hash_token(raw)).first()
+
+
+class DesktopHolder(models.TextChoices):
+    """Who controls a desktop (null: nobody)."""
+
+    MODEL = "model"  # the computer-use chats on it (while one of them acts)
+    PERSON = "person"  # a user who took control
 
 
 class WorkspaceAgent(models.Model):
@@ -48,7 +56,12 @@ class WorkspaceAgent(models.Model):
     display_width = models.PositiveIntegerField(null=True, blank=True)
     display_height = models.PositiveIntegerField(null=True, blank=True)
     last_seen = models.DateTimeField(null=True, blank=True)
-    # Take-over: while set, a person holds the desktop and computer-use chats on it stay paused.
+    # Who controls the desktop (SPEC §8 "One holder"); changed only by desktop/control.py, which
+    # documents the rules. ``desktop_held_by`` is the person, set exactly when the holder is a person
+    # (a check constraint); ``desktop_held_at`` is when the holder last changed.
+    desktop_holder = models.CharField(  # noqa: DJ001 (null, not "": the API says "holder": null)
+        max_length=8, choices=DesktopHolder.choices, null=True, blank=True
+    )
     desktop_held_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -60,7 +73,25 @@ class WorkspaceAgent(models.Model):
 
     class Meta:
         ordering = ["-last_seen", "name"]
-        constraints = [models.UniqueConstraint(fields=["owner", "name"], name="workspace_agent_unique_name")]
+        constraints = [
+            models.UniqueConstraint(fields=["owner", "name"], name="workspace_agent_unique_name"),
+            models.CheckConstraint(
+                condition=Q(desktop_holder__isnull=True) | Q(desktop_holder__in=DesktopHolder.values),
+                name="workspace_agent_desktop_holder_valid",
+            ),
+            # The person is set exactly while a person holds the desktop (each side false, not null,
+            # when the holder is null: a check constraint passes on null).
+            models.CheckConstraint(
+                condition=Q(
+                    desktop_holder__isnull=False,
+                    desktop_holder=DesktopHolder.PERSON,
+                    desktop_held_by__isnull=False,
+                )
+                | (Q(desktop_holder__isnull=True) | ~Q(desktop_holder=DesktopHolder.PERSON))
+                & Q(desktop_held_by__isnull=True),
+                name="workspace_agent_held_by_iff_person",
+            ),
+        ]
 
     def __str__(self) -> str:
         return self.name

@@ -6,8 +6,9 @@ by kind:
 
 - ``action`` (by the model): ``tool_use_id``, ``message_id`` (the assistant message), ``action``, ``input``,
   ``coordinate`` (native pixels, when the action has one); ``at`` is when the action started.
-- ``control`` (by a person or the system): ``holder`` (``"model"``, ``"person"`` or null), ``change``
-  (``"takeover"``, ``"handback"``), ``note``.
+- ``control`` (by a person, or by the model taking and letting go of the desktop; desktop/control.py):
+  ``holder`` (``"model"``, ``"person"`` or null), ``change`` (``"takeover"``, ``"handback"``,
+  ``"acquire"``, ``"release"``), ``note``.
 - ``help_requested`` (by the model): ``reason``.
 - ``approval`` (by the model when created, by a person or the system when decided): ``approval_id``,
   ``state``, ``action``, ``note`` (chats/approvals.py).

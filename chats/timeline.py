@@ -114,9 +114,9 @@ def chat_timeline(*, chat: Chat) -> list[TimelineEntry]:
         if event.kind == AuditEvent.Kind.ACTION:
             action = str(data.get("action") or "")
             by = Recording.Kind.PERSON if event.actor == AuditEvent.Actor.PERSON else Recording.Kind.MODEL
-        else:
+        else:  # a person's take-over or hand-back; the model's acquire or release (desktop/control.py)
             action = str(data.get("change") or "control")
-            by = Recording.Kind.PERSON
+            by = Recording.Kind.MODEL if event.actor == AuditEvent.Actor.MODEL else Recording.Kind.PERSON
         recording = _covering(recordings, event.at, by)
         coordinate = data.get("coordinate")
         timeline.append(

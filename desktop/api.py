@@ -1,4 +1,5 @@
-"""REST endpoints of a chat's desktop: screenshot, take-over, hand-back. Thin: validate, call, serialize.
+"""REST endpoints of a chat's desktop: screenshot, control (who holds it), take-over, hand-back. Thin:
+validate, call, serialize.
 
 The live desktop itself is a WebSocket (``desktop.consumers``).
 """
@@ -18,10 +19,16 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from agents.serializers import WorkspaceAgentSerializer
+from agents.models import WorkspaceAgent
+from chatdesk.exceptions import AgentNotConnected
 from chats.selectors import chat_for_user
-from desktop import client, services
-from desktop.serializers import HandbackSerializer, ScreenshotQuerySerializer, TakeoverSerializer
+from desktop import client, control, services
+from desktop.serializers import (
+    DesktopControlSerializer,
+    HandbackSerializer,
+    ScreenshotQuerySerializer,
+    TakeoverSerializer,
+)
 
 ERROR = OpenApiResponse(
     description='`{"detail": ...}`',
@@ -72,29 +79,57 @@ class DesktopScreenshotView(APIView):
         return response
 
 
+def control_response(agent: WorkspaceAgent) -> Response:
+    return Response(DesktopControlSerializer(control.control_state(agent)).data)
+
+
+class DesktopControlView(APIView):
+    @extend_schema(
+        summary="Who controls the chat's desktop",
+        description="`holder` is `model` while the agent's computer-use chats act on the desktop, `person` "
+        "while a user holds it (`user`: their username), null when nobody does; `since` is when it last "
+        "changed. Only the person holding the desktop can send it input (keys, pointer, clipboard) "
+        "through the live desktop; every other viewer is view-only. 409 when the chat has no workspace "
+        "agent.",
+        responses={200: DesktopControlSerializer, 404: ERROR, 409: ERROR},
+    )
+    def get(self, request: Request, pk: str) -> Response:
+        chat = chat_for_user(user=request.user, chat_id=pk)  # type: ignore[arg-type]
+        agents = WorkspaceAgent.objects.select_related("desktop_held_by")
+        agent_id = chat.workspace_agent_id
+        agent = agents.filter(pk=agent_id).first() if agent_id is not None else None
+        if agent is None:
+            raise AgentNotConnected(client.NO_AGENT)
+        return control_response(agent)
+
+
 class DesktopTakeoverView(APIView):
     @extend_schema(
         summary="Take control of the chat's desktop",
-        description="Marks the desktop as held by you; computer-use chats working on it pause after their "
-        "current action (`paused_reason`: `taken_over`) and stay paused until you hand it back.",
+        description="Makes you the holder of the desktop (from the agent, nobody or another person): only "
+        "your viewers' input then reaches it. Computer-use chats working on it pause after their current "
+        "action (`paused_reason`: `taken_over`) and stay paused until you hand it back. Returns who "
+        "controls the desktop. 409 when the chat has no workspace agent.",
         request=TakeoverSerializer,
-        responses={200: WorkspaceAgentSerializer, 404: ERROR, 409: ERROR},
+        responses={200: DesktopControlSerializer, 400: ERROR, 404: ERROR, 409: ERROR},
     )
     def post(self, request: Request, pk: str) -> Response:
         chat = chat_for_user(user=request.user, chat_id=pk)  # type: ignore[arg-type]
         TakeoverSerializer(data=request.data).is_valid(raise_exception=True)
         agent = services.desktop_takeover(chat=chat, user=request.user)  # type: ignore[arg-type]
-        return Response(WorkspaceAgentSerializer(agent).data)
+        return control_response(agent)
 
 
 class DesktopHandbackView(APIView):
     @extend_schema(
         summary="Hand the chat's desktop back",
-        description="Clears the hold. Each computer-use chat on the desktop paused for a person "
+        description="Gives the desktop back. Each computer-use chat on the desktop paused for a person "
         "(`paused_reason` `taken_over` or `needs_help`; not one that was interrupted) is told that "
-        "a person used it (with your `note`) and resumes. 409 when the desktop is not held.",
+        "a person used it (with your `note`) and resumes; the agent then holds the desktop (nobody, when "
+        "no chat resumes). Returns who controls the desktop. 409 when you do not hold it (nobody does, "
+        "the agent does, or another person does) or the chat has no workspace agent.",
         request=HandbackSerializer,
-        responses={200: WorkspaceAgentSerializer, 400: ERROR, 404: ERROR, 409: ERROR},
+        responses={200: DesktopControlSerializer, 400: ERROR, 404: ERROR, 409: ERROR},
     )
     def post(self, request: Request, pk: str) -> Response:
         chat = chat_for_user(user=request.user, chat_id=pk)  # type: ignore[arg-type]
@@ -105,4 +140,4 @@ class DesktopHandbackView(APIView):
             user=request.user,  # type: ignore[arg-type]
             note=data.validated_data.get("note"),
         )
-        return Response(WorkspaceAgentSerializer(agent).data)
+        return control_response(agent)

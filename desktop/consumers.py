@@ -10,10 +10,19 @@ Trust boundaries:
   Bearer API token) and must own the chat; another user's chat is "No such chat.", exactly like a
   missing one, so the close code never confirms that a chat exists.
 * The agent is reached with the server credential, never with its token (``desktop.client``).
-* A view-only viewer is untrusted as to input: its bytes go through ``desktop.rfb.RfbClientFilter``
-  (in :meth:`DesktopProxyConsumer.receive`, the one place where browser bytes go upstream), which
-  drops KeyEvent, PointerEvent, ClientCutText (and the other input-bearing messages) before they
-  reach the desktop. Controlling viewers' bytes are copied untouched.
+* Input comes only from the person holding the desktop (SPEC §8, desktop/control.py). Every viewer's
+  bytes go through ``desktop.rfb.RfbClientFilter`` (in :meth:`DesktopProxyConsumer.receive`, the one
+  place where browser bytes go upstream), which drops KeyEvent, PointerEvent, ClientCutText (and the
+  other input-bearing messages) before they reach the desktop unless the viewer's user holds it:
+  whatever the query string says (``?view_only=1`` only makes a viewer view-only for good). The
+  holder can change while viewers stay connected: each viewer joins its agent's control group
+  (``desktop.control.group_name``) before it reads who holds the desktop, and when a change is
+  announced it reads the holder again and switches its filter from that message on (the filter's
+  parser keeps its place). Input dropped from a viewer that does not hold the desktop is counted and
+  logged at DEBUG, never answered with an error. A viewer that cannot join the group (the channel
+  layer is down) stays view-only; each viewer also rechecks the holder every
+  ``CONTROL_RECHECK_SECONDS`` (group memberships expire, a message can be lost). No viewer may take
+  the desktop exclusively (ClientInit is always shared).
 
 Refusals are sent after accepting, as a close frame with a 4xxx code and a reason, because a browser
 sees nothing of a refused handshake (note: daphne 4.2 passes the code on but drops the reason text;
@@ -90,7 +99,7 @@ Keepalive: the upstream connection pings the agent every 15 s and answers its pi
 closes the viewer); daphne pings browsers itself (``--ping-interval``). When either side ends, the
 other is closed, and the tasks and the upstream socket are released in ``disconnect()`` (and, as a
 last resort, when the consumer's coroutine ends for any other reason). No database access happens
-per frame.
+per frame; one query per viewer per holder change, and per minute.
 """
 
 from __future__ import annotations
@@ -102,6 +111,7 @@ import logging
 from typing import Any
 from urllib.parse import parse_qs
 
+from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
@@ -115,6 +125,7 @@ from chatdesk.closecodes import NOT_FOUND as CLOSE_NO_SUCH_CHAT
 from chatdesk.closecodes import TOO_SLOW as CLOSE_TOO_SLOW
 from chatdesk.exceptions import AgentError, AgentNotConnected
 from chats.models import Chat
+from desktop import control
 from desktop.client import agent_for_chat, open_vnc_upstream
 from desktop.rfb import RfbClientFilter, RfbProtocolError
 from desktop.upstream import VncUpstream
@@ -138,6 +149,8 @@ REASON_PROXY_ERROR = "Proxy error."
 # websocket_max_message_size applies both ways); RFB is a byte stream, so bigger pieces are split.
 MAX_UPSTREAM_FRAME = 256 * 1024
 MAX_BROWSER_MESSAGE = 256 * 1024
+# How often a viewer following the holder checks it without being told (see _keep_following).
+CONTROL_RECHECK_SECONDS = 60.0
 MAX_CLOSE_REASON = 123  # RFC 6455: a close frame's payload is at most 125 bytes, 2 of them the code
 # How long a viewer dropped as too slow has to read what was sent before its close frame, and the
 # close frame, before daphne drops its TCP connection (what waits for it meanwhile is bounded).
@@ -241,12 +254,15 @@ class _DaphneBrowser:
 class DesktopProxyConsumer(AsyncWebsocketConsumer):
     """Proxy one browser viewer to the chat's workspace agent; see the module docstring."""
 
-    # No channel layer: nothing is ever sent to a viewer by name, and subscribing every viewer would
-    # cost a Redis connection and a blocking read loop each (an unknown alias means "none").
-    channel_layer_alias = "desktop-proxy-uses-no-channel-layer"
+    # The default channel layer carries holder changes (desktop.control). channels_redis reads every
+    # consumer's channel of a process through one shared receive loop, so a viewer costs no connection.
 
     upstream: VncUpstream | None = None
     rfb_filter: RfbClientFilter | None = None
+    control_group: str | None = None
+    view_only_for_good = False  # ?view_only=1: never input, whoever holds the desktop
+    _agent_id: Any = None
+    _user_id: Any = None
     _browser: _DaphneBrowser | None = None
     _tasks: tuple[asyncio.Task[None], ...] = ()
     _closing = False
@@ -262,8 +278,10 @@ class DesktopProxyConsumer(AsyncWebsocketConsumer):
 
     async def connect(self) -> None:
         await self.accept()
+        query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
+        self.view_only_for_good = any(_truthy(v) for v in query.get("view_only", []))
         try:
-            agent = await self._authorize()
+            agent, may_send_input = await self._authorize()
             # open_timeout bounds the handshake; this bounds the TCP connect and DNS too.
             async with asyncio.timeout(settings.CHATDESK_AGENT_CONNECT_TIMEOUT + 1):
                 upstream = await open_vnc_upstream(agent)
@@ -274,17 +292,18 @@ class DesktopProxyConsumer(AsyncWebsocketConsumer):
             await self._refuse(CLOSE_AGENT_UNREACHABLE, REASON_AGENT_UNREACHABLE)
             return
         self.upstream = upstream
-        query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
-        if any(_truthy(v) for v in query.get("view_only", [])):
-            self.rfb_filter = RfbClientFilter(view_only=True)
+        self.rfb_filter = RfbClientFilter(view_only=not may_send_input, always_shared=True)
         protocol = daphne_protocol(self.base_send)
         if protocol is not None:
             self._browser = _DaphneBrowser(protocol)
         self._tasks = (asyncio.create_task(self._agent_to_browser(), name="desktop-agent-to-browser"),)
+        if self.control_group is not None:
+            self._tasks += (asyncio.create_task(self._keep_following(), name="desktop-control-recheck"),)
 
     @database_sync_to_async
-    def _authorize(self) -> WorkspaceAgent:
-        """Return the agent to connect to. Raise _Refused with the close code and reason."""
+    def _authorize(self) -> tuple[WorkspaceAgent, bool]:
+        """Return the agent to connect to, and whether this viewer may send it input now (joining the
+        agent's control group on the way). Raise _Refused with the close code and reason."""
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
             raise _Refused(CLOSE_NOT_AUTHENTICATED, REASON_NOT_AUTHENTICATED)
@@ -297,7 +316,55 @@ class DesktopProxyConsumer(AsyncWebsocketConsumer):
         except AgentNotConnected as exc:
             raise _Refused(CLOSE_NO_AGENT, exc.message) from None
         agent.get_server_credential()  # decrypt here (sync context) so a bad key fails as a refusal
-        return agent
+        self._agent_id, self._user_id = agent.pk, user.pk
+        return agent, not self.view_only_for_good and self._follow_control()
+
+    def _follow_control(self) -> bool:
+        """Join the agent's control group, then read who holds the desktop (in that order, so no change
+        falls between the two); return whether this viewer may send input. A viewer that cannot join
+        stays view-only. In _authorize's thread: one database connection for both reads."""
+        group = control.group_name(self._agent_id)
+        try:
+            async_to_sync(self.channel_layer.group_add)(group, self.channel_name)
+        except Exception:
+            logger.warning("desktop proxy: cannot follow the holder of agent %s; view only", self._agent_id)
+            return False
+        self.control_group = group
+        agent = _holder_of(self._agent_id)
+        return agent is not None and control.may_send_input(agent, self._user_id)
+
+    async def _keep_following(self) -> None:
+        """Every CONTROL_RECHECK_SECONDS, join the control group again and read the holder: group
+        membership expires (the layer's group_expiry, a day by default) and a message can be lost (Redis
+        restarting), and neither may leave a viewer with a right to type it no longer has."""
+        while True:
+            await asyncio.sleep(CONTROL_RECHECK_SECONDS)
+            try:
+                if self.control_group is not None:
+                    await self.channel_layer.group_add(self.control_group, self.channel_name)
+                await self._apply_holder()
+            except Exception:
+                logger.warning("desktop proxy: cannot recheck the holder of agent %s", self._agent_id)
+                if self.rfb_filter is not None:
+                    self.rfb_filter.view_only = True  # fail closed until the next check
+
+    async def desktop_control(self, message: dict[str, Any]) -> None:
+        """The holder of the desktop changed (``desktop.control.ControlMessage``): read it and switch."""
+        if self.control_group is not None and self.rfb_filter is not None:
+            await self._apply_holder()
+
+    async def _apply_holder(self) -> None:
+        """Let this viewer's input through exactly while its user holds the desktop (read fresh)."""
+        assert self.rfb_filter is not None
+        agent = await database_sync_to_async(_holder_of)(self._agent_id)
+        may = agent is not None and control.may_send_input(agent, self._user_id)
+        if self.rfb_filter.view_only == may:
+            logger.debug(
+                "desktop proxy: viewer of agent %s %s input",
+                self._agent_id,
+                "sends" if may else "no longer sends",
+            )
+        self.rfb_filter.view_only = not may
 
     async def _refuse(self, code: int, reason: str) -> None:
         self._closing = True
@@ -307,7 +374,11 @@ class DesktopProxyConsumer(AsyncWebsocketConsumer):
         await self._release()
 
     async def _release(self) -> None:
-        """Cancel the pump, close the upstream socket. Idempotent."""
+        """Leave the control group, cancel the pump, close the upstream socket. Idempotent."""
+        group, self.control_group = self.control_group, None
+        if group is not None:
+            with contextlib.suppress(Exception):
+                await self.channel_layer.group_discard(group, self.channel_name)
         tasks, self._tasks = self._tasks, ()
         current = asyncio.current_task()
         for task in tasks:
@@ -342,14 +413,23 @@ class DesktopProxyConsumer(AsyncWebsocketConsumer):
         if bytes_data is None:
             await self._close_viewer(CLOSE_MALFORMED, f"{REASON_MALFORMED[:-1]}: text frame.")
             return
-        data = bytes_data
-        if self.rfb_filter is not None:
-            try:
-                data = self.rfb_filter.feed(data)
-            except RfbProtocolError as exc:
-                logger.info("view-only viewer of chat %s closed: %s", self.scope["url_route"]["kwargs"], exc)
-                await self._close_viewer(CLOSE_MALFORMED, f"{REASON_MALFORMED[:-1]}: {exc}.")
-                return
+        rfb_filter = self.rfb_filter
+        assert rfb_filter is not None  # set with the upstream
+        dropped = rfb_filter.dropped_messages
+        try:
+            data = rfb_filter.feed(bytes_data)
+        except RfbProtocolError as exc:
+            logger.info("viewer of chat %s closed: %s", self.scope["url_route"]["kwargs"], exc)
+            await self._close_viewer(CLOSE_MALFORMED, f"{REASON_MALFORMED[:-1]}: {exc}.")
+            return
+        if rfb_filter.dropped_messages != dropped:
+            logger.debug(
+                "desktop proxy: dropped %d input message(s) of user %s on agent %s (%d in all): not the holder",
+                rfb_filter.dropped_messages - dropped,
+                self._user_id,
+                self._agent_id,
+                rfb_filter.dropped_messages,
+            )
         view = memoryview(data)
         for start in range(0, len(view), MAX_UPSTREAM_FRAME):
             upstream.send(view[start : start + MAX_UPSTREAM_FRAME])
@@ -422,3 +502,8 @@ class DesktopProxyConsumer(AsyncWebsocketConsumer):
                     rfb_filter.observe_server(data)
                 await self.send(bytes_data=data)
         return True
+
+
+def _holder_of(agent_id: Any) -> WorkspaceAgent | None:
+    """Return the agent with just who holds its desktop (None when it is gone)."""
+    return WorkspaceAgent.objects.only("desktop_holder", "desktop_held_by").filter(pk=agent_id).first()

@@ -36,7 +36,7 @@ from django.db import transaction
 from django.db.models.signals import post_delete
 from django.utils import timezone
 
-from agents.models import WorkspaceAgent
+from agents.models import DesktopHolder, WorkspaceAgent
 from chatdesk.exceptions import ChatdeskError
 from chats.files import chat_file_store
 from chats.models import Chat, Recording
@@ -251,7 +251,8 @@ def recordings_sweep() -> int:
             if recording.chat.status in ACTIVE and newest == recording.pk:
                 continue  # its turn still works on the desktop
         elif (
-            recording.workspace_agent is not None and recording.workspace_agent.desktop_held_by_id is not None
+            recording.workspace_agent is not None
+            and recording.workspace_agent.desktop_holder == DesktopHolder.PERSON
         ):
             continue  # the person still holds the desktop
         recording_stop(recording_id=recording.pk)

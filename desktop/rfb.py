@@ -1,9 +1,15 @@
 """An incremental filter for the client→server half of an RFB (VNC) stream.
 
-Why it exists: a viewer opened with ``?view_only=1`` must not be able to send input to the desktop, and
+Why it exists: only a viewer whose user holds the desktop (desktop/control.py) may send it input, and
 that must hold against a modified client. noVNC's own view-only switch is a courtesy of the browser;
-the trust boundary is the proxy, so the proxy parses what the browser sends and drops every
-input-bearing message itself.
+the trust boundary is the proxy, so the proxy parses what every browser sends and drops every
+input-bearing message itself while that viewer is view-only.
+
+``view_only`` can be switched at any moment, between or inside ``feed`` calls (the holder changes while
+viewers stay connected). The filter decides once per message, when its header is complete: a message
+whose header completes while the filter is view-only is dropped whole, body included, even if the
+switch comes before its body does; one whose header completed before is forwarded whole. So a switch
+never splits a message and never desynchronises the parser: upstream sees whole messages only.
 
 The filter is fed WebSocket payloads as they arrive; message boundaries and frame boundaries are
 unrelated (one frame may hold half a message or ten), so it is a small state machine that keeps only
@@ -48,8 +54,9 @@ The handshake before those messages (RFC 6143 §7.1-7.3), client side only:
   adds the client's 16-byte DES response. Other types (VeNCrypt, Tight, RA2, …) wrap the stream in
   sub-protocols or encryption that this filter does not follow; they are refused. The workspace agent's
   Xvnc offers only None; VNC authentication is handled for servers that use it.
-* ClientInit: 1 byte, the shared flag. A view-only viewer's flag is forced to 1 (shared): an
-  exclusive ClientInit would make the server disconnect every other viewer.
+* ClientInit: 1 byte, the shared flag. A view-only viewer's flag is forced to 1 (shared), and every
+  viewer's with ``always_shared`` (the proxy's choice): an exclusive ClientInit would make the server
+  disconnect every other viewer.
 """
 
 from __future__ import annotations
@@ -113,14 +120,16 @@ class _Phase(Enum):
 
 
 class RfbClientFilter:
-    """Parse a client→server RFB stream incrementally; drop input messages when ``view_only``.
+    """Parse a client→server RFB stream incrementally; drop input messages while ``view_only``.
 
-    With ``view_only=False`` the filter still validates the stream but forwards everything; the proxy
-    does not use it for controlling viewers (it copies their bytes untouched), but tests do.
+    With ``view_only=False`` the filter still validates the stream but forwards everything. Assigning
+    ``view_only`` takes effect from the next message whose header completes (see the module docstring).
+    ``dropped_messages`` counts the messages dropped so far.
     """
 
-    def __init__(self, *, view_only: bool = True) -> None:
+    def __init__(self, *, view_only: bool = True, always_shared: bool = False) -> None:
         self.view_only = view_only
+        self.always_shared = always_shared
         self.phase = _Phase.VERSION
         self.minor_version = 0
         self.security_type: int | None = None
@@ -217,7 +226,7 @@ class RfbClientFilter:
             return
         if self.phase is _Phase.CLIENT_INIT:
             # The shared flag: a view-only viewer must not take the desktop exclusively.
-            out.append(b"\x01" if self.view_only else bytes(header))
+            out.append(b"\x01" if self.view_only or self.always_shared else bytes(header))
             header.clear()
             self.phase = _Phase.MESSAGES
             return

@@ -1,10 +1,12 @@
 """Take-over and hand-back of a chat's desktop.
 
-A person who takes the desktop holds it (``WorkspaceAgent.desktop_held_by/at``); the computer-use
-chats working on that desktop are paused for ``taken_over`` (a running turn stops at its next safe
-point, after its current action, so the model never races the person's mouse). While the hold lasts,
-the computer tool (desktop/tools.py) pauses computer-use turns on that agent for the same reason.
-Handing back clears the hold and, for each computer-use chat on that desktop paused for a person
+Who holds the desktop is desktop/control.py's business (its docstring has the rules); this module adds
+what follows for the chats. Taking the desktop makes the caller its holder and pauses the computer-use
+chats working on it for ``taken_over`` (a running turn stops at its next safe point, after its current
+action, so the model never races the person's mouse). While a person holds it, the computer tool
+(desktop/tools.py) refuses actions and pauses computer-use turns on that agent for the same reason.
+Handing back (only by the person holding it) makes the model the holder when a chat resumes, else
+nobody, and, for each computer-use chat on that desktop paused for a person
 (``chats.transitions.RESUMED_BY_HANDBACK``: taken over, or asking for help), tells the model that a
 person used the desktop (with the person's note) and queues its turn: what is on screen may have
 changed. Which chats resume is decided by why they paused, never by timestamps: a chat interrupted
@@ -16,20 +18,15 @@ from __future__ import annotations
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
-from django.db.models import QuerySet
-from django.utils import timezone
 
 from agents.models import WorkspaceAgent
-from chatdesk.exceptions import AgentNotConnected, Conflict
 from chats.models import Chat, Recording
 from chats.services import chat_pause, chat_send_message
-from chats.transitions import ACTIVE, RESUMED_BY_HANDBACK
-from desktop import recordings
-from desktop.client import NO_AGENT
+from chats.transitions import ACTIVE
+from desktop import control, recordings
 
 HANDBACK_MESSAGE = "A person took control of the desktop and has handed it back"
 HANDBACK_NO_NOTE = f"{HANDBACK_MESSAGE}; take a screenshot before continuing."
-NOT_HELD = "The desktop is not held; there is nothing to hand back."
 
 
 def handback_message(note: str | None) -> str:
@@ -40,30 +37,15 @@ def handback_message(note: str | None) -> str:
     return f"{HANDBACK_MESSAGE}. Their note: {note}\n\nTake a screenshot before continuing."
 
 
-def _locked_agent(chat: Chat) -> WorkspaceAgent:
-    """Return the chat's agent, locked for update. Raise AgentNotConnected when the chat has none."""
-    if chat.workspace_agent_id is None:
-        raise AgentNotConnected(NO_AGENT)
-    return WorkspaceAgent.objects.select_for_update().get(pk=chat.workspace_agent_id)
-
-
-def _computer_use_chats(agent: WorkspaceAgent) -> QuerySet[Chat]:
-    return Chat.objects.filter(workspace_agent=agent, mode=Chat.Mode.COMPUTER_USE)
-
-
 @transaction.atomic
 def desktop_takeover(*, chat: Chat, user: AbstractBaseUser) -> WorkspaceAgent:
-    """Mark the chat's desktop as held by ``user`` and pause the computer-use chats working on it.
+    """Make ``user`` the holder of the chat's desktop and pause the computer-use chats working on it.
 
     Taking a desktop one already holds is harmless (the original time is kept). Return the agent.
     Raise AgentNotConnected (409) when the chat has no workspace agent.
     """
-    agent = _locked_agent(chat)
-    if agent.desktop_held_by_id is None:
-        agent.desktop_held_at = timezone.now()
-    agent.desktop_held_by = user  # type: ignore[assignment]
-    agent.save(update_fields=["desktop_held_by", "desktop_held_at", "updated_at"])
-    busy = _computer_use_chats(agent).filter(status__in=ACTIVE)
+    agent = control.control_take(chat=chat, user=user)
+    busy = Chat.objects.filter(workspace_agent=agent, mode=Chat.Mode.COMPUTER_USE, status__in=ACTIVE)
     for child in busy.order_by("created_at"):
         chat_pause(chat=child, reason=Chat.PausedReason.TAKEN_OVER)
     transaction.on_commit(lambda: _record_person(chat=chat, agent=agent))
@@ -81,22 +63,15 @@ def _record_person(*, chat: Chat, agent: WorkspaceAgent) -> None:
 
 @transaction.atomic
 def desktop_handback(*, chat: Chat, user: AbstractBaseUser, note: str | None = None) -> WorkspaceAgent:
-    """Clear the hold on the chat's desktop and resume its computer-use chats paused for a person.
+    """Give the chat's desktop back and resume its computer-use chats paused for a person.
 
     Each chat paused for a reason in RESUMED_BY_HANDBACK gets a user message saying a person used the
-    desktop (with ``note``), which queues its turn. Chats paused for another reason (interrupted) stay
-    paused. Return the agent. Raise Conflict (409) when the desktop is not held, AgentNotConnected when
-    there is no agent.
+    desktop (with ``note``), which queues its turn; the model then holds the desktop (nobody, when no
+    chat resumes). Chats paused for another reason (interrupted) stay paused. Return the agent. Raise
+    Conflict (409) when ``user`` does not hold the desktop, AgentNotConnected when there is no agent.
     """
-    agent = _locked_agent(chat)
-    if agent.desktop_held_by_id is None or agent.desktop_held_at is None:
-        raise Conflict(NOT_HELD)
-    agent.desktop_held_by = None
-    agent.desktop_held_at = None
-    agent.save(update_fields=["desktop_held_by", "desktop_held_at", "updated_at"])
-    paused_for_a_person = _computer_use_chats(agent).filter(
-        status=Chat.Status.PAUSED, paused_reason__in=RESUMED_BY_HANDBACK
-    )
+    agent = control.control_handback(chat=chat, user=user, note=note)
+    paused_for_a_person = control.chats_paused_for_a_person(agent)
     content = handback_message(note)
     for child in paused_for_a_person.order_by("created_at"):
         chat_send_message(chat=child, content=content)

@@ -22,7 +22,7 @@ from asgiref.sync import async_to_sync
 from django.utils import timezone
 
 from agents.daemon import scaling
-from agents.models import WorkspaceAgent
+from agents.models import DesktopHolder, WorkspaceAgent
 from chatdesk.exceptions import AgentError, AgentNotConnected, AgentUnreachable
 from chats import approvals
 from chats.audit import audit_record
@@ -30,7 +30,7 @@ from chats.models import Approval, AuditEvent, Chat, ChatFile, ChatMessage, Reco
 from chats.selectors import chat_model_options
 from chats.services import chat_file_store_png
 from chats.tools.base import Tool, ToolContext, ToolResult, error_result
-from desktop import client, computer, recordings
+from desktop import client, computer, control, recordings
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +101,8 @@ class ComputerTool(Tool):
             self.chat.workspace_agent = agent
             connected = client.agent_for_chat(self.chat)
             self._start_recording()
+            if not control.control_model_acquire(agent=agent, chat=self.chat):
+                return ToolResult(pause=Chat.PausedReason.TAKEN_OVER)  # a person took it meanwhile
             started_at = timezone.now()
             result = client.run_action_sync(connected, params)
             self._audit_action(ctx, params, tool_input, started_at)
@@ -182,7 +184,11 @@ class ComputerTool(Tool):
         return chat_file_store_png(chat=self.chat, png=png, width=shot.width, height=shot.height)
 
     def turn_ended(self) -> None:
-        """The turn is over: stop its recording (the file is then fetched by a task)."""
+        """The turn is over: stop its recording (the file is then fetched by a task); the model no longer
+        holds the desktop unless another computer-use chat on it is busy."""
+        agent = self._agent()
+        if agent is not None:
+            control.control_model_release(agent=agent, chat=self.chat)
         if self.recording is not None:
             recordings.recording_stop(recording_id=self.recording.pk)
             self.recording = None
@@ -235,4 +241,4 @@ def _assistant_message_id(chat: Chat, tool_use_id: str) -> int | None:
 
 def desktop_pause_reason(agent: WorkspaceAgent) -> str | None:
     """Return why a computer-use chat on ``agent``'s desktop may not act now, or None when it may."""
-    return Chat.PausedReason.TAKEN_OVER if agent.desktop_held_by_id is not None else None
+    return Chat.PausedReason.TAKEN_OVER if agent.desktop_holder == DesktopHolder.PERSON else None

@@ -174,11 +174,11 @@ def test_takeover_holds_the_desktop_and_pauses_computer_use_chats(
     response = api.post(takeover_url(workspace["root"]), {}, format="json")
     assert response.status_code == 200
     body = response.json()
-    assert body["desktop_held"] is True
-    assert body["id"] == str(workspace["agent"].pk)
+    assert (body["holder"], body["user"]) == ("person", user.username)
     agent = WorkspaceAgent.objects.get(pk=workspace["agent"].pk)
     assert agent.desktop_held_by == user
     assert agent.desktop_held_at is not None
+    assert body["since"] == agent.desktop_held_at.isoformat().replace("+00:00", "Z")
     assert status(workspace["running"]) == Chat.Status.PAUSED
     assert status(workspace["pending"]) == Chat.Status.PAUSED
     assert status(workspace["waiting"]) == Chat.Status.WAITING
@@ -194,9 +194,10 @@ def test_takeover_holds_the_desktop_and_pauses_computer_use_chats(
             handback_url(workspace["root"]), {"note": "I closed the cookie banner."}, format="json"
         )
     assert response.status_code == 200
-    assert response.json()["desktop_held"] is False
+    # Two chats resume: the model holds the desktop now.
+    assert (response.json()["holder"], response.json()["user"]) == ("model", None)
     agent.refresh_from_db()
-    assert agent.desktop_held_by is None and agent.desktop_held_at is None
+    assert agent.desktop_held_by is None and agent.desktop_holder == "model"
     for resumed in (workspace["running"], workspace["pending"]):
         assert status(resumed) == Chat.Status.PENDING  # a turn is queued
         (text,) = user_texts(resumed)

@@ -7,6 +7,7 @@ import os
 import shutil
 import signal
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -15,11 +16,15 @@ from channels.testing import WebsocketCommunicator
 from django.test import Client
 from websockets.asyncio.server import ServerConnection, serve
 
+from agents.models import WorkspaceAgent
 from chatdesk.asgi import application
 from chatdesk.services import api_token_create
+from desktop import consumers, services
+from desktop.control import control_take
 from tests.desktop.conftest import (
     GEOMETRY,
     DesktopSetup,
+    RfbClient,
     ViewerClosed,
     agent_row,
     caps_lock_on,
@@ -136,6 +141,8 @@ async def test_agent_refusing_the_credential_is_unreachable(desktop: DesktopSetu
 async def test_view_only_input_never_reaches_the_desktop(desktop: DesktopSetup) -> None:
     await sync_to_async(move_mouse)(desktop.process, 5, 5)
     assert not await sync_to_async(caps_lock_on)(desktop.process)
+    # The user holds the desktop: ?view_only=1 keeps that viewer view-only all the same.
+    await sync_to_async(control_take)(chat=desktop.chat, user=desktop.user)
     watcher = viewer(desktop, query="view_only=1")
     controller = viewer(desktop)
     try:
@@ -168,6 +175,84 @@ async def test_view_only_input_never_reaches_the_desktop(desktop: DesktopSetup) 
     finally:
         await watcher.disconnect()
         await controller.disconnect()
+
+
+async def test_input_follows_the_holder_without_reconnecting(desktop: DesktopSetup) -> None:
+    """A viewer without ?view_only sends input only while its user holds the desktop; the holder changes
+    while it stays connected, and from then on its input is forwarded, then dropped again."""
+    await sync_to_async(move_mouse)(desktop.process, 5, 5)
+    communicator = viewer(desktop)
+    try:
+        assert (await communicator.connect(timeout=20))[0]
+        client = communicator_client(communicator)
+        await client.handshake()
+        # Nobody holds the desktop: dropped, silently (the viewer keeps watching).
+        await client.pointer(100, 100)
+        await client.sync()
+        assert await sync_to_async(desktop.process.mouse_location)() == (5, 5)
+
+        await sync_to_async(services.desktop_takeover)(chat=desktop.chat, user=desktop.user)
+
+        async def moves_to(x: int, y: int) -> bool:
+            await client.pointer(x, y)
+            await client.sync()
+            return await sync_to_async(desktop.process.mouse_location)() == (x, y)
+
+        # The change reaches the consumer through the channel layer: wait for it, not a fixed time.
+        await until(lambda: moves_to(200, 150), what="the holder's input to pass")
+
+        await sync_to_async(services.desktop_handback)(chat=desktop.chat, user=desktop.user)
+        await until(lambda: _dropped(client, desktop), what="input to be dropped")
+        assert await _dropped(client, desktop)  # and it stays so
+        assert await client.request_update() > 0  # still watching, never closed
+    finally:
+        await communicator.disconnect()
+
+
+async def test_a_lost_control_message_is_caught_up_by_the_recheck(
+    desktop: DesktopSetup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The holder changes without a message reaching the viewer (a Redis blip, an expired group): the
+    viewer's periodic recheck switches it all the same."""
+    monkeypatch.setattr(consumers, "CONTROL_RECHECK_SECONDS", 0.2)
+    await sync_to_async(move_mouse)(desktop.process, 5, 5)
+    communicator = viewer(desktop)
+    try:
+        assert (await communicator.connect(timeout=20))[0]
+        client = communicator_client(communicator)
+        await client.handshake()
+        # Behind the announcements' back: only the row changes.
+        await sync_to_async(WorkspaceAgent.objects.filter(pk=desktop.agent.pk).update)(
+            desktop_holder="person", desktop_held_by=desktop.user
+        )
+
+        async def moved() -> bool:
+            before = await sync_to_async(desktop.process.mouse_location)()
+            await client.pointer(before[0] % 500 + 10, 300)
+            await client.sync()
+            return await sync_to_async(desktop.process.mouse_location)() != before
+
+        await until(moved, what="the recheck to let the holder's input through")
+    finally:
+        await communicator.disconnect()
+
+
+async def until(check: Callable[[], Awaitable[bool]], *, what: str, timeout: float = 10) -> None:
+    """Await ``check()`` until it is true (the event loop runs meanwhile); fail after ``timeout``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not await check():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+async def _dropped(client: RfbClient, desktop: DesktopSetup) -> bool:
+    """Move the pointer somewhere new through the proxy; return True when it did not move."""
+    before = await sync_to_async(desktop.process.mouse_location)()
+    await client.pointer(before[0] + 1, before[1] + 1)
+    await client.sync()
+    return await sync_to_async(desktop.process.mouse_location)() == before
 
 
 async def test_view_only_malformed_stream_closes_that_viewer_only(desktop: DesktopSetup) -> None:

@@ -154,10 +154,12 @@ def test_a_child_run_is_recorded_and_its_timeline_points_into_the_video(
     assert listed[0]["content_type"] == "video/webm" and listed[0]["size_bytes"] == recording.file.size
     assert listed[0]["kind"] == "model" and listed[0]["thumbnail_url"]
 
-    # Every action is on the timeline, in order, inside the video, at the time it started.
+    # Every action is on the timeline, in order, inside the video, at the time it started, between the
+    # model taking the desktop (its first action) and letting it go (the end of its turn).
     timeline = api.get(f"/api/experimental/chats/{child.pk}/timeline").json()
-    assert [e["action"] for e in timeline] == [name for name, _ in ACTIONS]
+    assert [e["action"] for e in timeline] == ["acquire", *(name for name, _ in ACTIONS), "release"]
     assert all(e["recording_id"] == str(recording.pk) and e["by"] == "model" for e in timeline)
+    timeline = timeline[1:-1]
     offsets = [e["t"] for e in timeline]
     assert offsets == sorted(offsets) and 0 <= offsets[0] and offsets[-1] <= info.duration
     events = AuditEvent.objects.filter(chat=child, kind="action").order_by("at")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import struct
 
 import pytest
@@ -277,3 +278,62 @@ def test_garbage_after_the_handshake_never_crashes_differently(garbage: bytes) -
     except RfbProtocolError:
         return
     assert RfbClientFilter(view_only=True).feed(out) == out
+
+
+# -- switching view_only mid-stream (the holder changes while the viewer stays connected) -------------
+
+INPUT_HEADER_LENGTH = {6: 8, 251: 8, 253: 4}  # the rest of the input messages are all header
+
+
+def test_a_switch_inside_a_header_decides_by_the_mode_when_the_header_completes() -> None:
+    filt = RfbClientFilter(view_only=False)
+    assert filt.feed(HANDSHAKE_38 + key_event()[:3]) == HANDSHAKE_38
+    filt.view_only = True  # the viewer loses control in the middle of a KeyEvent
+    assert filt.feed(key_event()[3:] + fb_request()) == fb_request()  # dropped whole, still in step
+    filt.view_only = False  # and gets it back in the middle of a PointerEvent
+    assert filt.feed(pointer_event()[:2]) == b""
+    assert filt.feed(pointer_event()[2:] + key_event()) == pointer_event() + key_event()
+    assert filt.dropped_messages == 1
+
+
+def test_a_switch_inside_a_body_keeps_the_decision_made_at_its_header() -> None:
+    paste = cut_text(b"a paste of some length")
+    for before, after in ((False, True), (True, False)):
+        filt = RfbClientFilter(view_only=before)
+        out = filt.feed(HANDSHAKE_38 + paste[:12])
+        filt.view_only = after
+        out += filt.feed(paste[12:] + key_event() + fb_request())
+        kept_paste = paste if not before else b""
+        kept_key = key_event() if not after else b""
+        assert out == HANDSHAKE_38 + kept_paste + kept_key + fb_request()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(message_strategy, max_size=30), st.data())
+def test_switching_at_any_point_forwards_whole_messages_only(
+    messages: list[bytes], data: st.DataObject
+) -> None:
+    """Whatever the switches, each input message is kept or dropped whole by the mode in force when its
+    header completed, every other message is kept, and what goes upstream re-parses identically."""
+    stream = HANDSHAKE_38 + b"".join(messages)
+    cuts = sorted(set(data.draw(st.lists(st.integers(1, max(1, len(stream) - 1)), max_size=20))))
+    modes = data.draw(st.lists(st.booleans(), min_size=len(cuts) + 1, max_size=len(cuts) + 1))
+    bounds = [0, *cuts, len(stream)]
+    filt = RfbClientFilter(view_only=modes[0], always_shared=True)
+    out = b""
+    for i, (start, end) in enumerate(itertools.pairwise(bounds)):
+        filt.view_only = modes[i]
+        out += filt.feed(stream[start:end])
+
+    def view_only_at(position: int) -> bool:
+        return modes[sum(1 for cut in cuts if cut <= position)]
+
+    expected = HANDSHAKE_38
+    offset = len(HANDSHAKE_38)
+    for message in messages:
+        header_end = offset + INPUT_HEADER_LENGTH.get(message[0], len(message)) - 1
+        if message in FORWARDED_ALL or not view_only_at(header_end):
+            expected += message
+        offset += len(message)
+    assert out == expected
+    assert RfbClientFilter(view_only=False).feed(out) == out

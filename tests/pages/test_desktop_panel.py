@@ -7,15 +7,18 @@ import contextlib
 import re
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from django.db import connections
 from playwright.sync_api import Page, expect
 
 from agents.models import WorkspaceAgent
 from chats.models import Chat
+from desktop.services import desktop_handback, desktop_takeover
 from tests.factories import ChatFactory, UserFactory, WorkspaceAgentFactory, agent_token
 from tests.pages.conftest import PHONE, login, result_json, screenshot, start_chat
 from tests.support.agent_process import AgentProcess, running_agent
@@ -118,6 +121,7 @@ def test_desktop_view_only_then_take_control_and_hand_back(
         page.goto(f"/chats/{chat.pk}/")
         state = page.locator("#desktop-state")
         expect(state).to_have_text("Live · view only", timeout=20_000)
+        expect(page.locator("#desktop-holder")).to_have_text("Nobody controls the desktop.")
 
         # The canvas shows the desktop (not one flat colour), and changes when the desktop does.
         wait_until(lambda: canvas_stats(page)["colours"] > 3, timeout=15, what="the desktop's pixels")
@@ -137,6 +141,7 @@ def test_desktop_view_only_then_take_control_and_hand_back(
 
         page.get_by_role("button", name="Take control").click()
         expect(state).to_contain_text("You have control", timeout=15_000)
+        expect(page.locator("#desktop-holder")).to_contain_text("You control the desktop")
         assert WorkspaceAgent.objects.get(pk=agent_row.pk).desktop_held_by_id == agent_row.owner_id
         expect(page.locator("#desktop-screen")).to_have_class(re.compile("is-controlled"))
         click_desktop(page, 640, 400)
@@ -161,6 +166,49 @@ def test_desktop_view_only_then_take_control_and_hand_back(
         assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
         page.locator("#desktop-panel").scroll_into_view_if_needed()
         screenshot(page, artifacts_dir, "chat-desktop-390x844")
+
+
+def off_the_page_loop(function: Callable[..., Any], **kwargs: Any) -> Any:
+    """Call ``function`` in a thread of its own: Playwright's event loop runs in this one, and the
+    services reach the agent through async_to_sync."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(lambda: _closing_connections(function, kwargs)).result(timeout=60)
+
+
+def _closing_connections(function: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
+    try:
+        return function(**kwargs)
+    finally:
+        connections.close_all()
+
+
+def test_the_panel_follows_the_holder_live_without_reconnecting(
+    page: Page, server: Daphne, agent_row: WorkspaceAgent
+) -> None:
+    """The holder changes elsewhere (another tab, the API): the page shows it from the chat's stream and
+    the same desktop connection starts (then stops) carrying this person's input."""
+    chat = ChatFactory.create(owner=agent_row.owner, title="Who holds it", workspace_agent=agent_row)
+    with connected_agent(server, agent_row) as agent, xterm(agent):
+        agent.call("action", {"action": "mouse_move", "coordinate": [20, 700]})
+        login(page, "alice")
+        page.goto(f"/chats/{chat.pk}/")
+        holder = page.locator("#desktop-holder")
+        expect(page.locator("#desktop-state")).to_have_text("Live · view only", timeout=20_000)
+        expect(holder).to_have_text("Nobody controls the desktop.")
+        sockets: list[str] = []
+        page.on("websocket", lambda ws: sockets.append(ws.url))
+
+        off_the_page_loop(desktop_takeover, chat=chat, user=agent_row.owner)  # as from another tab
+        expect(holder).to_contain_text("You control the desktop", timeout=8_000)  # the stream, not the poll
+        expect(page.get_by_role("button", name="Hand back")).to_be_visible()
+        click_desktop(page, 640, 400)
+        wait_until(lambda: near(cursor(agent), (640, 400)), timeout=10, what="the remote cursor to move")
+
+        off_the_page_loop(desktop_handback, chat=chat, user=agent_row.owner, note="")
+        expect(holder).to_have_text("Nobody controls the desktop.", timeout=15_000)
+        expect(page.get_by_role("button", name="Take control")).to_be_visible()
+        expect(page.locator("#desktop-state")).to_have_text("Live · view only")
+        assert sockets == []  # the same desktop connection all along
 
 
 def test_desktop_says_when_the_agent_is_down_and_reconnects_when_it_is_back(

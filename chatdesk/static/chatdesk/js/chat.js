@@ -739,6 +739,8 @@ function connect() {
 }
 
 function handleEvent(data) {
+  // Other panels of the page follow the stream too (desktop.js: control and status changes).
+  document.dispatchEvent(new CustomEvent("chat-event", { detail: data }));
   switch (data.type) {
     case "message":
       addMessage(data.message);

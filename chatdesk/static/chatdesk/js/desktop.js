@@ -1,5 +1,12 @@
-// The live desktop panel: noVNC over the chat's desktop WebSocket (raw RFB), view-only by default,
+// The live desktop panel: noVNC over the chat's desktop WebSocket (raw RFB), who controls the desktop,
 // "Take control" / "Hand back", and reconnection with backoff while the agent is away.
+//
+// Only the person holding the desktop sends it input: the server drops everyone else's (SPEC §8), and
+// switches a connected viewer when the holder changes, so this panel never reconnects for that; it
+// only mirrors the holder (noVNC's viewOnly, the buttons, the holder line). It reads the holder from
+// GET …/desktop/control when it connects, whenever the chat stream (chat.js, as a "chat-event" DOM
+// event) reports a control change or a status change, and every HOLDER_POLL_MS while the page is
+// visible (a change made through another chat on the same desktop reaches that chat's stream only).
 
 import { CLOSE, FINAL_CLOSES } from "./closecodes.js";
 import { api, backoff, wsUrl } from "./http.js";
@@ -7,6 +14,8 @@ import { api, backoff, wsUrl } from "./http.js";
 const config = JSON.parse(document.getElementById("chat-config").textContent).desktop;
 const { default: RFB } = await import(config.novnc);
 
+const panel = document.getElementById("desktop-panel");
+const holderEl = document.getElementById("desktop-holder");
 const screen = document.getElementById("desktop-screen");
 const stateEl = document.getElementById("desktop-state");
 const takeoverButton = document.getElementById("desktop-takeover");
@@ -71,19 +80,60 @@ class PrimedChannel {
   close(...args) { this._ws.close(...args); }
 }
 
+const HOLDER_POLL_MS = 15000;
+
+// The holder line, for a person.
+function holderText(state, mine) {
+  if (mine) return "You control the desktop; the agent waits until you hand it back.";
+  if (state.holder === "person") return `${state.user} controls the desktop.`;
+  if (state.holder === "model") return "The agent controls the desktop.";
+  return "Nobody controls the desktop.";
+}
+
 class DesktopPanel {
   constructor() {
-    this.control = config.held_by_me; // whether this viewer holds the desktop (sends input)
+    this.control = config.held_by_me; // whether this viewer's user holds the desktop (sends input)
     this.ws = null;
     this.rfb = null;
     this.attempt = 0;
     this.retryTimer = null;
+    this.stateRequest = 0; // answers to older requests are ignored
     takeoverButton.addEventListener("click", () => this.takeOver());
     handbackForm.addEventListener("submit", (event) => {
       event.preventDefault();
       this.handBack();
     });
+    document.addEventListener("chat-event", (event) => {
+      const type = event.detail?.type;
+      if (type === "control" || type === "status") this.refreshHolder();
+    });
     this.showControls();
+  }
+
+  // Show who holds the desktop (`state`: the control endpoint's answer) and follow it.
+  applyHolder(state) {
+    const mine = state.holder === "person" && state.user === panel.dataset.username;
+    holderEl.textContent = holderText(state, mine);
+    holderEl.dataset.holder = mine ? "me" : state.holder || "";
+    holderEl.title = state.since ? `Since ${new Date(state.since).toLocaleString()}` : "";
+    if (mine === this.control) return;
+    this.control = mine;
+    this.showControls();
+    if (this.rfb) {
+      this.rfb.viewOnly = !mine;
+      this.rfb.focusOnClick = mine;
+      this.showConnected();
+    }
+  }
+
+  async refreshHolder() {
+    const request = ++this.stateRequest;
+    try {
+      const state = await api("GET", panel.dataset.controlUrl);
+      if (request === this.stateRequest) this.applyHolder(state);
+    } catch {
+      // The desktop's own state line reports connection trouble; the next event refreshes again.
+    }
   }
 
   setState(text, kind = "") {
@@ -101,7 +151,7 @@ class DesktopPanel {
     clearTimeout(this.retryTimer);
     this.retryTimer = null;
     this.setState(this.attempt ? "Reconnecting to the desktop…" : "Connecting to the desktop…");
-    const url = wsUrl(config.socket + (this.control ? "" : "?view_only=1"));
+    const url = wsUrl(config.socket); // the server decides whose input passes
     const ws = new WebSocket(url);
     ws.binaryType = "arraybuffer";
     const channel = new PrimedChannel(ws);
@@ -121,14 +171,19 @@ class DesktopPanel {
       if (rfb !== this.rfb) return;
       this.attempt = 0;
       takeoverButton.disabled = false;
-      if (this.control) {
-        this.setState("You have control. The agent waits until you hand the desktop back.", "control");
-        rfb.focus();
-      } else {
-        this.setState("Live · view only", "live");
-      }
+      this.showConnected();
+      this.refreshHolder(); // it may have changed while this viewer was away
     });
     this.rfb = rfb;
+  }
+
+  showConnected() {
+    if (this.control) {
+      this.setState("You have control. The agent waits until you hand the desktop back.", "control");
+      this.rfb?.focus();
+    } else {
+      this.setState("Live · view only", "live");
+    }
   }
 
   closed(ws, event) {
@@ -146,30 +201,19 @@ class DesktopPanel {
     this.retryTimer = setTimeout(() => this.connect(), delay);
   }
 
-  // Replace the current connection by one in the current mode (view-only or control).
-  reconnect() {
-    const old = this.ws;
-    const rfb = this.rfb;
-    this.ws = null;
-    this.rfb = null;
-    if (rfb) rfb.disconnect();
-    else if (old) old.close();
-    this.attempt = 0;
-    this.connect();
-  }
-
   async takeOver() {
     takeoverButton.disabled = true;
+    let state;
     try {
-      await api("POST", config.takeover);
+      state = await api("POST", config.takeover);
     } catch (error) {
       this.setState(`Could not take control: ${error.message}`, "error");
       takeoverButton.disabled = false;
       return;
     }
-    this.control = true;
-    this.showControls();
-    this.reconnect();
+    this.stateRequest++; // this answer is newer than any request in flight
+    this.applyHolder(state);
+    takeoverButton.disabled = !this.rfb;
     noteInput.focus();
   }
 
@@ -177,20 +221,29 @@ class DesktopPanel {
     const note = noteInput.value.trim();
     const button = handbackForm.querySelector("button");
     button.disabled = true;
+    let state;
     try {
-      await api("POST", config.handback, note ? { note } : {});
+      state = await api("POST", config.handback, note ? { note } : {});
     } catch (error) {
       this.setState(`Could not hand back: ${error.message}`, "error");
+      this.refreshHolder(); // e.g. 409: someone else took it meanwhile
       return;
     } finally {
       button.disabled = false;
     }
     noteInput.value = "";
-    this.control = false;
-    this.showControls();
-    this.reconnect();
+    this.stateRequest++;
+    this.applyHolder(state);
     takeoverButton.focus();
   }
 }
 
-new DesktopPanel().connect();
+const desktopPanel = new DesktopPanel();
+desktopPanel.connect();
+desktopPanel.refreshHolder();
+setInterval(() => {
+  if (document.visibilityState === "visible") desktopPanel.refreshHolder();
+}, HOLDER_POLL_MS);
+document.addEventListener("visibilitychange", () => {
+  if (document.visibilityState === "visible") desktopPanel.refreshHolder();
+});
