@@ -101,8 +101,11 @@ class ComputerTool(Tool):
             self.chat.workspace_agent = agent
             connected = client.agent_for_chat(self.chat)
             self._start_recording()
-            if not control.control_model_acquire(agent=agent, chat=self.chat):
-                return ToolResult(pause=Chat.PausedReason.TAKEN_OVER)  # a person took it meanwhile
+            # Already the model's (read fresh above): nothing to change. Else take it, unless a person did.
+            if agent.desktop_holder != DesktopHolder.MODEL and not control.control_model_acquire(
+                agent=agent, chat=self.chat
+            ):
+                return ToolResult(pause=Chat.PausedReason.TAKEN_OVER, unblocked=self._desktop_free)
             started_at = timezone.now()
             result = client.run_action_sync(connected, params)
             self._audit_action(ctx, params, tool_input, started_at)
