@@ -68,7 +68,8 @@ def test_a_computer_use_child_gets_the_computer_not_the_workspace_tools(user: Us
     root = ChatFactory.create(owner=user, workspace_agent=connected_agent(user))
     child = services.chat_spawn_child(parent=root, prompt="Open the browser")
     tools = tools_for_chat(child, provider_configured=True)
-    assert all(isinstance(tool, ComputerTool) for tool in tools) and workspace_prompt(tools) == ""
+    assert isinstance(tools[0], ComputerTool) and [t.name for t in tools[1:]] == ["request_human_help"]
+    assert workspace_prompt(tools) == ""
 
 
 def test_the_computer_use_prompt_says_what_is_on_the_desktop() -> None:

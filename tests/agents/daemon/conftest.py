@@ -116,7 +116,20 @@ def xev(agent: AgentProcess, tmp_path: Path) -> Iterator[Xev]:
 def xterm(agent: AgentProcess) -> Iterator[subprocess.Popen[bytes]]:
     """An xterm at the top-left of the agent's desktop."""
     proc = subprocess.Popen(
-        ["xterm", "-geometry", "80x24+0+0", "-bg", "white", "-fg", "black"],
+        # A plain shell: the login user's rc files may take seconds (or print) before the first prompt.
+        [
+            "xterm",
+            "-geometry",
+            "80x24+0+0",
+            "-bg",
+            "white",
+            "-fg",
+            "black",
+            "-e",
+            "bash",
+            "--norc",
+            "--noprofile",
+        ],
         env=agent.x_env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
