@@ -168,6 +168,34 @@ def strip_ansi(text: str) -> str:
     return ANSI.sub("", text) if "\x1b" in text else text
 
 
+async def process_exited(proc: asyncio.subprocess.Process) -> int:
+    """Return ``proc``'s exit status as soon as it exits.
+
+    Not ``proc.wait()``: on Python 3.11 that also waits for the process's pipes to close, which a job it
+    left in the background (``sleep 300 & exit``) holds open for as long as it runs. A pidfd becomes
+    readable when the process ends; the event loop's child watcher then reaps it and sets ``returncode``.
+    """
+    if proc.returncode is not None:
+        return proc.returncode
+    loop = asyncio.get_running_loop()
+    try:
+        pidfd = os.pidfd_open(proc.pid)
+    except ProcessLookupError:  # reaped already: returncode is being set
+        pidfd = None
+    if pidfd is not None:
+        ended = loop.create_future()
+        loop.add_reader(pidfd, lambda: ended.done() or ended.set_result(None))
+        try:
+            await ended
+        finally:
+            loop.remove_reader(pidfd)
+            os.close(pidfd)
+    # The watcher sets returncode from its own thread a moment after the exit: no event to wait for.
+    while proc.returncode is None:  # noqa: ASYNC110
+        await asyncio.sleep(0.005)
+    return proc.returncode
+
+
 def _marker_prefix_at_end(data: bytearray, marker: bytes) -> int:
     """Return the length of the longest end of ``data`` that starts ``marker`` (bytes to hold back)."""
     start = data.rfind(marker[:1], max(0, len(data) - len(marker) + 1))
@@ -368,7 +396,7 @@ class ShellSession:
                     del self._carry[: len(self._carry) - MAX_CARRY]
 
     async def _wait(self, proc: asyncio.subprocess.Process) -> None:
-        status = await proc.wait()
+        status = await process_exited(proc)
         if self._reader is not None:
             with contextlib.suppress(TimeoutError, asyncio.CancelledError):
                 await asyncio.wait_for(asyncio.shield(self._reader), EXIT_DRAIN)
@@ -471,7 +499,7 @@ class ShellSession:
         signal_all(victims, signal.SIGKILL)
         if proc.returncode is None:
             with contextlib.suppress(TimeoutError, ProcessLookupError):
-                await asyncio.wait_for(proc.wait(), 5)
+                await asyncio.wait_for(process_exited(proc), 5)
         for task in (self._reader, self._waiter):
             if task is not None:
                 task.cancel()

@@ -251,8 +251,10 @@ async def test_restart_ends_a_running_command_at_once(agent: AgentProcess) -> No
 
 
 async def test_a_new_shell_after_exit_leaves_nothing_of_the_old_one_running(agent: AgentProcess) -> None:
-    out = (await bash(agent, "orphans", "sleep 300 & echo $!; exit 0"))["output"]
-    job = int(out.split()[0])
+    first = await bash(agent, "orphans", "sleep 300 & echo $!; exit 0")
+    # The shell's exit ends the call, although the background job still holds the shell's output pipe.
+    assert first["exit_code"] == 0 and first["shell_exited"] and not first["timed_out"]
+    job = int(first["output"].split()[0])
     assert Path(f"/proc/{job}").exists()
     assert (await bash(agent, "orphans", "echo again"))["new_shell"]
     await wait_until_async(
