@@ -183,8 +183,13 @@ async def process_exited(proc: asyncio.subprocess.Process) -> int:
     except ProcessLookupError:  # reaped already: returncode is being set
         pidfd = None
     if pidfd is not None:
-        ended = loop.create_future()
-        loop.add_reader(pidfd, lambda: ended.done() or ended.set_result(None))
+        ended: asyncio.Future[None] = loop.create_future()
+
+        def readable() -> None:
+            if not ended.done():
+                ended.set_result(None)
+
+        loop.add_reader(pidfd, readable)
         try:
             await ended
         finally:
