@@ -175,17 +175,25 @@ class AuditEventInline(admin.TabularInline):
         return False
 
 
-def _approval_screenshot(approval: Approval) -> SafeString | str:
-    if approval.screenshot_id is None or approval.screenshot is None:
-        return "—"
-    url = reverse("admin:chats_chat_file", args=[approval.screenshot.chat_id, approval.screenshot_id])
-    return format_html(
-        '<a href="{0}" target="_blank"><img src="{0}" alt="screenshot, target marked" style="max-width:160px"></a>',
-        url,
-    )
+class _ApprovalReadOnly:
+    """What the approvals' inline and admin share: read-only (a decision is the chat owner's, through the API
+    or the chat page), and the marked screenshot as a thumbnail."""
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.display(description="Screenshot")
+    def screenshot_thumb(self, approval: Approval) -> SafeString | str:
+        if approval.screenshot_id is None or approval.screenshot is None:
+            return "—"
+        url = reverse("admin:chats_chat_file", args=[approval.screenshot.chat_id, approval.screenshot_id])
+        return format_html(
+            '<a href="{0}" target="_blank"><img src="{0}" alt="screenshot, target marked" style="max-width:160px"></a>',
+            url,
+        )
 
 
-class ApprovalInline(admin.TabularInline):
+class ApprovalInline(_ApprovalReadOnly, admin.TabularInline):
     """The chat's approvals (read-only: a decision is the owner's, through the API or the chat page)."""
 
     model = Approval
@@ -208,16 +216,9 @@ class ApprovalInline(admin.TabularInline):
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    @admin.display(description="Screenshot")
-    def screenshot_thumb(self, approval: Approval) -> SafeString | str:
-        return _approval_screenshot(approval)
-
 
 @admin.register(Approval)
-class ApprovalAdmin(admin.ModelAdmin):
+class ApprovalAdmin(_ApprovalReadOnly, admin.ModelAdmin):
     """Every approval, to see who decided what (read-only: a decision is the chat owner's)."""
 
     list_display = ["created_at", "action", "state", "chat", "decided_by", "decided_at"]
@@ -232,13 +233,6 @@ class ApprovalAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    @admin.display(description="Screenshot")
-    def screenshot_thumb(self, approval: Approval) -> SafeString | str:
-        return _approval_screenshot(approval)
 
 
 @admin.register(Chat)

@@ -7,11 +7,12 @@ character typed into it lands in the file at once, and a text typed twice would 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -47,7 +48,8 @@ LEASE = {"CHATDESK_TURN_LEASE_SECONDS": "5", "CHATDESK_SWEEP_INTERVAL": "1"}
 ENV = {"CHATDESK_AGENT_TIMEOUT_SECONDS": "3600"}
 
 
-def start_typing_sink(agent: AgentProcess, sink: Path) -> subprocess.Popen[bytes]:
+@contextlib.contextmanager
+def typing_sink(agent: AgentProcess, sink: Path) -> Iterator[None]:
     """An xterm whose terminal is raw and whose input goes to ``sink`` character by character."""
     sink.touch()
     proc = subprocess.Popen(
@@ -56,18 +58,22 @@ def start_typing_sink(agent: AgentProcess, sink: Path) -> subprocess.Popen[bytes
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    try:
 
-    def mapped() -> bool:
-        found = subprocess.run(
-            ["xdotool", "search", "--onlyvisible", "--class", "xterm"],
-            env=agent.x_env(),
-            capture_output=True,
-            text=True,
-        )
-        return bool(found.stdout.strip())
+        def mapped() -> bool:
+            found = subprocess.run(
+                ["xdotool", "search", "--onlyvisible", "--class", "xterm"],
+                env=agent.x_env(),
+                capture_output=True,
+                text=True,
+            )
+            return bool(found.stdout.strip())
 
-    wait_until(mapped, timeout=20, what="the xterm window")
-    return proc
+        wait_until(mapped, timeout=20, what="the xterm window")
+        yield
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
 
 
 def steps(request: RecordedRequest) -> int:
@@ -118,7 +124,6 @@ def test_takeover_during_a_slow_action_records_it_once_and_handback_resumes_with
 
     agent_row, agent = desktop_agent
     sink = tmp_path / "typed.txt"
-    xterm = start_typing_sink(agent, sink)
     slow_input: dict[str, Any] = {"text": LONG_TEXT} if slow == "type" else {"duration": 3}
     seen: list[RecordedRequest] = []
 
@@ -132,7 +137,7 @@ def test_takeover_during_a_slow_action_records_it_once_and_handback_resumes_with
         return reply(text("Resumed."))
 
     fake.handle_with(script)
-    try:
+    with typing_sink(agent, sink):
         with running_worker(tmp_path, env=worker_env(**ENV)):
             child = child_of(user, agent_row)("Type into the terminal.")
             wait_until(lambda: started(child.pk, "slow"), timeout=60, what="the slow action to start")
@@ -143,9 +148,6 @@ def test_takeover_during_a_slow_action_records_it_once_and_handback_resumes_with
             wait_until(lambda: ToolCall.objects.get(pk=call.pk).state == ToolCall.State.DONE, timeout=30)
             desktop_handback(chat=child, user=user, note="All yours again.")
             wait_status(child, Chat.Status.COMPLETED, Chat.Status.ERROR, timeout=60)
-    finally:
-        xterm.terminate()
-        xterm.wait(timeout=10)
     assert child.status == Chat.Status.COMPLETED, child.last_error
     if slow == "type":
         assert sink.read_text() == LONG_TEXT  # typed exactly once
@@ -168,7 +170,6 @@ def test_a_worker_killed_mid_action_tells_the_model_the_outcome_is_unknown(
 ) -> None:
     agent_row, agent = desktop_agent
     sink = tmp_path / "typed.txt"
-    xterm = start_typing_sink(agent, sink)
     seen: list[RecordedRequest] = []
 
     def script(request: RecordedRequest) -> Reply:
@@ -181,7 +182,7 @@ def test_a_worker_killed_mid_action_tells_the_model_the_outcome_is_unknown(
         return reply(text("I will look at the screen before doing anything else."))
 
     fake.handle_with(script)
-    try:
+    with typing_sink(agent, sink):
         with running_worker(tmp_path, name="doomed", env=worker_env(**ENV, **LEASE)) as doomed:
             child = child_of(user, agent_row)("Type into the terminal.")
             wait_until(lambda: started(child.pk, "t1"), timeout=60, what="the typing to start")
@@ -191,9 +192,6 @@ def test_a_worker_killed_mid_action_tells_the_model_the_outcome_is_unknown(
         with running_worker(tmp_path, name="rescuer", beat=True, env=worker_env(**ENV, **LEASE)):
             WorkspaceAgent.objects.filter(pk=agent_row.pk).update(last_seen=timezone.now())
             wait_status(child, Chat.Status.COMPLETED, Chat.Status.ERROR, timeout=90)
-    finally:
-        xterm.terminate()
-        xterm.wait(timeout=10)
     assert child.status == Chat.Status.COMPLETED, child.last_error
     assert ToolCall.objects.get(chat=child, tool_use_id="t1").state == ToolCall.State.UNKNOWN
     answered = results_for(seen[0], "t1")
@@ -219,7 +217,6 @@ def test_the_model_asks_for_help_a_person_acts_and_hands_back_with_a_note(
 
     agent_row, agent = desktop_agent
     sink = tmp_path / "typed.txt"
-    xterm = start_typing_sink(agent, sink)
     seen: list[RecordedRequest] = []
 
     def script(request: RecordedRequest) -> Reply:
@@ -238,7 +235,7 @@ def test_the_model_asks_for_help_a_person_acts_and_hands_back_with_a_note(
         return reply(text("Logged in, thanks."))
 
     fake.handle_with(script)
-    try:
+    with typing_sink(agent, sink):
         with running_worker(tmp_path, concurrency=1, env=worker_env(**ENV)):
             WorkspaceAgent.objects.filter(pk=agent_row.pk).update(last_seen=timezone.now())
             root = services.chat_create(owner=user, message="Log me in.")
@@ -260,9 +257,6 @@ def test_the_model_asks_for_help_a_person_acts_and_hands_back_with_a_note(
             wait_until(lambda: sink.read_text() == "hunter2", timeout=10, what="the person's typing")
             desktop_handback(chat=child, user=user, note="Password typed; you are logged in.")
             wait_status(root, Chat.Status.WAITING, Chat.Status.ERROR, timeout=90)
-    finally:
-        xterm.terminate()
-        xterm.wait(timeout=10)
     child.refresh_from_db()
     assert root.status == Chat.Status.WAITING, root.last_error
     assert child.status == Chat.Status.COMPLETED, child.last_error
@@ -283,7 +277,6 @@ def test_a_gated_action_waits_for_approval_and_runs_once_on_one_worker(
     settings.CHATDESK_APPROVAL_POLICY = "risky"  # the root's default; its child inherits it
     agent_row, agent = desktop_agent
     sink = tmp_path / "typed.txt"
-    xterm = start_typing_sink(agent, sink)
     seen: list[RecordedRequest] = []
 
     def script(request: RecordedRequest) -> Reply:
@@ -304,7 +297,7 @@ def test_a_gated_action_waits_for_approval_and_runs_once_on_one_worker(
         return reply(text("Typed."))
 
     fake.handle_with(script)
-    try:
+    with typing_sink(agent, sink):
         with running_worker(tmp_path, concurrency=1, env=worker_env(**ENV)):
             WorkspaceAgent.objects.filter(pk=agent_row.pk).update(last_seen=timezone.now())
             root = services.chat_create(owner=user, message="Type hello on the desktop.")
@@ -322,9 +315,6 @@ def test_a_gated_action_waits_for_approval_and_runs_once_on_one_worker(
             assert not ToolCall.objects.filter(chat=child, tool_use_id="t1").exists()
             approval_decide(approval_id=approval.pk, user=user, decision="approve")
             wait_status(root, Chat.Status.WAITING, Chat.Status.ERROR, timeout=90)
-    finally:
-        xterm.terminate()
-        xterm.wait(timeout=10)
     assert root.status == Chat.Status.WAITING, root.last_error
     assert sink.read_text() == "hello"  # typed once
     answered = results_for(seen[0], "t1")
@@ -346,7 +336,6 @@ def test_a_denied_or_expired_action_is_an_error_with_the_note_and_the_chat_goes_
 
     agent_row, agent = desktop_agent
     sink = tmp_path / "typed.txt"
-    xterm = start_typing_sink(agent, sink)
     seen: list[RecordedRequest] = []
 
     def script(request: RecordedRequest) -> Reply:
@@ -360,7 +349,7 @@ def test_a_denied_or_expired_action_is_an_error_with_the_note_and_the_chat_goes_
 
     fake.handle_with(script)
     env = worker_env(**ENV, CHATDESK_APPROVAL_TIMEOUT_SECONDS="2", CHATDESK_SWEEP_INTERVAL="1")
-    try:
+    with typing_sink(agent, sink):
         with running_worker(tmp_path, concurrency=1, beat=outcome == "expire", env=env):
             child = child_of(user, agent_row, approval_policy="risky")("Press x.")
             wait_status(child, Chat.Status.PAUSED, Chat.Status.ERROR, timeout=60)
@@ -370,9 +359,6 @@ def test_a_denied_or_expired_action_is_an_error_with_the_note_and_the_chat_goes_
                 key = child.approvals.get(action="key")
                 approval_decide(approval_id=key.pk, user=user, decision="deny", note="Not that key.")
             wait_status(child, Chat.Status.COMPLETED, Chat.Status.ERROR, timeout=60)
-    finally:
-        xterm.terminate()
-        xterm.wait(timeout=10)
     assert child.status == Chat.Status.COMPLETED, child.last_error
     key = child.approvals.get(action="key")
     assert key.state == ("denied" if outcome == "deny" else "expired")
