@@ -189,18 +189,22 @@ def test_a_program_on_the_desktop_sees_neither_the_token_nor_the_servers_secrets
 
 @pytest.mark.skipif(desktop_user() is None, reason="needs root, to run the check as another user")
 @pytest.mark.skipif(not Path("/usr/bin/python3").exists(), reason="needs a Python the desktop user may run")
-def test_a_non_dumpable_process_hides_its_environment_from_its_own_user(tmp_path: Path) -> None:
+def test_a_non_dumpable_process_hides_its_environment_from_its_own_user(shared_dir: Path) -> None:
     """Without a separate desktop user, the agent's own user still cannot read its environment."""
     user = pwd.getpwnam(desktop_user() or "")
+    # The checkout may be closed to that user (a clone under a 0700 mktemp folder): give it the module alone
+    # (it imports only the standard library).
+    shutil.copy(REPO_ROOT / "agents" / "daemon" / "boundary.py", shared_dir / "boundary.py")
+    os.chmod(shared_dir / "boundary.py", 0o644)
     as_user = ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--clear-groups"]
     code = (
-        "import sys, time; sys.path.insert(0, sys.argv[1]); from agents.daemon.boundary import make_undumpable; "
+        "import sys, time; sys.path.insert(0, sys.argv[1]); from boundary import make_undumpable; "
         "print(make_undumpable() if sys.argv[2] == 'yes' else 'dumpable', flush=True); time.sleep(60)"
     )
     results = {}
     for undumpable in ("yes", "no"):
         holder = subprocess.Popen(
-            [*as_user, "/usr/bin/python3", "-c", code, str(REPO_ROOT), undumpable],
+            [*as_user, "/usr/bin/python3", "-c", code, str(shared_dir), undumpable],
             env={"PATH": "/usr/bin:/bin", "HOLDER_SECRET": "held-secret-value"},
             stdout=subprocess.PIPE,
             text=True,
