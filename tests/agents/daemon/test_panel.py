@@ -54,6 +54,23 @@ def windows(agent: AgentProcess, wm_class: str) -> list[str]:
     return out.stdout.split()
 
 
+def window_names(agent: AgentProcess, wm_class: str) -> list[str]:
+    """Return the titles of the visible windows of class ``wm_class``, read one window at a time (a
+    window that closes between the search and the read leaves the others' titles)."""
+    names = []
+    for window in windows(agent, wm_class):
+        out = subprocess.run(
+            ["xdotool", "getwindowname", window],
+            env=agent.x_env(),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if out.returncode == 0:
+            names.append(out.stdout.strip())
+    return names
+
+
 def screenshot(agent: AgentProcess) -> Image.Image:
     shot = agent.call("screenshot")
     return Image.open(io.BytesIO(base64.b64decode(shot["png_base64"]))).convert("RGB")
@@ -102,14 +119,14 @@ def test_the_chromium_launcher_opens_chromium_with_a_profile_of_its_own(agent: A
         assert profile.is_dir()
         if user is not None:
             assert profile.stat().st_uid == pwd.getpwnam(user).pw_uid
-        # One window, a browser: no first-run or default-browser dialog beside it.
-        names = subprocess.run(
-            ["xdotool", "search", "--onlyvisible", "--class", "chromium", "getwindowname", "%@"],
-            env=agent.x_env(),
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout.splitlines()
+        # One window, a browser: no first-run or default-browser dialog beside it. Chromium maps its
+        # window before it names it, so the names are read once the browser's own title shows.
+        wait_until(
+            lambda: any(name.endswith("Chromium") for name in window_names(agent, "chromium")),
+            timeout=20,
+            what="the Chromium window's title",
+        )
+        names = window_names(agent, "chromium")
         assert names and all(name.endswith("Chromium") for name in names), names
     finally:
         for pid in processes_with_argument(f"--user-data-dir={profile}"):
