@@ -9,6 +9,7 @@ import threading
 
 import redis
 from celery import Celery
+from celery.signals import worker_process_shutdown
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -66,6 +67,15 @@ def schedule_sweep(sender: Celery, **kwargs: object) -> None:
         name="chats.purge_expired_files",
         expires=settings.CHATDESK_FILE_PURGE_INTERVAL,
     )
+
+
+@worker_process_shutdown.connect
+def flush_live_events(**kwargs: object) -> None:
+    """A pool process exits (it skips atexit): send the live events it still holds (chats/events.py)."""
+    from chats.events import sender
+
+    if not sender.flush():
+        logger.warning("Live events still queued when the worker process exited were dropped.")
 
 
 def approval_expiry_interval(timeout_seconds: float) -> float:

@@ -8,16 +8,21 @@ committed, so a consumer never sees a message it cannot read back from the datab
 A worker publishes from synchronous code. ``async_to_sync`` would run each send in a new event loop, and
 channels_redis keeps its connection pool per event loop: every event would open (and drop) a Redis
 connection. :class:`LayerSender` instead keeps one event loop in a thread of its own per process, so
-the pool and its connections live as long as the process; each send waits for its own completion, so
-events go out in the order they were published.
+the pool and its connections live as long as the process. A publisher does not wait for Redis: events go
+into one queue that a single task on that loop sends from, one after another, so they go out in the order
+they were published (a turn's step is not slowed by a Redis round trip per event). The queue is bounded:
+when Redis hangs, the newest events are dropped (and logged) rather than memory growing; a failed send is
+logged and the next one goes on. Live events are best effort either way: stream clients catch up from the
+database. Pending events are flushed when a worker process exits.
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
+import logging
 import os
 import threading
-from concurrent.futures import Future
 from typing import Any, Literal, TypedDict
 
 from channels.layers import get_channel_layer
@@ -26,6 +31,8 @@ from django.db import transaction
 
 from chats.models import Chat, ChatEvent, ChatMessage
 from chats.serializers import ChatSerializer, message_to_json, usage_to_json
+
+logger = logging.getLogger(__name__)
 
 
 class MessageEvent(TypedDict):
@@ -82,38 +89,108 @@ Event = (
 )
 
 LAYER_MESSAGE_TYPE = "chat.event"
-#: How long a publish waits for the channel layer before giving up on that event.
+#: How long one send may take before it is given up (logged) and the next one goes.
 SEND_TIMEOUT = 10.0
+#: Events waiting to be sent, at most; beyond it (Redis hangs) new events are dropped.
+QUEUE_LIMIT = 10_000
+#: How long a process that exits waits for its pending events.
+EXIT_FLUSH_TIMEOUT = 5.0
 
 
 class LayerSender:
-    """Sends to the channel layer from synchronous code through one long-lived event loop per process."""
+    """Sends to the channel layer from synchronous code, in order and without waiting, through one
+    long-lived event loop (and one sending task) per process."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._queue: asyncio.Queue[tuple[str, dict[str, Any]]] | None = None
+        self._task: asyncio.Task[None] | None = None
         self._pid = 0
+        self.dropped = 0
 
     def loop(self) -> asyncio.AbstractEventLoop:
         """Return this process's sending loop, started on first use (and again in a forked child)."""
+        return self._started()[0]
+
+    def _started(self) -> tuple[asyncio.AbstractEventLoop, asyncio.Queue[tuple[str, dict[str, Any]]]]:
         with self._lock:
-            if self._loop is None or self._pid != os.getpid() or self._loop.is_closed():
+            if (
+                self._loop is None
+                or self._queue is None
+                or self._pid != os.getpid()
+                or self._loop.is_closed()
+            ):
                 loop = asyncio.new_event_loop()
+                queue: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue(QUEUE_LIMIT)
+                self._task = loop.create_task(self._send_all(queue))
                 thread = threading.Thread(target=loop.run_forever, name="chat-events", daemon=True)
                 thread.start()
-                self._loop, self._pid = loop, os.getpid()
-            return self._loop
+                self._loop, self._queue, self._pid = loop, queue, os.getpid()
+            return self._loop, self._queue
 
     def group_send(self, group: str, message: dict[str, Any]) -> None:
-        """Send ``message`` to ``group`` and wait until the layer took it (at most SEND_TIMEOUT)."""
-        layer = get_channel_layer()
-        if layer is None:
+        """Queue ``message`` for ``group``; it is sent after every message queued before it."""
+        if get_channel_layer() is None:
             return
-        future: Future[None] = asyncio.run_coroutine_threadsafe(layer.group_send(group, message), self.loop())
-        future.result(timeout=SEND_TIMEOUT)
+        loop, queue = self._started()
+        loop.call_soon_threadsafe(self._put, queue, (group, message))
+
+    def _put(
+        self, queue: asyncio.Queue[tuple[str, dict[str, Any]]], item: tuple[str, dict[str, Any]]
+    ) -> None:
+        try:
+            queue.put_nowait(item)
+        except asyncio.QueueFull:
+            self.dropped += 1
+            if self.dropped == 1 or self.dropped % 1000 == 0:
+                logger.warning("Live events are not reaching Redis: %d dropped so far.", self.dropped)
+
+    @staticmethod
+    async def _send_all(queue: asyncio.Queue[tuple[str, dict[str, Any]]]) -> None:
+        while True:
+            group, message = await queue.get()
+            try:
+                layer = get_channel_layer()
+                if layer is not None:
+                    await asyncio.wait_for(layer.group_send(group, message), SEND_TIMEOUT)
+            except Exception:  # noqa: BLE001 - best effort: log it, and the next event goes on
+                logger.warning("A live event to %s was not sent.", group, exc_info=True)
+            finally:
+                queue.task_done()
+
+    def flush(self, timeout: float = EXIT_FLUSH_TIMEOUT) -> bool:
+        """Wait until every event queued so far in this process was sent (or given up). Return False when
+        ``timeout`` passed first."""
+        with self._lock:
+            loop, queue = self._loop, self._queue
+            if loop is None or queue is None or self._pid != os.getpid() or loop.is_closed():
+                return True
+        future = asyncio.run_coroutine_threadsafe(queue.join(), loop)
+        try:
+            future.result(timeout=timeout)
+        except TimeoutError:
+            future.cancel()
+            return False
+        return True
+
+    def close(self) -> None:
+        """Stop this sender's loop, dropping what it still holds (flush first to send it)."""
+        with self._lock:
+            loop, task = self._loop, self._task
+            self._loop = self._queue = self._task = None
+        if loop is not None and task is not None and not loop.is_closed():
+
+            async def stop() -> None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+                loop.stop()
+
+            asyncio.run_coroutine_threadsafe(stop(), loop)
 
 
 sender = LayerSender()
+atexit.register(sender.flush)  # a web process or script that exits; Celery's pool: chatdesk/celery.py
 
 
 def group_name(chat_id: object) -> str:
