@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import inspect
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from channels import DEFAULT_CHANNEL_LAYER
+from channels.layers import channel_layers
 from django.conf import settings
 from django.contrib.auth.models import User
 from rest_framework.test import APIClient
@@ -28,6 +31,15 @@ def isolated_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
         settings.CHANNEL_LAYERS["default"]["CONFIG"]["prefix"] = f"chatdesk-test-{run}"
     settings.MEDIA_ROOT = str(tmp_path_factory.mktemp("media"))
     yield
+
+
+@pytest.fixture(autouse=True)
+def channel_layer_per_event_loop(request: pytest.FixtureRequest) -> None:
+    """Give each async test (an event loop of its own) a fresh channel layer. channels_redis binds a layer's
+    receive lock to the loop that last held it: a consumer of an earlier test's loop that received an event
+    just before that loop closed leaves the lock held there, and the next loop's consumers fail on it."""
+    if settings.REDIS_URL and inspect.iscoroutinefunction(request.function):
+        channel_layers.set(DEFAULT_CHANNEL_LAYER, channel_layers.make_backend(DEFAULT_CHANNEL_LAYER))
 
 
 @pytest.fixture
