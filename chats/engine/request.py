@@ -21,7 +21,6 @@ byte-identical up to there (a lookup checks each breakpoint and up to 20 blocks 
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 from collections.abc import Callable
@@ -88,6 +87,17 @@ def _image_slots(messages: list[Message]) -> list[tuple[list[Any], int]]:
     return slots
 
 
+def json_copy(value: Any) -> Any:
+    """Return a copy of JSON-like ``value`` (request messages, tools): its dicts and lists are new, its
+    strings and numbers shared. ``copy.deepcopy`` does the same for these values with a memo of every
+    object it meets: several times slower on a long computer-use history."""
+    if isinstance(value, dict):
+        return {key: json_copy(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [json_copy(item) for item in value]
+    return value
+
+
 def prune_screenshots(messages: list[Message], keep: int, batch: int = 1) -> list[Message]:
     """Return a copy of ``messages`` where the oldest images are replaced by a short text, in batches.
 
@@ -97,7 +107,7 @@ def prune_screenshots(messages: list[Message], keep: int, batch: int = 1) -> lis
     computer-use conversation; re-sending all of them would exhaust the context window within a few
     dozen steps.
     """
-    pruned = copy.deepcopy(messages)  # base64 strings are shared, not copied: this is cheap
+    pruned = json_copy(messages)
     slots = _image_slots(pruned)
     for container, index in slots[: images_to_drop(len(slots), keep, batch)]:
         container[index] = _omitted()
@@ -121,9 +131,9 @@ def add_cache_breakpoints(
     if isinstance(system, str):
         new_system = [{"type": "text", "text": system}] if system else system
     else:
-        new_system = copy.deepcopy(system) if system else system
-    new_tools = copy.deepcopy(tools) if tools else []
-    new_messages = copy.deepcopy(messages)
+        new_system = json_copy(system) if system else system
+    new_tools = json_copy(tools) if tools else []
+    new_messages = json_copy(messages)
     for message in new_messages:
         _strip_cache_control(message)
         if isinstance(message.get("content"), str) and message["content"]:

@@ -18,6 +18,7 @@ from chats.engine.request import (
     OMITTED_SCREENSHOT_TEXT,
     add_cache_breakpoints,
     images_to_drop,
+    json_copy,
     prune_screenshots,
 )
 from tests.support.fake_anthropic import PromptCache, png_bytes
@@ -73,6 +74,23 @@ def images_in(messages: list[dict[str, Any]]) -> list[str]:
 
 def count_breakpoints(value: Any) -> int:
     return json.dumps(value).count('"cache_control"')
+
+
+# --- json_copy -----------------------------------------------------------------------------------
+
+
+def test_json_copy_gives_new_containers_with_the_same_content() -> None:
+    messages = conversation(3)
+
+    copied = json_copy(messages)
+
+    assert copied == messages
+    result = copied[2]["content"][0]
+    assert result is not messages[2]["content"][0]
+    assert result["content"] is not messages[2]["content"][0]["content"]
+    result["content"].clear()  # changing the copy leaves the original as it was
+    copied[1]["content"][0]["input"]["action"] = "left_click"
+    assert messages == conversation(3)
 
 
 # --- prune_screenshots ---------------------------------------------------------------------------
