@@ -19,10 +19,10 @@ from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from django.db.models import Max, OuterRef, Subquery, Sum
+from django.db.models import Max, Sum
 from django.utils import timezone
 
-from chats.models import Chat, ChatMessage, ChatModelConfig, UserBudget
+from chats.models import Chat, ChatMessage, ChatModelConfig
 
 __all__ = [
     "FALLBACK_PRICES",
@@ -129,26 +129,24 @@ def budget_block(chat: Chat) -> str | None:
     """Return why ``chat`` may not start a model call now (its tree's budget or its owner's monthly limit
     is reached), as a sentence for a person with the amounts; None when it may. One query, plus one
     when the owner has a monthly limit."""
-    limit = UserBudget.objects.filter(user_id=OuterRef("owner_id")).values("monthly_limit_usd")[:1]
     row = (
         Chat.objects.filter(pk=chat.root_id or chat.pk)
-        .annotate(monthly_limit=Subquery(limit))
-        .values("budget_usd", "tree_cost_usd", "monthly_limit")
+        .values_list("budget_usd", "tree_cost_usd", "owner__budget__monthly_limit_usd")
         .first()
     )
     if row is None:
         return None
-    budget, spent = row["budget_usd"], row["tree_cost_usd"]
+    budget, spent, monthly_limit = row
     if budget is not None and spent >= budget:
         return (
             f"Paused: this chat reached its budget of {format_usd(budget)} ({format_usd(spent)} spent). "
             "Raise the budget and resume to continue."
         )
-    if row["monthly_limit"] is not None:
+    if monthly_limit is not None:
         month = user_month_spent(chat.owner_id)
-        if month >= row["monthly_limit"]:
+        if month >= monthly_limit:
             return (
-                f"Paused: your monthly limit of {format_usd(row['monthly_limit'])} is reached "
+                f"Paused: your monthly limit of {format_usd(monthly_limit)} is reached "
                 f"({format_usd(month)} spent this month). An administrator can raise it; then resume to continue."
             )
     return None
