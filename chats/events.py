@@ -30,7 +30,7 @@ from django.conf import settings
 from django.db import transaction
 
 from chats.models import Chat, ChatEvent, ChatMessage
-from chats.serializers import ChatSerializer, message_to_json, usage_to_json
+from chats.serializers import chat_to_json, message_to_json, usage_to_json
 
 logger = logging.getLogger(__name__)
 
@@ -154,7 +154,7 @@ class LayerSender:
                 layer = get_channel_layer()
                 if layer is not None:
                     await asyncio.wait_for(layer.group_send(group, message), SEND_TIMEOUT)
-            except Exception:  # noqa: BLE001 - best effort: log it, and the next event goes on
+            except Exception:  # best effort: log it, and the next event goes on
                 logger.warning("A live event to %s was not sent.", group, exc_info=True)
             finally:
                 queue.task_done()
@@ -240,7 +240,7 @@ def publish_status(chat: Chat) -> None:
 def publish_child(chat: Chat) -> None:
     """Tell the parent's viewers that a child chat was created or changed."""
     if chat.parent_id is not None:
-        publish(chat.parent_id, ChildEvent(type="child", chat=dict(ChatSerializer(chat).data)))
+        publish(chat.parent_id, ChildEvent(type="child", chat=chat_to_json(chat)))
 
 
 def usage_event(chat: Chat) -> UsageEvent:
