@@ -38,19 +38,29 @@ def chat_file_store(
     size: int,
     width: int | None = None,
     height: int | None = None,
+    file_id: UUID | None = None,
+    chat_locked: bool = False,
 ) -> ChatFile | None:
     """Store ``content`` as a file of chat ``chat_id`` and return its row; None when the chat is gone.
 
     The chat's row is locked while the bytes are written and the row created, so a chat deleted meanwhile
     waits for this to finish (and then deletes the new file too), or was deleted before (and nothing is
-    written). Storage reads ``content`` in chunks: a large file is never held in memory.
+    written); ``chat_locked``: the caller's transaction holds that lock already (and knows the chat is
+    there). ``file_id``: the row's id, when the caller needs it before the file is stored. Storage reads
+    ``content`` in chunks: a large file is never held in memory.
     """
-    with transaction.atomic():
-        if Chat.objects.select_for_update(no_key=True).filter(pk=chat_id).values_list("pk").first() is None:
+    with transaction.atomic(savepoint=False):  # a failure re-raises: a caller's transaction rolls back
+        if (
+            not chat_locked
+            and Chat.objects.select_for_update(no_key=True).filter(pk=chat_id).values_list("pk").first()
+            is None
+        ):
             return None
         chat_file = ChatFile(
             chat_id=chat_id, content_type=content_type, size=size, width=width, height=height
         )
+        if file_id is not None:
+            chat_file.pk = file_id
         chat_file.file.save(f"{chat_file.pk}", content, save=False)
         try:
             chat_file.save()

@@ -17,9 +17,14 @@ def chat_for_user(*, user: User, chat_id: object) -> Chat:
 
 
 def chat_approval_policy(chat: Chat) -> str:
-    """Return the approval policy ``chat`` follows: its root's (a root's own)."""
+    """Return the approval policy ``chat`` follows: its root's (a root's own). A child that holds its root
+    row (loaded with it: ``select_related("root")``, or assigned by chat_lock_tree_rows and the engine at
+    each step) reads it there; otherwise it is read now. (``is_cached``: Django's related descriptor,
+    pinned with Django, tests/chats/test_models.py checks it.)"""
     if chat.parent_id is None:
         return chat.approval_policy
+    if Chat.root.is_cached(chat):
+        return chat.root.approval_policy
     policy = Chat.objects.filter(pk=chat.root_id).values_list("approval_policy", flat=True).first()
     return policy or Chat.ApprovalPolicy.OFF
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
+from uuid import UUID
 
 from django.conf import settings
 from django.contrib.auth.models import User
@@ -116,13 +117,15 @@ def message_append(
     model: str = "",
     context_id: int | None = None,
     cost: Decimal | None = None,
+    root: Chat | None = None,
 ) -> ChatMessage:
     """Store one message on ``chat`` and publish it to the chat's live stream.
 
     The caller holds the chat's row lock (``select_for_update``), so the chat's messages are numbered in
     the order they commit (history and the stream's cursor rely on it) and ``chat``'s sums are fresh.
     With ``usage`` (a model call's), the message gets its ``cost`` (by default at ``model``'s prices now),
-    and the chat's and its root's sums grow (usage_record).
+    and the chat's and its root's sums grow (usage_record; ``root``: a child's root, locked by the caller
+    with chat_lock_tree_rows, else locked there).
     """
     if usage and cost is None:
         cost = usage_cost(usage, model=model or chat.model, config=chat.model_config)
@@ -136,7 +139,7 @@ def message_append(
         context_id=context_id,
     )
     if usage:
-        usage_record(chat=chat, usage=usage, cost=cost or Decimal(0))
+        usage_record(chat=chat, usage=usage, cost=cost or Decimal(0), root=root)
     publish_message(message)
     return message
 
@@ -149,35 +152,41 @@ def _add_usage(totals: dict[str, Any] | None, usage: dict[str, Any]) -> dict[str
     return summed
 
 
-def chat_lock_tree_rows(*, chat: Chat) -> None:
+def chat_lock_tree_rows(*, chat: Chat) -> tuple[Chat | None, Chat | None]:
     """Lock ``chat``'s row and its root's, in primary-key order (as chat_delete locks a tree), so that
-    recording a child's usage (which changes both rows) cannot deadlock with another writer of the tree."""
-    list(
-        Chat.objects.select_for_update()
-        .filter(pk__in=[chat.pk, chat.root_id])
-        .order_by("pk")
-        .values_list("pk")
-    )
+    recording a child's usage (which changes both rows) cannot deadlock with another writer of the tree.
+
+    Return both rows as they are now, locked: ``(chat, root)``, root None for a root chat; None for a row
+    that is gone. One query: pass them on to message_append. The chat holds its root (``chat.root``)."""
+    rows = {
+        row.pk: row
+        for row in Chat.objects.select_for_update().filter(pk__in=[chat.pk, chat.root_id]).order_by("pk")
+    }
+    locked = rows.get(chat.pk)
+    root = rows.get(chat.root_id) if chat.root_id is not None and chat.root_id != chat.pk else None
+    if locked is not None and root is not None:
+        locked.root = root  # its readers (chat_approval_policy) use this fresh row
+    return locked, root
 
 
 @transaction.atomic(savepoint=False)
-def usage_record(*, chat: Chat, usage: dict[str, Any], cost: Decimal) -> None:
+def usage_record(*, chat: Chat, usage: dict[str, Any], cost: Decimal, root: Chat | None = None) -> None:
     """Add one model call's ``usage`` and ``cost`` to ``chat``'s sums and its root's tree sums.
 
-    ``chat`` is locked and fresh (message_append's caller); a child's root is locked here, so the
-    calls of a whole tree add up (callers that lock rows of a tree lock them with chat_lock_tree_rows, in
-    primary-key order). ``chat`` is updated in place; viewers get ``usage`` events.
+    ``chat`` is locked and fresh (message_append's caller); a child's root is locked here unless the
+    caller passes it locked and fresh as ``root``, so the calls of a whole tree add up (callers that lock
+    rows of a tree lock them with chat_lock_tree_rows, in primary-key order). ``chat`` is updated in place;
+    viewers get ``usage`` events.
     """
     chat.usage = _add_usage(chat.usage, usage)
     chat.cost_usd = Decimal(chat.cost_usd) + cost
     fields: dict[str, Any] = {"usage": chat.usage, "cost_usd": chat.cost_usd}
-    root: Chat | None = None
     if chat.parent_id is None:
         chat.tree_usage = _add_usage(chat.tree_usage, usage)
         chat.tree_cost_usd = Decimal(chat.tree_cost_usd) + cost
         fields.update(tree_usage=chat.tree_usage, tree_cost_usd=chat.tree_cost_usd)
     else:
-        root = (
+        root = root or (
             Chat.objects.select_for_update()
             .only("id", "parent_id", "usage", "cost_usd", "tree_usage", "tree_cost_usd", "budget_usd")
             .get(pk=chat.root_id)
@@ -409,8 +418,17 @@ def chat_close(*, chat: Chat) -> Chat:
     return closed if closed is not None else Chat.objects.get(pk=chat.pk)
 
 
-def chat_file_store_png(*, chat: Chat, png: bytes, width: int | None, height: int | None) -> ChatFile | None:
-    """Store a screenshot of ``chat`` in Django storage and return its ChatFile row (None: the chat is gone)."""
+def chat_file_store_png(
+    *,
+    chat: Chat,
+    png: bytes,
+    width: int | None,
+    height: int | None,
+    file_id: UUID | None = None,
+    chat_locked: bool = False,
+) -> ChatFile | None:
+    """Store a screenshot of ``chat`` in Django storage and return its ChatFile row (None: the chat is gone;
+    ``file_id`` and ``chat_locked``: see chat_file_store)."""
     return chat_file_store(
         chat_id=chat.pk,
         content=ContentFile(png),
@@ -418,6 +436,8 @@ def chat_file_store_png(*, chat: Chat, png: bytes, width: int | None, height: in
         size=len(png),
         width=width,
         height=height,
+        file_id=file_id,
+        chat_locked=chat_locked,
     )
 
 

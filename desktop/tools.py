@@ -16,6 +16,7 @@ the chat's approval policy gates waits for a person's decision (``awaiting_appro
 from __future__ import annotations
 
 import logging
+import uuid
 from typing import Any
 
 from asgiref.sync import async_to_sync
@@ -29,7 +30,7 @@ from chats.audit import audit_record
 from chats.models import Approval, AuditEvent, Chat, ChatFile, ChatMessage, Recording
 from chats.selectors import chat_model_options
 from chats.services import chat_file_store_png
-from chats.tools.base import Tool, ToolContext, ToolResult, error_result
+from chats.tools.base import ImageFile, Tool, ToolContext, ToolResult, error_result
 from desktop import client, computer, control, recordings
 
 logger = logging.getLogger(__name__)
@@ -108,7 +109,6 @@ class ComputerTool(Tool):
                 return ToolResult(pause=Chat.PausedReason.TAKEN_OVER, unblocked=self._desktop_free)
             started_at = timezone.now()
             result = client.run_action_sync(connected, params)
-            self._audit_action(ctx, params, tool_input, started_at)
         except AgentNotConnected:
             return error_result(f'action "{action}" failed: the workspace agent is not connected.')
         except AgentUnreachable:
@@ -118,16 +118,28 @@ class ComputerTool(Tool):
         content: list[dict[str, Any]] = []
         if result.output:
             content.append({"type": "text", "text": result.output.replace("\x00", "")})
-        if result.png:
-            chat_file = chat_file_store_png(
-                chat=self.chat, png=result.png, width=result.width, height=result.height
-            )
-            if chat_file is None:
-                return error_result("This chat was deleted.")
-            content.append({"type": "image", "file_id": str(chat_file.pk)})
+        png = result.png
+        file_id = uuid.uuid4() if png else None
+        if file_id is not None:
+            content.append({"type": "image", "file_id": str(file_id)})
         if not content:
             content.append({"type": "text", "text": f'action "{action}" performed'})
-        return ToolResult(content=content)
+
+        def record() -> None:
+            """Store the screenshot and the audit entry with the result (journal_finish: the chat is locked)."""
+            if png and file_id is not None:
+                chat_file_store_png(
+                    chat=self.chat,
+                    png=png,
+                    width=result.width,
+                    height=result.height,
+                    file_id=file_id,
+                    chat_locked=True,
+                )
+            self._audit_action(ctx, params, tool_input, started_at)
+
+        images = {str(file_id): ImageFile(png, result.width, result.height)} if png and file_id else {}
+        return ToolResult(content=content, record=record, images=images)
 
     def _desktop_free(self) -> bool:
         agent = self._agent()

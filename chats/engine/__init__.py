@@ -85,6 +85,10 @@ logger = logging.getLogger(__name__)
 STOP_CHECK_SECONDS = 0.25
 RETRY_BASE_DELAY = 1.0
 UNEXPECTED_ERROR = "The turn failed because of an unexpected error; see the worker's log."
+RECORD_FAILED = (
+    "The action ran, but what it left (its screenshot) could not be stored because of an unexpected error. "
+    "Take a screenshot to see the desktop's state."
+)
 TIME_LIMIT_ERROR = (
     "The turn ran longer than CHATDESK_TURN_TIME_LIMIT and was stopped; what it did so far is kept. "
     "Send a message to continue."
@@ -124,6 +128,7 @@ class Turn:
         self._stop_checked_at = 0.0
         self._stopped = False
         self.tools: list[Tool] = []
+        self.history: History | None = None
 
     # --- the turn ---------------------------------------------------------------------------------
 
@@ -162,7 +167,7 @@ class Turn:
                 self.pause(reason)
                 return
         provider = provider_resolve()
-        history = History(
+        history = self.history = History(
             self.chat.pk,
             keep_screenshots=settings.CHATDESK_KEEP_SCREENSHOTS,
             prune_batch=settings.CHATDESK_SCREENSHOT_PRUNE_BATCH,
@@ -315,12 +320,27 @@ class Turn:
                 self._hold(result)
                 return False
             # Recorded whatever happened to the chat meanwhile (paused, interrupted): the action ran.
-            if not journal_finish(chat_id=self.chat.pk, tool_use_id=tool_use_id, result=result):
+            if not self._finish(tool_use_id, result):
                 return False
+            if self.history is not None:
+                self.history.remember(result.images)  # the next request sends them from memory
             if result.pause_after is not None:
                 self.pause(result.pause_after)
                 return False
         return True
+
+    def _finish(self, tool_use_id: str, result: ToolResult) -> bool:
+        """Record an acting tool's result (journal_finish). When storing what the action left fails (its
+        screenshot: storage is full), the model is told so in the result rather than the turn failing."""
+        try:
+            return journal_finish(chat_id=self.chat.pk, tool_use_id=tool_use_id, result=result)
+        except Exception:
+            if result.record is None:
+                raise
+            logger.exception("Storing what tool_use %s left failed in chat %s.", tool_use_id, self.chat.pk)
+        return journal_finish(
+            chat_id=self.chat.pk, tool_use_id=tool_use_id, result=error_result(RECORD_FAILED)
+        )
 
     def _run_atomic(self, tool: Tool, block: dict[str, Any], *, resume: bool, message_id: int | None) -> bool:
         """Run a database tool in one transaction with its journal entry (and, for ``pause_after``, the
@@ -447,10 +467,14 @@ class Turn:
             return None
         usage = usage if role in (ChatMessage.Role.ASSISTANT, ChatMessage.Role.SYSTEM) else None
         with transaction.atomic():
-            if usage and not self.chat.is_root:
-                services.chat_lock_tree_rows(chat=self.chat)  # the root's sums grow too: lock in order
-            chat = Chat.objects.select_for_update().filter(pk=self.chat.pk, worker_id=self.worker_id).first()
-            if chat is None:
+            root = None
+            if usage and not self.chat.is_root:  # the root's sums grow too: both rows, locked in order
+                chat, root = services.chat_lock_tree_rows(chat=self.chat)
+                if root is not None:
+                    self.chat.root = root  # the tree's policy as of this step, for its tools' approvals
+            else:
+                chat = Chat.objects.select_for_update().filter(pk=self.chat.pk).first()
+            if chat is None or chat.worker_id != self.worker_id:
                 return None
             return services.message_append(
                 chat=chat,
@@ -462,6 +486,7 @@ class Turn:
                 if role in (ChatMessage.Role.ASSISTANT, ChatMessage.Role.SYSTEM)
                 else "",
                 context_id=context_id,
+                root=root,
             )
 
     def should_stop(self) -> bool:

@@ -238,10 +238,12 @@ def compaction_run(*, chat_id: str) -> ChatMessage | None:
             logger.warning("Compaction of chat %s got an empty summary; nothing replaced.", chat.pk)
             return None
         with transaction.atomic():
-            services.chat_lock_tree_rows(chat=chat)  # message_append's lock, and the root's for its sums
-            locked = Chat.objects.get(pk=chat.pk)
+            locked, root = services.chat_lock_tree_rows(chat=chat)  # message_append's lock, the root's
+            if locked is None:
+                return None
             summary = services.message_append(
                 chat=locked,
+                root=root,
                 role=ChatMessage.Role.SYSTEM,
                 content=summary_content(reply, plan),
                 usage=reply.usage,

@@ -30,6 +30,7 @@ from uuid import UUID
 
 from chats.engine.request import PIXELS_PER_TOKEN, estimate_tokens, prune_screenshots
 from chats.models import ChatFile, ChatMessage
+from chats.tools.base import ImageFile
 
 logger = logging.getLogger(__name__)
 
@@ -310,6 +311,16 @@ class History:
         kept = set(wanted)
         self._sources = {k: v for k, v in self._sources.items() if k in kept}
         return turns
+
+    def remember(self, images: dict[str, ImageFile]) -> None:
+        """Keep images a tool just stored (by file id) for the next request: not read back from storage."""
+        for file_id, image in images.items():
+            self._sources[file_id] = {
+                "type": "base64",
+                "media_type": "image/png",
+                "data": base64.b64encode(image.png).decode("ascii"),
+            }
+            self._sizes[file_id] = (image.width, image.height) if image.width and image.height else None
 
     def resolve(self, turns: list[Message]) -> list[Message]:
         """Return ``turns`` with their images as base64 blocks (loaded by :meth:`turns`)."""

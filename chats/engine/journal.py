@@ -8,7 +8,8 @@ typed twice. The rules, one ``ToolCall`` row per ``(chat, tool_use_id)`` (a uniq
   ``started`` committed *before* they act (:func:`journal_start`). When they return, :func:`journal_finish`
   moves it ``started -> done`` and stores the ``tool`` message with the result in the same transaction —
   whatever happened to the chat meanwhile: a paused or interrupted chat still gets the result of the action
-  that ran. A tool that decides not to act after all (a person holds the desktop, an approval is pending)
+  that ran. What the action left (``ToolResult.record``: a screenshot, an audit entry) is stored in that
+  transaction too. A tool that decides not to act after all (a person holds the desktop, an approval is pending)
   returns a pause, and the row is removed (:func:`journal_forget`): nothing ran.
 - **Database tools** (``Tool.atomic``: spawn_computer_use_agent, message_agent, close_agent, wait_agent,
   request_human_help) run inside one transaction with :func:`journal_record`, which inserts the row ``done``
@@ -51,14 +52,15 @@ UNKNOWN_OUTCOME = (
 )
 
 
-def _append_result(*, chat_id: UUID | str, tool_use_id: str, result: ToolResult) -> bool:
-    """Store the ``tool`` message answering ``tool_use_id`` (inside the caller's transaction).
+def _lock_chat(chat_id: UUID | str) -> Chat | None:
+    """Lock the chat's row, as for every message (ids in commit order); None when the chat is gone. A
+    message without usage needs none of its other fields, which are the costly ones to load."""
+    return Chat.objects.select_for_update().only("id", "parent_id", "root_id").filter(pk=chat_id).first()
 
-    Return False when the chat is gone. The chat row is locked, as for every message (ids in commit order).
-    """
-    chat = Chat.objects.select_for_update().filter(pk=chat_id).first()
-    if chat is None:
-        return False
+
+def _append_result(*, chat: Chat, tool_use_id: str, result: ToolResult) -> None:
+    """Store the ``tool`` message answering ``tool_use_id`` on ``chat``, locked by the caller
+    (:func:`_lock_chat`), inside the caller's transaction."""
     part = {
         "type": "tool_result",
         "tool_use_id": tool_use_id,
@@ -66,7 +68,6 @@ def _append_result(*, chat_id: UUID | str, tool_use_id: str, result: ToolResult)
         "is_error": result.is_error,
     }
     services.message_append(chat=chat, role=ChatMessage.Role.TOOL, content=[part])
-    return True
 
 
 def journal_start(*, chat_id: UUID | str, tool_use_id: str, name: str, worker_id: str) -> bool:
@@ -87,11 +88,18 @@ def journal_forget(*, chat_id: UUID | str, tool_use_id: str) -> None:
 
 @transaction.atomic
 def journal_finish(*, chat_id: UUID | str, tool_use_id: str, result: ToolResult) -> bool:
-    """Record the result of an acting tool that ran: ``started -> done`` and its message, together.
+    """Record the result of an acting tool that ran: ``started -> done``, what the action left
+    (``result.record``) and its message, together.
 
     Return False when the row was no longer ``started`` (a later turn already told the model the outcome
-    was unknown) or the chat is gone: the result is then not stored a second time.
+    was unknown: what the action left is still stored, the result not a second time) or the chat is gone
+    (nothing is stored).
     """
+    chat = _lock_chat(chat_id)
+    if chat is None:
+        return False
+    if result.record is not None:
+        result.record()
     moved = ToolCall.objects.filter(
         chat_id=chat_id, tool_use_id=tool_use_id, state=ToolCall.State.STARTED
     ).update(
@@ -102,9 +110,7 @@ def journal_finish(*, chat_id: UUID | str, tool_use_id: str, result: ToolResult)
     )
     if moved != 1:
         return False
-    if not _append_result(chat_id=chat_id, tool_use_id=tool_use_id, result=result):
-        transaction.set_rollback(True)
-        return False
+    _append_result(chat=chat, tool_use_id=tool_use_id, result=result)
     return True
 
 
@@ -124,7 +130,9 @@ def journal_record(
         is_error=result.is_error,
         finished_at=timezone.now(),
     )
-    _append_result(chat_id=chat_id, tool_use_id=tool_use_id, result=result)
+    chat = _lock_chat(chat_id)
+    if chat is not None:
+        _append_result(chat=chat, tool_use_id=tool_use_id, result=result)
 
 
 @transaction.atomic
@@ -141,7 +149,10 @@ def journal_settle(*, chat_id: UUID | str, tool_use_id: str) -> bool:
         call.is_error = True
         call.finished_at = timezone.now()
         call.save(update_fields=["state", "content", "is_error", "finished_at"])
-        result = ToolResult(content=call.content, is_error=True)
-        _append_result(chat_id=chat_id, tool_use_id=tool_use_id, result=result)
+        chat = _lock_chat(chat_id)
+        if chat is not None:
+            _append_result(
+                chat=chat, tool_use_id=tool_use_id, result=ToolResult(content=call.content, is_error=True)
+            )
         return True
     return True  # done (its message was stored with it) or unknown (the model was told)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, TypedDict
+from typing import Any, ClassVar, NamedTuple, TypedDict
 
 from chats.models import Chat
 
@@ -45,6 +45,14 @@ class ToolContext:
     message_id: int | None = None  # the assistant message holding the tool_use, when the engine knows it
 
 
+class ImageFile(NamedTuple):
+    """An image a tool stored as a ChatFile, as the tool has it: PNG bytes and size in pixels."""
+
+    png: bytes
+    width: int | None
+    height: int | None
+
+
 @dataclass
 class ToolResult:
     """The outcome of one tool_use.
@@ -56,7 +64,11 @@ class ToolResult:
     again on resume; ``unblocked``, when given, says whether that reason is already gone (the approval was
     decided, the desktop handed back, between the tool's check and the pause), and the engine then queues
     the chat's turn at once instead of leaving it paused for good. ``pause_after`` pauses the chat *after*
-    this result is recorded (``request_human_help``: ``needs_help``).
+    this result is recorded (``request_human_help``: ``needs_help``). ``record``, for an acting tool,
+    stores what the action left (the computer tool's screenshot file and audit entry) in the transaction
+    that records the result, with the chat's row locked (chats/engine/journal.py): one commit per action.
+    ``images``: the images of ``content`` the tool has at hand, by file id (the computer tool's
+    screenshot), so the engine sends them with the next request without reading them back from storage.
     """
 
     content: list[dict[str, Any]] = field(default_factory=list)
@@ -65,6 +77,8 @@ class ToolResult:
     pause: str | None = None
     unblocked: Callable[[], bool] | None = None
     pause_after: str | None = None
+    record: Callable[[], None] | None = None
+    images: dict[str, ImageFile] = field(default_factory=dict)
 
 
 def text_result(text: str, *, is_error: bool = False) -> ToolResult:

@@ -6,21 +6,24 @@ tests/desktop/test_control_e2e.py does the same with the real agent, Xvnc and Ce
 
 from __future__ import annotations
 
+import base64
+import uuid
 from typing import Any, ClassVar
 
 import pytest
 from django.contrib.auth.models import User
 from django.db import IntegrityError
+from django.utils import timezone
 
 from chats import services
 from chats.engine import turn_execute
 from chats.engine.journal import UNKNOWN_OUTCOME
 from chats.engine.lease import Heartbeat, new_worker_id, turn_claim
 from chats.models import AuditEvent, Chat, ChatMessage, ChatProvider, ToolCall
-from chats.tools.base import Tool, ToolContext, ToolResult, text_result
+from chats.tools.base import ImageFile, Tool, ToolContext, ToolResult, text_result
 from chats.tools.help import HELP_REASON_MAX_CHARS
 from tests.factories import ChatFactory
-from tests.support.fake_anthropic import FakeAnthropic, RecordedRequest, reply, tool_use
+from tests.support.fake_anthropic import FakeAnthropic, RecordedRequest, png_bytes, reply, tool_use
 
 # Committed rows: the turn's heartbeat and stream watchdog read the chat from threads of their own.
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -191,3 +194,159 @@ def test_a_paused_chat_keeps_its_lease_but_a_chat_claimed_by_another_worker_does
         assert not beat.lost.wait(0.3)  # paused: still this turn's (it records its action's result)
         Chat.objects.filter(pk=chat.pk).update(worker_id="another")
         assert beat.lost.wait(5)
+
+
+class RecordingTool(CountingTool):
+    """An acting tool whose result stores what the action left (like the computer tool's screenshot)."""
+
+    name = "act"
+    recorded: ClassVar[list[str]] = []
+    fail = False
+
+    def run(self, ctx: ToolContext, tool_input: dict[str, Any]) -> ToolResult:
+        result = super().run(ctx, tool_input)
+
+        def record() -> None:
+            if RecordingTool.fail:
+                raise OSError("No space left on device")
+            AuditEvent.objects.create(chat=ctx.chat, kind="action", actor="model", at=timezone.now())
+            RecordingTool.recorded.append(ctx.tool_use_id)
+
+        result.record = record
+        return result
+
+
+@pytest.fixture
+def recording(monkeypatch: pytest.MonkeyPatch) -> type[RecordingTool]:
+    CountingTool.runs = []
+    CountingTool.during = None
+    RecordingTool.recorded = []
+    RecordingTool.fail = False
+    monkeypatch.setattr("chats.engine.tools_for_chat", lambda chat, provider_configured: [RecordingTool()])
+    return RecordingTool
+
+
+def test_what_an_action_left_is_stored_with_its_result(
+    user: User, fake: FakeAnthropic, provider: ChatProvider, recording: type[RecordingTool]
+) -> None:
+    chat = queued_chat(user)
+    fake.script([reply(tool_use("act", {}, id="t1")), reply("done")])
+    turn_execute(chat_id=str(chat.pk))
+    assert recording.recorded == ["t1"]
+    assert AuditEvent.objects.filter(chat=chat, kind="action").count() == 1
+    assert ToolCall.objects.get(chat=chat, tool_use_id="t1").state == ToolCall.State.DONE
+
+
+def test_a_late_result_still_stores_what_the_action_left_but_not_the_result(user: User) -> None:
+    """A later turn declared the outcome unknown: the action did run, so its audit entry is kept."""
+    from chats.engine.journal import journal_finish, journal_settle, journal_start
+
+    chat = ChatFactory.create(owner=user)
+    assert journal_start(chat_id=chat.pk, tool_use_id="t1", name="act", worker_id="w1")
+    assert journal_settle(chat_id=chat.pk, tool_use_id="t1")
+    late = text_result("late")
+
+    def record() -> None:
+        AuditEvent.objects.create(chat=chat, kind="action", actor="model", at=timezone.now())
+
+    late.record = record
+    assert not journal_finish(chat_id=chat.pk, tool_use_id="t1", result=late)
+    assert AuditEvent.objects.filter(chat=chat, kind="action").count() == 1
+    assert chat.messages.filter(role="tool").count() == 1  # the unknown outcome only
+
+
+def test_when_storing_what_an_action_left_fails_the_model_is_told_and_the_turn_goes_on(
+    user: User, fake: FakeAnthropic, provider: ChatProvider, recording: type[RecordingTool]
+) -> None:
+    chat = queued_chat(user)
+    recording.fail = True
+    fake.script([reply(tool_use("act", {}, id="t1")), reply("done")])
+    turn_execute(chat_id=str(chat.pk))
+    chat.refresh_from_db()
+    assert chat.status == Chat.Status.WAITING and recording.runs == ["t1"]
+    assert ToolCall.objects.get(chat=chat, tool_use_id="t1").state == ToolCall.State.DONE
+    answered = results_for(fake.message_requests[-1], "t1")
+    assert len(answered) == 1 and answered[0]["is_error"] is True
+    assert "could not be stored" in answered[0]["content"][0]["text"]
+
+
+class ScreenshotTool(CountingTool):
+    """An acting tool that returns a screenshot it has at hand (as the computer tool does); it stores no
+    file, so the next request can only carry the image from the engine's memory."""
+
+    name = "act"
+    png = png_bytes(4, 3)
+
+    def run(self, ctx: ToolContext, tool_input: dict[str, Any]) -> ToolResult:
+        super().run(ctx, tool_input)
+        file_id = str(uuid.uuid4())
+        return ToolResult(
+            content=[{"type": "image", "file_id": file_id}], images={file_id: ImageFile(self.png, 4, 3)}
+        )
+
+
+def test_the_next_request_sends_the_screenshot_an_action_returned_without_reading_it_back(
+    user: User, fake: FakeAnthropic, provider: ChatProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    CountingTool.runs = []
+    CountingTool.during = None
+    monkeypatch.setattr("chats.engine.tools_for_chat", lambda chat, provider_configured: [ScreenshotTool()])
+    chat = queued_chat(user)
+    fake.script([reply(tool_use("act", {}, id="t1")), reply("done")])
+    turn_execute(chat_id=str(chat.pk))
+    (result,) = results_for(fake.message_requests[-1], "t1")
+    assert result["content"] == [
+        {
+            "type": "image",
+            "source": {
+                "type": "base64",
+                "media_type": "image/png",
+                "data": base64.b64encode(ScreenshotTool.png).decode(),
+            },
+        }
+    ]
+
+
+def test_a_policy_changed_during_a_turn_gates_the_next_action(
+    user: User, fake: FakeAnthropic, provider: ChatProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SPEC §8: a new approval policy applies to the tree's next actions, also within a running turn (the
+    engine gives the child its root row fresh at each step; the gate reads the policy there)."""
+    from agents.daemon.client import ActionResult
+    from agents.models import WorkspaceAgent
+    from chatdesk.exceptions import AgentUnreachable
+    from desktop import client as desktop_client
+
+    agent = WorkspaceAgent.objects.create(
+        owner=user, name="desk", url="ws://127.0.0.1:9", display_width=1280, display_height=800
+    )
+    root = ChatFactory.create(owner=user, workspace_agent=agent)
+    child = ChatFactory.create(
+        owner=user,
+        parent=root,
+        workspace_agent=agent,
+        mode=Chat.Mode.COMPUTER_USE,
+        status=Chat.Status.PENDING,
+        model="claude-sonnet-4-5",
+    )
+    ChatMessage.objects.create(chat=child, role="user", content=[{"type": "text", "text": "go"}])
+    acted: list[str] = []
+
+    def act(connected: Any, params: dict[str, Any]) -> ActionResult:
+        acted.append(params["action"])
+        services.chat_update(chat=Chat.objects.get(pk=root.pk), approval_policy=Chat.ApprovalPolicy.ALL)
+        return ActionResult(output="ok", png=None, width=None, height=None)
+
+    monkeypatch.setattr(desktop_client, "agent_for_chat", lambda chat: agent)
+    monkeypatch.setattr(desktop_client, "run_action_sync", act)
+
+    async def no_screenshot(*args: Any) -> None:
+        raise AgentUnreachable  # the approval is asked without a picture: not needed here
+
+    monkeypatch.setattr(desktop_client, "screenshot", no_screenshot)
+    click = {"action": "left_click", "coordinate": [10, 10]}
+    fake.script([reply(tool_use("computer", click, id="c1")), reply(tool_use("computer", click, id="c2"))])
+    turn_execute(chat_id=str(child.pk))
+    child.refresh_from_db()
+    assert acted == ["left_click"]  # the first click ran under "off"; the second waits for a person
+    assert (child.status, child.paused_reason) == (Chat.Status.PAUSED, Chat.PausedReason.AWAITING_APPROVAL)

@@ -142,3 +142,22 @@ def test_clearing_the_provider_key_removes_it() -> None:
     assert not fresh.has_api_key
     assert fresh.get_api_key() == ""
     assert fresh.api_key_last4 == ""
+
+
+def test_a_child_reads_its_roots_policy_from_the_root_row_it_holds(user, django_assert_num_queries) -> None:
+    """Contract with Django (pinned 5.2): ``Chat.root.is_cached`` tells whether a child holds its root row,
+    as chat_approval_policy relies on; the engine and chat_lock_tree_rows give each step's child a fresh one."""
+    from chats.selectors import chat_approval_policy
+
+    root = ChatFactory.create(owner=user, approval_policy=Chat.ApprovalPolicy.ALL)
+    child = Chat.objects.get(pk=ChatFactory.create(owner=user, parent=root).pk)
+    assert not Chat.root.is_cached(child)
+    with django_assert_num_queries(1):
+        assert chat_approval_policy(child) == Chat.ApprovalPolicy.ALL
+    Chat.objects.filter(pk=root.pk).update(approval_policy=Chat.ApprovalPolicy.OFF)
+    child.root = Chat.objects.get(pk=root.pk)
+    assert Chat.root.is_cached(child)
+    with django_assert_num_queries(0):
+        assert chat_approval_policy(child) == Chat.ApprovalPolicy.OFF
+    joined = Chat.objects.select_related("root").get(pk=child.pk)
+    assert Chat.root.is_cached(joined)
