@@ -6,7 +6,8 @@ Figures:
 - message -> model: from `POST /chats/{id}/messages` (real daphne) to the request reaching the model;
 - delta -> client: from a streamed delta leaving the model to the stream WebSocket client (daphne);
 - engine overhead per computer-use step, excluding the agent and the model (in-process, the agent
-  call replaced by an instant stub: only this figure replaces the agent);
+  call replaced by an instant stub: only this figure replaces the agent; the median of three 30-step
+  turns after a warm-up turn, with their range: one turn on a shared machine varies by a third);
 - 20 concurrent chats on 2 workers, without errors.
 
 The first two figures, and the idle CPU of a worker and of daphne, are measured in both modes: Redis
@@ -240,7 +241,17 @@ def bench_concurrent(api: httpx.Client, fake: FakeAnthropic, mode: str) -> Row:
 
 
 def bench_step_overhead(user: Any, fake: FakeAnthropic) -> Row:
-    """In-process: a computer-use turn of N screenshot steps, minus the model's and the agent's time."""
+    """In-process: computer-use turns of N screenshot steps, minus the model's and the agent's time: one
+    turn to warm up (first queries, serializers, connections), then the median of three."""
+    per_step = [_step_overhead_turn(user, fake) for _ in range(4)][1:]
+    overhead = statistics.median(value for value, _ in per_step)
+    ok = overhead <= 30 and all(completed for _, completed in per_step)
+    spread = f"{min(v for v, _ in per_step):.1f}-{max(v for v, _ in per_step):.1f}"
+    return ("engine overhead per computer-use step", "redis", f"{overhead:.1f} ms ({spread})", "<= 30 ms", ok)
+
+
+def _step_overhead_turn(user: Any, fake: FakeAnthropic) -> tuple[float, bool]:
+    """Run one computer-use turn; return its engine overhead per step (ms) and whether it completed."""
     import chats.engine as engine
     import desktop.client
     from agents.daemon.client import ActionResult
@@ -307,9 +318,7 @@ def bench_step_overhead(user: Any, fake: FakeAnthropic) -> Row:
     finally:
         engine.stream_reply = real_stream
     child.refresh_from_db()
-    overhead = (total - spent["model"] - spent["agent"]) / (steps + 1) * 1000
-    ok = overhead <= 30 and child.status == "completed"
-    return ("engine overhead per computer-use step", "redis", f"{overhead:.1f} ms", "<= 30 ms", ok)
+    return (total - spent["model"] - spent["agent"]) / (steps + 1) * 1000, child.status == "completed"
 
 
 def _png() -> bytes:
