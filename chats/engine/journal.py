@@ -9,8 +9,8 @@ typed twice. The rules, one ``ToolCall`` row per ``(chat, tool_use_id)`` (a uniq
   moves it ``started -> done`` and stores the ``tool`` message with the result in the same transaction —
   whatever happened to the chat meanwhile: a paused or interrupted chat still gets the result of the action
   that ran. What the action left (``ToolResult.record``: a screenshot, an audit entry) is stored in that
-  transaction too. A tool that decides not to act after all (a person holds the desktop, an approval is pending)
-  returns a pause, and the row is removed (:func:`journal_forget`): nothing ran.
+  transaction too. A tool that decides not to act after all (a person holds the desktop, an approval is
+  pending) returns a pause, and the row is removed (:func:`journal_forget`): nothing ran.
 - **Database tools** (``Tool.atomic``: spawn_computer_use_agent, message_agent, close_agent, wait_agent,
   request_human_help) run inside one transaction with :func:`journal_record`, which inserts the row ``done``
   and the message: either all of it commits (the child exists and the result says so) or none of it.
