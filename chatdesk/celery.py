@@ -51,6 +51,13 @@ def schedule_sweep(sender: Celery, **kwargs: object) -> None:
         name="desktop.sweep_recordings",
         expires=settings.CHATDESK_SWEEP_INTERVAL,
     )
+    # Desktops the model holds with no turn left to release them (its worker died; desktop/control.py).
+    sender.add_periodic_task(
+        settings.CHATDESK_SWEEP_INTERVAL,
+        sender.signature("desktop.sweep_holds"),
+        name="desktop.sweep_holds",
+        expires=settings.CHATDESK_SWEEP_INTERVAL,
+    )
     # Approvals undecided for CHATDESK_APPROVAL_TIMEOUT_SECONDS expire (chats/approvals.py): checked twice
     # per timeout, at least every 30 s, so one expires at most half a timeout (or 30 s) late.
     approvals_interval = approval_expiry_interval(settings.CHATDESK_APPROVAL_TIMEOUT_SECONDS)

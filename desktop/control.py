@@ -171,6 +171,32 @@ def control_model_release(*, agent: WorkspaceAgent, chat: Chat) -> bool:
     return True
 
 
+def control_sweep() -> int:
+    """Release the model's holds that no turn will release: no computer-use chat on the desktop has a turn
+    queued or running (its worker died and its turn failed for good, or was cut off before its end). Return
+    how many desktops were released. Run by the beat task ``desktop.sweep_holds``."""
+    released = 0
+    held = WorkspaceAgent.objects.filter(desktop_holder=DesktopHolder.MODEL).values_list("pk", flat=True)
+    for agent_id in held:
+        with transaction.atomic():
+            locked = _locked_agent(agent_id)
+            chats = _computer_use_chats(locked)
+            if locked.desktop_holder != DesktopHolder.MODEL or chats.filter(status__in=ACTIVE).exists():
+                continue
+            last = chats.order_by("-updated_at").first()
+            if last is None:  # its chats are gone: nothing to audit on
+                WorkspaceAgent.objects.filter(pk=locked.pk).update(
+                    desktop_holder=None, desktop_held_by=None, desktop_held_at=timezone.now()
+                )
+                _announce(locked.pk, None, None)
+            else:
+                _change(
+                    locked, chat=last, holder=None, user=None, change="release", note="no turn is running"
+                )
+            released += 1
+    return released
+
+
 # -- internals -----------------------------------------------------------------------------------------
 
 

@@ -6,6 +6,7 @@ import logging
 
 from celery import shared_task
 
+from desktop.control import control_sweep
 from desktop.recordings import recording_fetch, recording_stop, recordings_sweep
 
 logger = logging.getLogger(__name__)
@@ -29,3 +30,11 @@ def recordings_sweep_task() -> None:
 def recording_stop_task(recording_id: str) -> None:
     """Stop a recording on its agent and queue the fetch of its file (desktop/recordings.py)."""
     recording_stop(recording_id=recording_id)
+
+
+@shared_task(name="desktop.sweep_holds", ignore_result=True)
+def control_sweep_task() -> None:
+    """Release the model's holds of desktops on which no turn runs any more (Celery beat)."""
+    released = control_sweep()
+    if released:
+        logger.info("Released %d desktops the model held with no turn running.", released)

@@ -183,6 +183,35 @@ def test_model_release_never_takes_it_from_a_person(user: User, agent: Workspace
     assert control.control_state(fresh(agent))["holder"] == "person"
 
 
+def test_the_sweep_releases_a_hold_no_turn_will_release(
+    user: User, agent: WorkspaceAgent, root: Chat
+) -> None:
+    """The worker of the holding turn died and its turn failed for good: nothing would release the desktop."""
+    acting = child_of(root, Chat.Status.RUNNING)
+    control.control_model_acquire(agent=agent, chat=acting)
+    assert control.control_sweep() == 0  # its turn still runs
+    Chat.objects.filter(pk=acting.pk).update(status=Chat.Status.ERROR)
+    assert control.control_sweep() == 1
+    assert fresh(agent).desktop_holder is None
+    assert control_events(acting)[-1] == ("model", "release", None, None)
+    assert control.control_sweep() == 0
+    control.control_take(chat=root, user=user)
+    assert control.control_sweep() == 0 and fresh(agent).desktop_holder == "person"  # a person's stays
+
+
+def test_beat_runs_the_hold_sweep_that_workers_know() -> None:
+    from celery import Celery
+
+    from chatdesk.celery import app as celery_app
+    from chatdesk.celery import schedule_sweep
+    from desktop.tasks import control_sweep_task
+
+    beat = Celery("beat-test")
+    schedule_sweep(beat)
+    assert beat.conf.beat_schedule["desktop.sweep_holds"]["task"] == "desktop.sweep_holds"
+    assert celery_app.tasks["desktop.sweep_holds"].name == control_sweep_task.name
+
+
 def test_a_chat_without_an_agent_is_refused(user: User) -> None:
     chat = ChatFactory.create(owner=user, workspace_agent=None)
     with pytest.raises(AgentNotConnected):
