@@ -15,6 +15,7 @@ from django.utils import timezone
 from playwright.sync_api import Page, expect
 
 from agents.models import WorkspaceAgent
+from chats.engine.journal import journal_finish, journal_start
 from chats.models import Chat, ChatMessage, Recording
 from chats.services import message_append
 from chats.tools.base import ToolContext
@@ -61,7 +62,7 @@ def recorded_child(worker: Process) -> Iterator[Chat]:
 
 
 def act(child: Chat) -> None:
-    """Run the three clicks through the computer tool, as a turn would, and end the turn."""
+    """Run the three clicks through the computer tool and record them, as a turn does, and end the turn."""
     try:
         tool = ComputerTool(child)
         for index, point in enumerate(CLICKS):
@@ -71,17 +72,13 @@ def act(child: Chat) -> None:
                 "input": {"coordinate": point},
             }  # fmt: skip
             message_append(chat=child, role=ChatMessage.Role.ASSISTANT, content=[block])
+            assert journal_start(chat_id=child.pk, tool_use_id=tool_use_id, name="computer", worker_id="t")
             result = tool.run(
                 ToolContext(chat=child, tool_use_id=tool_use_id, name="left_click"), {"coordinate": point}
             )
             assert not result.is_error, result.content
-            part = {
-                "type": "tool_result",
-                "tool_use_id": tool_use_id,
-                "content": result.content,
-                "is_error": False,
-            }
-            message_append(chat=child, role=ChatMessage.Role.TOOL, content=[part])
+            # Stored as a turn stores it: the result, its screenshot and its audit entry together.
+            assert journal_finish(chat_id=child.pk, tool_use_id=tool_use_id, result=result)
         tool.turn_ended()
     finally:
         connection.close()
