@@ -327,7 +327,7 @@ def test_a_policy_changed_during_a_turn_gates_the_next_action(
         workspace_agent=agent,
         mode=Chat.Mode.COMPUTER_USE,
         status=Chat.Status.PENDING,
-        model="claude-sonnet-4-5",
+        model="claude-opus-5-5",
     )
     ChatMessage.objects.create(chat=child, role="user", content=[{"type": "text", "text": "go"}])
     acted: list[str] = []
@@ -344,8 +344,13 @@ def test_a_policy_changed_during_a_turn_gates_the_next_action(
         raise AgentUnreachable  # the approval is asked without a picture: not needed here
 
     monkeypatch.setattr(desktop_client, "screenshot", no_screenshot)
-    click = {"action": "left_click", "coordinate": [10, 10]}
-    fake.script([reply(tool_use("computer", click, id="c1")), reply(tool_use("computer", click, id="c2"))])
+    point = {"coordinate": [10, 10]}
+    fake.script(
+        [
+            reply(tool_use("left_click", point, id="c1", toolset_name="computer")),
+            reply(tool_use("left_click", point, id="c2", toolset_name="computer")),
+        ]
+    )
     turn_execute(chat_id=str(child.pk))
     child.refresh_from_db()
     assert acted == ["left_click"]  # the first click ran under "off"; the second waits for a person
