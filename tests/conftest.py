@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from celery import current_app
 from channels import DEFAULT_CHANNEL_LAYER
 from channels.layers import channel_layers
 from django.conf import settings
@@ -31,6 +32,16 @@ def isolated_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
         settings.CHANNEL_LAYERS["default"]["CONFIG"]["prefix"] = f"chatdesk-test-{run}"
     settings.MEDIA_ROOT = str(tmp_path_factory.mktemp("media"))
     yield
+
+
+@pytest.fixture(autouse=True)
+def our_celery_app_stays_current() -> Iterator[None]:
+    """A test that builds a Celery app of its own (to read a beat schedule) must not leave it current:
+    every turn queued afterwards would go to that app's default broker, and no worker would run it."""
+    yield
+    if current_app._get_current_object() is not celery_app:
+        celery_app.set_current()
+        pytest.fail("This test left another Celery app current; build it with set_as_current=False.")
 
 
 @pytest.fixture(autouse=True)

@@ -299,7 +299,7 @@ def test_expiry_runs_twice_per_timeout_and_at_least_every_30_seconds() -> None:
 
 @override_settings(CHATDESK_APPROVAL_TIMEOUT_SECONDS=20)
 def test_beat_schedules_the_expiry_task_that_workers_know() -> None:
-    beat = Celery("beat-test")
+    beat = Celery("beat-test", set_as_current=False)  # else turns queued after this test go to its broker
     schedule_sweep(beat)
     entry = beat.conf.beat_schedule["chats.expire_approvals"]
     assert entry["task"] == "chats.expire_approvals" and entry["schedule"] == 10

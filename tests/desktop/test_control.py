@@ -206,7 +206,7 @@ def test_beat_runs_the_hold_sweep_that_workers_know() -> None:
     from chatdesk.celery import schedule_sweep
     from desktop.tasks import control_sweep_task
 
-    beat = Celery("beat-test")
+    beat = Celery("beat-test", set_as_current=False)  # else turns queued after this test go to its broker
     schedule_sweep(beat)
     assert beat.conf.beat_schedule["desktop.sweep_holds"]["task"] == "desktop.sweep_holds"
     assert celery_app.tasks["desktop.sweep_holds"].name == control_sweep_task.name
