@@ -9,7 +9,7 @@ import threading
 
 import redis
 from celery import Celery
-from celery.signals import worker_process_shutdown
+from celery.signals import before_task_publish, worker_process_shutdown
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -74,6 +74,16 @@ def schedule_sweep(sender: Celery, **kwargs: object) -> None:
         name="chats.purge_expired_files",
         expires=settings.CHATDESK_FILE_PURGE_INTERVAL,
     )
+
+
+@before_task_publish.connect
+def send_live_events_first(**kwargs: object) -> None:
+    """A task published now may make another process publish live events (a worker claims the turn and says
+    it runs): the events this process queued before go out first, so viewers see them in causal order."""
+    from chats.events import sender
+
+    if not sender.flush():
+        logger.warning("Live events queued before a task was published were not all sent in time.")
 
 
 @worker_process_shutdown.connect

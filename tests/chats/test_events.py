@@ -122,3 +122,17 @@ def test_when_the_layer_hangs_the_queue_stays_bounded_and_drops_are_logged(
     assert gated.sent == [("g", n) for n in range(4)]
     assert own.dropped == 6
     assert "Live events are not reaching Redis: 1 dropped so far." in caplog.text
+
+
+def test_publishing_a_task_first_sends_the_live_events_queued_before_it(
+    gated: GatedLayer, own: events.LayerSender, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Causal order across processes: the worker that runs a task may publish events of its own (the turn
+    runs); the events queued before the task was published must reach Redis first."""
+    from chatdesk.celery import send_live_events_first
+
+    monkeypatch.setattr(events, "sender", own)
+    own.group_send("g", {"n": 0})
+    threading.Timer(0.3, gated.gate.set).start()  # the layer answers a moment later
+    send_live_events_first()
+    assert gated.sent == [("g", 0)]
