@@ -227,12 +227,13 @@ def _load_sources(
         except OSError:
             logger.warning("Chat file %s is missing from storage.", chat_file.pk)
             continue
-        sources[str(chat_file.pk)] = {
-            "type": "base64",
-            "media_type": chat_file.content_type or "image/png",
-            "data": base64.b64encode(data).decode("ascii"),
-        }
+        sources[str(chat_file.pk)] = _base64_source(data, chat_file.content_type or "image/png")
     return sources
+
+
+def _base64_source(data: bytes, media_type: str) -> Part:
+    """Return an API image source holding ``data``."""
+    return {"type": "base64", "media_type": media_type, "data": base64.b64encode(data).decode("ascii")}
 
 
 def _resolve_images(turns: list[Message], sources: dict[str, Part]) -> list[Message]:
@@ -315,11 +316,7 @@ class History:
     def remember(self, images: dict[str, ImageFile]) -> None:
         """Keep images a tool just stored (by file id) for the next request: not read back from storage."""
         for file_id, image in images.items():
-            self._sources[file_id] = {
-                "type": "base64",
-                "media_type": "image/png",
-                "data": base64.b64encode(image.png).decode("ascii"),
-            }
+            self._sources[file_id] = _base64_source(image.png, "image/png")
             self._sizes[file_id] = (image.width, image.height) if image.width and image.height else None
 
     def resolve(self, turns: list[Message]) -> list[Message]:
